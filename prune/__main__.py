@@ -1,0 +1,3 @@
+from prune.cli import main
+
+main()

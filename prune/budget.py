@@ -1,0 +1,167 @@
+"""Class-balanced budgets (methods.md, "Budgets"), in exact integer / Fraction arithmetic.
+
+``--fraction f`` or ``--count k`` over classes of sizes n_1..n_C (n = sum n_c):
+
+* total = k, or round(f * n) rounded half up, computed exactly. A float fraction is read by its
+  shortest decimal repr (``Fraction(repr(f))``), i.e. as the user typed it: ``--fraction 0.15``
+  of 10 examples is 1.5 -> 2, where the binary double 0.1499999999999999944... would give 1.
+* ``balance="proportional"`` (default): k_c = floor(f n_c), then the remaining units go to the
+  largest fractional parts of f n_c (ties: lower class id). With ``count``, f = count / n. The
+  total is exact and k_c <= n_c always (a unit only goes to a class with a positive fractional
+  part, where floor(f n_c) < f n_c <= n_c).
+* ``balance="equal"``: every non-empty class gets the same count L, capped at n_c, leftovers
+  redistributed to the classes with room (water-filling: L is the largest level with
+  sum_c min(n_c, L) <= total), then the last single units to the lowest class ids with room.
+  Empty classes get 0.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from decimal import Decimal
+from fractions import Fraction
+from typing import Sequence
+
+from prune.errors import PruneError
+
+__all__ = ["BALANCES", "largest_remainder", "class_budgets"]
+
+BALANCES = ("proportional", "equal")
+
+
+def _apportion(quotas: Sequence[Fraction], total: int) -> list[int]:
+    """floor of each quota, then the remaining units to the largest fractional parts (ties: lower index)."""
+    base = [math.floor(q) for q in quotas]
+    units = total - sum(base)
+    if units < 0 or units > len(quotas):
+        raise AssertionError(f"cannot apportion {total} over quotas summing to {sum(quotas)}")
+    by_remainder = sorted(range(len(quotas)), key=lambda c: (-(quotas[c] - base[c]), c))
+    for c in by_remainder[:units]:
+        base[c] += 1
+    return base
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    out = []
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+            raise ValueError(f"class sizes must be non-negative integers, got {s!r}")
+        out.append(int(s))
+    return out
+
+
+def largest_remainder(sizes: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` over groups in proportion to ``sizes`` (Hamilton / largest remainder).
+
+    Each group gets floor(total * n_c / n), the remaining units go to the largest fractional
+    parts (ties: lower index). The result sums to ``total`` and never exceeds n_c.
+    """
+    sizes = _check_sizes(sizes)
+    n = sum(sizes)
+    if isinstance(total, bool) or not isinstance(total, numbers.Integral) or not 0 <= total <= n:
+        raise ValueError(f"total must be an integer in [0, {n}], got {total!r}")
+    if n == 0:
+        return [0] * len(sizes)
+    return _apportion([Fraction(int(total) * s, n) for s in sizes], int(total))
+
+
+def _exact_fraction(fraction) -> Fraction:
+    if isinstance(fraction, bool):
+        raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
+    if isinstance(fraction, Fraction):
+        return fraction
+    if isinstance(fraction, numbers.Integral):
+        return Fraction(int(fraction))
+    if isinstance(fraction, Decimal):
+        if not fraction.is_finite():
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}")
+        return Fraction(fraction)
+    if isinstance(fraction, numbers.Real):
+        value = float(fraction)
+        if not math.isfinite(value):
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}")
+        return Fraction(repr(value))  # the shortest decimal that reads back as this float
+    if isinstance(fraction, str):
+        try:
+            return Fraction(fraction.strip())
+        except (ValueError, ZeroDivisionError):
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}") from None
+    raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
+
+
+def _equal_split(sizes: list[int], total: int) -> list[int]:
+    """Water-filling: largest level L with sum min(n_c, L) <= total, then +1 to lowest ids with room."""
+    lo, hi = 0, max(sizes)
+    while lo < hi:  # largest L in [0, max n_c] with filled(L) <= total
+        mid = (lo + hi + 1) // 2
+        if sum(min(s, mid) for s in sizes) <= total:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = [min(s, lo) for s in sizes]
+    left = total - sum(out)
+    for c, s in enumerate(sizes):
+        if left == 0:
+            break
+        if out[c] < s:
+            out[c] += 1
+            left -= 1
+    return out
+
+
+def class_budgets(
+    class_counts: Sequence[int],
+    *,
+    fraction: float | None = None,
+    count: int | None = None,
+    balance: str = "proportional",
+) -> list[int]:
+    """Per-class selection counts for ``--fraction`` or ``--count`` (exactly one).
+
+    Returns k_c for every class (0 for empty classes); sum(k_c) is count, or f * n rounded half
+    up. Raises PruneError, with a one-line fix, for bad or empty budgets.
+    """
+    sizes = _check_sizes(class_counts)
+    n = sum(sizes)
+    if (fraction is None) == (count is None):
+        which = "both" if fraction is not None else "neither"
+        raise PruneError(f"give exactly one of --fraction or --count ({which} given)")
+    if balance not in BALANCES:
+        raise PruneError(f"unknown --balance {balance!r}; use one of: {', '.join(BALANCES)}")
+    if n == 0:
+        raise PruneError("there are no examples to select from; check the dataset and its labels")
+
+    if fraction is not None:
+        f = _exact_fraction(fraction)
+        if not 0 < f <= 1:
+            raise PruneError(
+                f"--fraction must be in (0, 1], got {fraction}; e.g. --fraction 0.1 keeps 10%"
+            )
+        total = math.floor(f * n + Fraction(1, 2))  # round half up, exactly
+        if total == 0:
+            raise PruneError(
+                f"--fraction {fraction} of {n} examples selects 0; use a larger --fraction or --count"
+            )
+    else:
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
+            raise PruneError(f"--count must be a whole number, got {count!r}")
+        count = int(count)
+        if count <= 0:
+            raise PruneError(f"--count must be at least 1, got {count}")
+        if count > n:
+            raise PruneError(
+                f"--count {count} exceeds the {n} examples; use --count at most {n} or a --fraction"
+            )
+        total = count
+        f = Fraction(count, n)
+
+    if balance == "equal":
+        nonempty = sum(1 for s in sizes if s > 0)
+        if total < nonempty:
+            raise PruneError(
+                f"--balance equal needs at least one example per non-empty class, but the budget "
+                f"is {total} for {nonempty} classes; raise the budget or use --balance proportional"
+            )
+        return _equal_split(sizes, total)
+    return _apportion([f * s for s in sizes], total)

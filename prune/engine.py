@@ -1,0 +1,287 @@
+"""The one greedy facility-location engine every distance-based method shares.
+
+Objective (methods.md, "Facility location"): for a pool V of p points and a distance d,
+
+    F(S) = sum_{i in V} max_{j in S} (D - d(i, j)),    D = max_{i,j} d(i, j),
+
+with F(empty) = 0 (the running "current max" starts at 0). prune reports F under exactly this
+definition; other engines optimise other similarities (apricot/CORDS: D^2 - d^2, submodlib:
+exp(-d/dim), ...), so compare with them only after re-evaluating under this one.
+
+Greedy adds, k times, the candidate with the largest marginal gain, ties broken by the lowest
+pool position. With m_i = min(D, min_{s in S} d(i, s)) the marginal gain of j is
+
+    gain(j) = sum_i max(m_i - d(i, j), 0),
+
+which needs neither a similarity matrix nor any subtraction from D, so it is computed straight
+from ``distances`` (no p x p copy when they are float32 or float64 already).
+
+Lazy greedy, vectorised. By submodularity a gain computed earlier (for a larger m) is an upper
+bound of the gain now. Each step takes the top stale candidates by bound, re-evaluates a whole
+batch of them exactly in one tensor op, and accepts the best refreshed candidate once it beats
+every remaining stale bound (on equality, only if it also has the lower pool position; otherwise
+the tied stale candidates are refreshed first). Every gain is computed by the same elementwise
+``clamp(m - row, min=0).sum()`` reduction, and a decrease of m can only decrease each rounded
+term and hence each rounded sum, so stale bounds stay valid bounds *in floating point too*: the
+result is exactly the set and order of the naive O(p^2 k) greedy evaluated with the same
+arithmetic. On CUDA, where a reduction's summation order may depend on the launch shape, every
+evaluation uses one fixed batch shape so that identical columns always get identical gains.
+
+Precision: float64 distances are used in float64, anything else in float32. Versus a float64
+reference the picks can only differ where two gains agree to float32 rounding (~1e-7 relative).
+The reported ``gains`` and ``objective`` are recomputed in float64 from the chosen points.
+
+``distances`` must be symmetric (as every prune distance is, mathematically); row j is read as
+d(., j), which keeps the hot loop on contiguous memory. For a matrix that is symmetric only up to
+rounding (e.g. from ``torch.cdist``) this is d(i, j) := distances[j, i].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["FacilityLocationResult", "facility_location", "split_pool"]
+
+# Rows re-evaluated per lazy round. CPU: row sums are computed one row at a time, identically
+# for any batch, so the batch can adapt; CUDA: one fixed shape (see the module docstring).
+_CPU_BATCH_MIN = 16
+_CPU_BATCH_MAX = 512
+_CUDA_BATCH = 256
+# Rows per block when scanning the whole matrix (initial gains, weights).
+_SCAN_ROWS = 256
+
+
+@dataclass(frozen=True)
+class FacilityLocationResult:
+    """What greedy picked.
+
+    order:     int64 (k,), pool positions 0..p-1 in the order greedy picked them.
+    gains:     float64 (k,), marginal gain of each pick (F of the first t picks = gains[:t].sum()).
+    weights:   int64 (k,), gamma_j = number of pool points whose nearest selected point is
+               order[j] (ties: the selected point with the lowest pool position); sums to p.
+    objective: F(S) in float64, with D = distances.max().
+    """
+
+    order: torch.Tensor
+    gains: torch.Tensor
+    weights: torch.Tensor
+    objective: float
+
+
+def _fixed_batch(device: torch.device) -> int | None:
+    """Rows per gain evaluation, fixed for the whole run (CUDA), or None to adapt (CPU)."""
+    return _CUDA_BATCH if device.type == "cuda" else None
+
+
+def _empty_result(device: torch.device) -> FacilityLocationResult:
+    return FacilityLocationResult(
+        order=torch.empty(0, dtype=torch.int64, device=device),
+        gains=torch.empty(0, dtype=torch.float64, device=device),
+        weights=torch.empty(0, dtype=torch.int64, device=device),
+        objective=0.0,
+    )
+
+
+class _GainEvaluator:
+    """gain(j) = sum_i relu(m_i - W[j, i]) for batches of rows j, always by the same reduction."""
+
+    def __init__(self, W: torch.Tensor, fixed_batch: int | None):
+        self.W = W
+        self.fixed = fixed_batch
+        self._buf: torch.Tensor | None = None
+
+    def __call__(self, rows: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        b = rows.numel()
+        if self.fixed is not None:
+            if b > self.fixed:
+                return torch.cat(
+                    [self(rows[i : i + self.fixed], m) for i in range(0, b, self.fixed)]
+                )
+            if b < self.fixed:  # pad by repeating the first row: same shape every call
+                rows = torch.cat([rows, rows[:1].expand(self.fixed - b)])
+        n = rows.numel()
+        if self._buf is None or self._buf.shape[0] < n:
+            self._buf = torch.empty((n, self.W.shape[1]), dtype=self.W.dtype, device=self.W.device)
+        buf = self._buf[:n]
+        torch.index_select(self.W, 0, rows, out=buf)
+        torch.sub(m, buf, out=buf)
+        buf.clamp_(min=0)
+        return buf.sum(dim=1)[:b]
+
+    def release(self) -> None:
+        self._buf = None
+
+
+def _lowest_index_with_value(work: torch.Tensor, value: torch.Tensor) -> int:
+    """Lowest position j with work[j] == value (value taken from work, so one exists)."""
+    return int(torch.nonzero(work == value)[0, 0])
+
+
+def facility_location(distances: torch.Tensor, k: int) -> FacilityLocationResult:
+    """Greedy facility location over a dense (p, p) distance matrix, computed on its device.
+
+    Returns exactly the picks of the naive greedy (largest marginal gain, ties to the lowest
+    pool position) in the same arithmetic, found by vectorised lazy greedy. If all distances
+    are equal (D - d == 0 everywhere) every gain is 0 and the lowest positions are picked.
+
+    Raises ValueError for a non-square matrix, k < 0 or k > p, and NaN or inf distances.
+    """
+    if not isinstance(distances, torch.Tensor):
+        raise TypeError(f"distances must be a torch.Tensor, got {type(distances).__name__}")
+    if distances.dim() != 2 or distances.shape[0] != distances.shape[1]:
+        raise ValueError(f"distances must be a square (p, p) matrix, got shape {tuple(distances.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        try:
+            k = int(k.__index__())  # numpy / torch integer scalars
+        except AttributeError:
+            raise TypeError(f"k must be an int, got {type(k).__name__}") from None
+    p = distances.shape[0]
+    if k < 0 or k > p:
+        raise ValueError(f"k={k} is out of range for a pool of {p} points; need 0 <= k <= {p}")
+    device = distances.device
+    if p == 0:
+        return _empty_result(device)
+
+    dtype = torch.float64 if distances.dtype == torch.float64 else torch.float32
+    W = distances.to(dtype).contiguous()  # no copy when already dtype and contiguous
+    lo, hi = torch.aminmax(W)
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        raise ValueError("distances contain NaN or inf; refusing to select over them")
+    if k == 0:
+        return _empty_result(device)
+
+    D = hi  # 0-dim tensor in dtype
+    D64 = float(D)
+    fixed = _fixed_batch(device)
+    evaluate = _GainEvaluator(W, fixed)
+
+    m = torch.full((p,), D64, dtype=dtype, device=device)  # min(D, distance to S)
+    m64 = torch.full((p,), D64, dtype=torch.float64, device=device)
+    all_rows = torch.arange(p, device=device)
+
+    # Initial gains are exact (bounds with no slack).
+    ub = torch.empty(p, dtype=dtype, device=device)
+    for start in range(0, p, _SCAN_ROWS):
+        ub[start : start + _SCAN_ROWS] = evaluate(all_rows[start : start + _SCAN_ROWS], m)
+
+    neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
+    order: list[int] = []
+    gains64: list[torch.Tensor] = []
+    selected = torch.zeros(p, dtype=torch.bool, device=device)
+    batch = fixed if fixed is not None else _CPU_BATCH_MIN
+    exact = True  # are all bounds exact right now (only before the first pick)?
+
+    def accept(j: int) -> None:
+        order.append(j)
+        row = W[j]
+        row64 = row.to(torch.float64)
+        gains64.append(torch.clamp(m64 - row64, min=0).sum())
+        torch.minimum(m64, row64, out=m64)
+        torch.minimum(m, row, out=m)
+        ub[j] = neg_inf
+        selected[j] = True
+
+    while len(order) < k:
+        remaining = p - len(order)
+        top_val, top_idx = torch.max(ub, dim=0)  # torch.max returns the first maximal index
+        if float(top_val) <= 0.0:
+            # Every bound, hence every gain, is 0 and stays 0: naive greedy now takes the
+            # lowest unselected positions in ascending order.
+            for j in torch.nonzero(~selected).flatten()[: k - len(order)].tolist():
+                accept(j)
+            break
+        if exact:
+            accept(_lowest_index_with_value(ub, top_val))
+            exact = False
+            continue
+
+        work = ub.clone()  # stale bounds; refreshed and selected entries are set to -inf
+        best_g = -math.inf
+        best_j = -1
+        n_stale = remaining
+        rounds = 0
+        while True:
+            b = min(batch, n_stale)
+            kk = min(b + 1, n_stale)
+            vals, idx = torch.topk(work, kk, sorted=True)
+            vals_l = vals.tolist()
+            if b < kk and vals_l[b - 1] == vals_l[b]:
+                # The cut falls inside a run of equal bounds: take the lowest positions of it,
+                # so that tied candidates are refreshed in pool order.
+                t = vals[b - 1]
+                above = torch.nonzero(work > t).flatten()
+                equal = torch.nonzero(work == t).flatten()
+                rows = torch.cat([above, equal[: b - above.numel()]])
+            else:
+                rows = idx[:b]
+            g = evaluate(rows, m)
+            rounds += 1
+            ub[rows] = g
+            work[rows] = neg_inf
+            n_stale -= b
+            # Best refreshed so far (ties: lowest position).
+            gmax = g.max()
+            gmax_f = float(gmax)
+            jmin = int(rows[g == gmax].min())
+            if gmax_f > best_g or (gmax_f == best_g and jmin < best_j):
+                best_g, best_j = gmax_f, jmin
+            if n_stale == 0:
+                break
+            # Largest remaining stale bound.
+            if b < kk and vals_l[b - 1] != vals_l[b]:
+                nxt = vals[b]
+            else:
+                nxt = work.max()
+            nxt_f = float(nxt)
+            if best_g > nxt_f:
+                break
+            if best_g == nxt_f and best_j < _lowest_index_with_value(work, nxt):
+                break
+            if fixed is None:
+                batch = min(batch * 2, _CPU_BATCH_MAX)
+        if fixed is None:
+            # Adapt: a step that needed several rounds asks for a bigger first batch next time.
+            batch = min(max(_CPU_BATCH_MIN, batch if rounds > 1 else batch // 2), _CPU_BATCH_MAX)
+        accept(best_j)
+
+    evaluate.release()
+    order_t = torch.tensor(order, dtype=torch.int64, device=device)
+    gains_t = torch.stack(gains64)
+    objective = float((D64 - m64).sum())
+    weights = _nearest_counts(W, order_t)
+    return FacilityLocationResult(order=order_t, gains=gains_t, weights=weights, objective=objective)
+
+
+def _nearest_counts(W: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """gamma_j: how many pool points have order[j] as nearest selected point (ties: lowest position)."""
+    k = order.numel()
+    p = W.shape[0]
+    sorted_sel, perm = torch.sort(order)  # perm[q] = position in `order` of sorted_sel[q]
+    counts = torch.zeros(k, dtype=torch.int64, device=W.device)
+    for start in range(0, p, _SCAN_ROWS):
+        block = W[start : start + _SCAN_ROWS].index_select(1, sorted_sel)  # d(i, s), s sorted
+        nearest = torch.argmin(block, dim=1)  # first minimum = lowest pool position
+        counts += torch.bincount(perm[nearest], minlength=k)
+    return counts
+
+
+def split_pool(positions: torch.Tensor, max_pool: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Split a pool larger than ``max_pool`` into ceil(p / max_pool) random near-equal parts.
+
+    The parts come from one random permutation drawn from ``generator`` (sizes differ by at most
+    one) and each part is sorted ascending. A pool of at most ``max_pool`` is returned unchanged
+    as ``[positions]``.
+    """
+    if isinstance(max_pool, bool) or int(max_pool) != max_pool or max_pool < 1:
+        raise ValueError(f"max_pool must be a positive integer, got {max_pool!r}")
+    max_pool = int(max_pool)
+    p = positions.numel()
+    if p <= max_pool:
+        return [positions]
+    n_parts = -(-p // max_pool)
+    perm = torch.randperm(p, generator=generator, device=generator.device)
+    shuffled = positions.reshape(-1)[perm.to(positions.device)]
+    return [torch.sort(part).values for part in torch.tensor_split(shuffled, n_parts)]

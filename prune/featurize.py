@@ -1,0 +1,165 @@
+"""Warm up a model and write its per-sample features into an HDF5 store.
+
+The pipeline of `prune features` (and of `prune select` without ``--features``):
+warm-up with a checkpoint pass at every epoch end (EMA of g and H, per-example losses),
+then M feature passes at the final weights, each under one posterior perturbation drawn
+once and used for every example (methods.md, "ensemble" and "Implementation notes").
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prune import features
+from prune.data import LoadedData
+from prune.errors import PruneError
+from prune.models import build_model
+from prune.store import create_store
+from prune.training import TrainConfig, console, fit, progress, seed_everything
+
+POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
+POSTERIOR_LAYERS = ("bn", "fc", "all")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that determines a store's content besides the data and the seed."""
+
+    model: str
+    warmup: TrainConfig
+    posterior_samples: int = 1
+    posterior_sigma: float = 0.01
+    posterior_layers: str = "bn"
+    posterior_kind: str = "gaussian"
+    hessian: str = "exact"
+    hutchinson_samples: int = 100
+    beta1: float = 0.9
+    beta2: float = 0.999
+    dtype: str = "float32"
+    batch_size: int = 1024
+
+    def check(self) -> None:
+        if self.posterior_samples < 1:
+            raise PruneError("--posterior-samples must be >= 1 (1 means no posterior sampling)")
+        if self.posterior_sigma < 0:
+            raise PruneError("--posterior-sigma must be >= 0")
+        if self.posterior_kind not in POSTERIOR_KINDS:
+            raise PruneError(f"unknown --posterior-kind {self.posterior_kind!r}; choose one of: {', '.join(POSTERIOR_KINDS)}")
+        if self.posterior_layers not in POSTERIOR_LAYERS:
+            raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose one of: {', '.join(POSTERIOR_LAYERS)}")
+        if self.hessian not in ("exact", "hutchinson"):
+            raise PruneError(f"unknown --hessian {self.hessian!r}; choose exact or hutchinson")
+        if self.dtype not in ("float32", "float16"):
+            raise PruneError(f"unknown --dtype {self.dtype!r}; choose float32 or float16")
+        if self.warmup.epochs < 0:
+            raise PruneError("--warmup-epochs must be >= 0")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["warmup"] = self.warmup.to_dict()
+        return out
+
+
+def stream_seed(seed: int, *path: int) -> int:
+    """An independent, reproducible seed for one random stream derived from ``seed``."""
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
+
+
+def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None, tag=""):
+    """A fresh model trained for ``config.warmup.epochs`` on the full training split."""
+    seed_everything(seed)
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    fit(model, data.train.x, labels, config.warmup, device=device, seed=seed, on_epoch_end=on_epoch_end,
+        description=f"warm-up{tag}")
+    return model.to(device).eval()
+
+
+def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
+                seed: int, device: torch.device, label_noise: dict | None = None,
+                flipped: torch.Tensor | None = None) -> Path:
+    """Warm up, extract features, and write them to ``out`` (atomically). Returns the path."""
+    config.check()
+    x, n, samples = data.train.x, len(labels), config.posterior_samples
+    checkpoints = max(config.warmup.epochs, 1)
+    embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
+    attrs = {
+        "dataset_source": data.source,
+        "fingerprint": data.fingerprint,
+        "num_classes": data.num_classes,
+        "features": config.to_dict(),
+        "seed": seed,
+        "label_noise": label_noise,
+    }
+
+    def passes(model, description, generator=None):
+        """One feature pass over the training split: yields (start, batch-features)."""
+        start = 0
+        with progress() as bars:
+            task = bars.add_task(description, total=n, status="")
+            for batch in features.extract_batches(
+                model, x, labels, batch_size=config.batch_size, device=device,
+                hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
+            ):
+                yield start, batch
+                start += len(batch["loss"])
+                bars.update(task, advance=len(batch["loss"]))
+
+    average = features.CheckpointAverage(config.beta1, config.beta2)
+
+    with create_store(out, labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs, samples=samples, num_classes=data.num_classes,
+                      embedding_dim=embedding_dim, checkpoints=checkpoints, dtype=config.dtype) as store:
+
+        def checkpoint(epoch: int, model) -> None:
+            grads, hessians, losses = [], [], []
+            generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
+            for _, batch in passes(model, f"checkpoint {epoch}", generator):
+                grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); losses.append(batch["loss"])
+            average.update(torch.cat(grads), torch.cat(hessians))
+            store.write_column("loss_per_epoch", epoch - 1, torch.cat(losses))
+
+        model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
+        if config.warmup.epochs == 0:
+            checkpoint(1, model)  # the initial weights are the only checkpoint
+        store.write_rows("grad_logit_ema", 0, average.grad)
+        store.write_rows("hess_logit_ema", 0, average.hess)
+
+        for m, (member, perturbation) in enumerate(posterior_members(model, data, labels, config, seed=seed, device=device)):
+            generator = torch.Generator().manual_seed(stream_seed(seed, 1, m))
+            with perturbation:
+                for start, batch in passes(member, f"features {m + 1}/{samples}", generator):
+                    for name in ("grad_logit", "hess_logit", "embedding"):
+                        store.write_rows(name, start, batch[name], sample=m)
+    return Path(out)
+
+
+def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device):
+    """Yield (model, context manager) for each posterior sample; M = 1 means the model itself.
+
+    gaussian/hessian: the warm model under a perturbation delta_m drawn once from a seeded
+    generator and removed exactly afterwards; seeds: M independently warm-started models.
+    """
+    if config.posterior_samples == 1:
+        yield model, nullcontext()
+        return
+    if config.posterior_kind == "seeds":
+        yield model, nullcontext()
+        for m in range(1, config.posterior_samples):
+            other = warm_start(data, labels, config, seed=stream_seed(seed, 3, m), device=device,
+                               tag=f" (seed member {m + 1})")
+            yield other, nullcontext()
+        return
+    params, used = features.posterior_parameters(model, config.posterior_layers)
+    if used != config.posterior_layers:
+        console.print(f"[yellow]note:[/] model {config.model!r} has no BatchNorm; perturbing the last linear layer (fc) instead")
+    sigma = config.posterior_sigma
+    if config.posterior_kind == "hessian":
+        batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
+        sigma = features.hessian_noise_scale(model, params, batches, config.posterior_sigma, 20,
+                                             torch.Generator().manual_seed(stream_seed(seed, 5)))
+    for m in range(config.posterior_samples):
+        yield model, features.perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))

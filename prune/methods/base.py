@@ -1,0 +1,66 @@
+"""What every facility-location method shares: pools, budgets per pool, the greedy engine.
+
+A method only says which distance it uses (``distances``) and, for CREST, how it forms pools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prune.budget import largest_remainder
+from prune.engine import facility_location, split_pool
+from prune.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Knobs of all methods; each method records the ones it uses in the manifest."""
+
+    max_pool: int = 10_000
+    rho: float = 0.05
+    top_k: int = 100
+    top_k_scope: str = "all"
+    damping: float = 1e-3
+    subset_size: int = 500
+    learned_loss: float = 0.1
+    learned_window: int = 2
+
+
+@dataclass
+class PoolResult:
+    positions: torch.Tensor  # dataset indices chosen from this pool
+    weights: torch.Tensor    # gamma of each
+    objective: float
+
+
+class FacilityLocationMethod:
+    """Class-balanced facility location over pools of at most ``max_pool`` examples."""
+
+    name = ""
+
+    def __init__(self, store: FeatureStore, options: MethodOptions, device: torch.device):
+        self.store, self.options, self.device = store, options, device
+
+    def params(self) -> dict:
+        return {"max_pool": self.options.max_pool}
+
+    def distances(self, rows: torch.Tensor) -> torch.Tensor:
+        """(p,) dataset indices -> (p, p) distance matrix of that pool."""
+        raise NotImplementedError
+
+    def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
+        """Split one class into random parts of at most ``max_pool``; budgets proportional to size."""
+        parts = split_pool(rows, self.options.max_pool, generator)
+        return list(zip(parts, largest_remainder([len(p) for p in parts], k)))
+
+    def select_class(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[PoolResult]:
+        results = []
+        for part, budget in self.pools(rows, k, generator):
+            if budget == 0:
+                continue
+            result = facility_location(self.distances(part).to(self.device, torch.float32), budget)
+            picked = part[result.order.cpu()]
+            results.append(PoolResult(picked, result.weights.cpu().double(), result.objective))
+        return results

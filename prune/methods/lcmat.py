@@ -1,0 +1,76 @@
+"""LCMat: match loss and curvature, d = ||G_i - G_j|| + (rho/2) sum_{k in K} |lambda_ik - lambda_jk|.
+
+LCMat eq. 10, with G = (p - y) (x) [h; 1] the last-layer gradient and lambda = p(1 - p) (x)
+[h; 1]^2 the diagonal of the last-layer Hessian. K holds the ``top_k`` coordinates of lambda
+with the largest variance over the whole training set (LCMat §3.3, B.2), or within each class
+with ``top_k_scope="class"`` (what the authors' code does). Neither G nor lambda is ever built
+whole: the variance comes from two C x (e+1) products and only the K chosen columns of lambda
+are formed. With M > 1 the distance is the expectation over posterior samples.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prune.errors import PruneError
+from prune.methods.base import FacilityLocationMethod
+from prune.methods.distances import last_layer_gradient, manhattan
+
+
+def with_bias(h: torch.Tensor) -> torch.Tensor:
+    return torch.cat([h, torch.ones(*h.shape[:-1], 1, dtype=h.dtype)], -1)
+
+
+def top_variance_coordinates(hess: torch.Tensor, embedding: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat (c, j) indices of the k lambda coordinates with the largest variance.
+
+    hess (n, M, C), embedding (n, M, e); all n * M rows count as draws. Uses
+    Var[a_c h~_j^2] = E[a_c^2 h~_j^4] - E[a_c h~_j^2]^2 = (A^2)^T H^4 / N - (A^T H^2 / N)^2.
+    """
+    a = hess.double().reshape(-1, hess.shape[-1])
+    h2 = with_bias(embedding.double()).reshape(-1, embedding.shape[-1] + 1).square()
+    count = len(a)
+    mean = a.T @ h2 / count
+    variance = (a.square().T @ h2.square()) / count - mean.square()
+    order = torch.argsort(variance.flatten(), descending=True, stable=True)
+    return order[:k]
+
+
+class LCMat(FacilityLocationMethod):
+    name = "lcmat"
+
+    def __init__(self, store, options, device):
+        super().__init__(store, options, device)
+        if options.top_k_scope not in ("all", "class"):
+            raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
+        width = store.num_classes * (store.embedding.shape[-1] + 1)
+        if not 0 < options.top_k <= width:
+            raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store")
+        self.coordinates = None
+        if options.top_k_scope == "all":
+            self.coordinates = top_variance_coordinates(store.hess_logit, store.embedding, options.top_k)
+
+    def params(self):
+        return {**super().params(), "rho": self.options.rho, "top_k": self.options.top_k,
+                "top_k_scope": self.options.top_k_scope}
+
+    def curvature(self, rows: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+        """lambda at the chosen flat (c, j) coordinates: (p, M, K)."""
+        width = self.store.embedding.shape[-1] + 1
+        a = self.store.hess_logit[rows].double()
+        h2 = with_bias(self.store.embedding[rows].double()).square()
+        return a[..., coordinates // width] * h2[..., coordinates % width]
+
+    def select_class(self, rows, k, generator):
+        if self.options.top_k_scope == "class":
+            self.coordinates = top_variance_coordinates(self.store.hess_logit[rows], self.store.embedding[rows], self.options.top_k)
+        return super().select_class(rows, k, generator)
+
+    def distances(self, rows):
+        g, h = self.store.grad_logit[rows], self.store.embedding[rows]
+        lam = self.curvature(rows, self.coordinates)
+        total = sum(
+            last_layer_gradient(g[:, m], h[:, m]) + 0.5 * self.options.rho * manhattan(lam[:, m])
+            for m in range(g.shape[1])
+        )
+        return total / g.shape[1]

@@ -1,0 +1,34 @@
+"""Shared fixtures: real data (scikit-learn digits, a Fashion-MNIST slice) and small stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def pinned_time(monkeypatch):
+    """Pin manifests' creation time so runs can be compared byte for byte."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+@pytest.fixture(scope="session")
+def fashion_slice(tmp_path_factory) -> Path:
+    """The first 2000 training and 500 test images of Fashion-MNIST, as an npz source."""
+    if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found at {FASHION_ROOT} (CI has ../shared beside the repo)")
+    from prune.data import _read_idx
+
+    path = tmp_path_factory.mktemp("fashion") / "fashion-slice.npz"
+    np.savez(
+        path,
+        x_train=_read_idx(FASHION_ROOT / "train-images-idx3-ubyte.gz", images=True)[:2000],
+        y_train=_read_idx(FASHION_ROOT / "train-labels-idx1-ubyte.gz", images=False)[:2000],
+        x_test=_read_idx(FASHION_ROOT / "t10k-images-idx3-ubyte.gz", images=True)[:500],
+        y_test=_read_idx(FASHION_ROOT / "t10k-labels-idx1-ubyte.gz", images=False)[:500],
+    )
+    return path

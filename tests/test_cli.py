@@ -1,0 +1,112 @@
+"""End to end through the CLI (Typer's runner) on scikit-learn digits and a Fashion-MNIST slice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from prune.cli import app
+from prune.manifest import Manifest
+
+runner = CliRunner()
+FAST = ["--warmup-epochs", "2"]
+
+
+def run(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fails(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_help_lists_commands():
+    out = run("--help").output
+    for command in ("select", "train", "inspect", "features"):
+        assert command in out
+
+
+def test_select_inspect_train_on_digits(tmp_path):
+    manifest = tmp_path / "digits-craig.json"
+    run("select", "--method", "craig", "--fraction", "0.1", *FAST, "--out", manifest)
+    chosen = Manifest.load(manifest)
+    assert len(chosen) == round(0.1 * 1437) == sum(chosen.per_class)
+    assert chosen.weights.sum() == 1437  # gamma: every example is represented once
+    assert "craig" in run("inspect", manifest).output
+    metrics = tmp_path / "metrics.json"
+    run("train", "--manifest", manifest, "--epochs", "15", "--metrics", metrics)
+    result = json.loads(metrics.read_text())
+    assert result["train_examples"] == 144 and len(result["history"]) == 15
+    assert result["test_accuracy"] > 0.7  # 10 % of digits, 15 epochs of an MLP
+
+
+def test_same_seed_gives_identical_manifest_bytes(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run("select", "--seed", "3", *FAST, "--out", a)
+    run("select", "--seed", "3", *FAST, "--out", b)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_features_then_select_equals_one_step_and_runs_no_model(tmp_path, monkeypatch):
+    store = tmp_path / "digits.h5"
+    run("features", *FAST, "--posterior-samples", "2", "--out", store)
+    one_step = tmp_path / "one.json"
+    run("select", *FAST, "--posterior-samples", "2", "--method", "craig", "--out", one_step)
+
+    import prune.featurize
+    import prune.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("selection from a store must not build or run a model")
+
+    monkeypatch.setattr(prune.models, "build_model", no_model)
+    monkeypatch.setattr(prune.featurize, "build_store", no_model)
+    monkeypatch.setattr("prune.cli.build_store", no_model)
+    two_step = tmp_path / "two.json"
+    run("select", "--features", store, "--method", "craig", "--out", two_step)
+    assert one_step.read_bytes() == two_step.read_bytes()
+    for method in ("random", "adacore", "lcmat", "ensemble", "crest"):
+        run("select", "--features", store, "--method", method, "--fraction", "0.05", "--out", tmp_path / f"{method}.json")
+        assert len(Manifest.load(tmp_path / f"{method}.json")) == round(0.05 * 1437)
+
+
+def test_label_noise_is_recorded_and_used_by_train(tmp_path):
+    manifest = tmp_path / "noisy.json"
+    run("select", "--method", "random", "--label-noise", "0.3", "--noise-seed", "1", "--out", manifest)
+    chosen = Manifest.load(manifest)
+    assert len(chosen.label_noise["flipped"]) == round(0.3 * 1437)
+    from prune.data import load_dataset
+
+    clean = load_dataset("digits").train.y.numpy()
+    noisy = chosen.training_labels(clean)
+    assert (noisy != clean).sum() == len(chosen.label_noise["flipped"])
+
+
+@pytest.mark.slow
+def test_fashion_mnist_slice_craig_and_random(tmp_path, fashion_slice):
+    source = f"npz:{fashion_slice}"
+    accuracies = {}
+    for method in ("random", "craig"):
+        manifest = tmp_path / f"{method}.json"
+        run("select", "--dataset", source, "--method", method, "--fraction", "0.2", "--model", "lenet",
+            *FAST, "--out", manifest)
+        metrics = tmp_path / f"{method}-metrics.json"
+        run("train", "--manifest", manifest, "--epochs", "8", "--metrics", metrics)
+        accuracies[method] = json.loads(metrics.read_text())["test_accuracy"]
+    assert min(accuracies.values()) > 0.55, accuracies  # 400 images of 10 classes
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    assert "unknown --method" in fails("select", "--method", "nope")
+    assert "does not exist" in fails("inspect", tmp_path / "missing.json")
+    assert "fraction" in fails("select", "--method", "random", "--fraction", "1.5")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert "not valid JSON" in fails("train", "--manifest", bad)

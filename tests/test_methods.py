@@ -1,0 +1,138 @@
+"""Each method's distance against a direct float64 computation of its formula (methods.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prune.methods import FACILITY_LOCATION, MethodOptions
+from prune.methods.lcmat import top_variance_coordinates
+from prune.store import FeatureStore
+
+N, M, C, E = 12, 3, 4, 5
+
+
+def random_store(seed: int = 0, samples: int = M, n: int = N) -> FeatureStore:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, samples, C, generator=g) * 2
+    p = logits.softmax(-1)
+    labels = torch.arange(n) % C
+    onehot = torch.nn.functional.one_hot(labels, C).float()[:, None]
+    grad = p - onehot
+    hess = p * (1 - p)
+    return FeatureStore(
+        path=Path("synthetic.h5"),
+        meta={"num_classes": C, "dataset_source": "synthetic", "fingerprint": "x", "features": {}, "seed": 0},
+        labels=labels,
+        grad_logit=grad,
+        hess_logit=hess,
+        embedding=torch.randn(n, samples, E, generator=g).relu(),
+        grad_logit_ema=grad[:, 0] * 0.9,
+        hess_logit_ema=hess[:, 0] * 1.1,
+        loss_per_epoch=torch.rand(n, 3, generator=g) * 0.3,
+        noise_flipped=torch.empty(0, dtype=torch.int64),
+    )
+
+
+def pairwise(fn, n=N):
+    return np.array([[fn(i, j) for j in range(n)] for i in range(n)])
+
+
+def method(name, store, **options):
+    return FACILITY_LOCATION[name](store, MethodOptions(**options), torch.device("cpu"))
+
+
+ROWS = torch.arange(N)
+
+
+def test_craig_is_expected_logit_gradient_distance():
+    store = random_store()
+    g = store.grad_logit.double().numpy()
+    direct = pairwise(lambda i, j: np.mean([np.linalg.norm(g[i, m] - g[j, m]) for m in range(M)]))
+    np.testing.assert_allclose(method("craig", store).distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
+
+
+def test_ensemble_uses_mean_of_distances_not_distance_of_means():
+    store = random_store()
+    g = store.grad_logit.double().numpy()
+    mean_of_distances = pairwise(lambda i, j: np.mean([np.linalg.norm(g[i, m] - g[j, m]) for m in range(M)]))
+    distance_of_means = pairwise(lambda i, j: np.linalg.norm(g[i].mean(0) - g[j].mean(0)))
+    got = method("ensemble", store).distances(ROWS).numpy()
+    np.testing.assert_allclose(got, mean_of_distances, rtol=1e-6, atol=1e-6)
+    assert np.abs(got - distance_of_means).max() > 1e-3  # the swap would be caught
+
+
+def test_ensemble_refuses_a_store_without_posterior_samples():
+    from prune.errors import PruneError
+
+    with pytest.raises(PruneError, match="posterior-samples"):
+        method("ensemble", random_store(samples=1))
+
+
+def test_adacore_preconditions_smoothed_gradients_with_damping():
+    store = random_store(samples=1)
+    store.hess_logit_ema[0, 0] = 0.0  # a dead unit: damping must keep it finite
+    gbar, hbar = store.grad_logit_ema.double().numpy(), store.hess_logit_ema.double().numpy()
+    eps = 1e-3 * hbar.mean()
+    u = gbar / (hbar + eps)
+    direct = pairwise(lambda i, j: np.linalg.norm(u[i] - u[j]))
+    got = method("adacore", store).distances(ROWS).numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_adacore_posterior_averages_per_sample_preconditioned_gradients():
+    store = random_store()
+    g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
+    u = g / (a + 1e-3 * a.mean())
+    direct = pairwise(lambda i, j: np.mean([np.linalg.norm(u[i, m] - u[j, m]) for m in range(M)]))
+    np.testing.assert_allclose(method("adacore", store).distances(ROWS).numpy(), direct, rtol=1e-5, atol=1e-6)
+
+
+def materialised_lcmat(store, rho, top_k):
+    """LCMat eq. 10 with G and lambda built whole, top-K by numpy variance over all (i, m)."""
+    g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
+    h = np.concatenate([store.embedding.double().numpy(), np.ones((N, M, 1))], -1)
+    G = np.einsum("nmc,nmj->nmcj", g, h).reshape(N, M, -1)
+    lam = np.einsum("nmc,nmj->nmcj", a, h**2).reshape(N, M, -1)
+    top = np.argsort(-lam.reshape(N * M, -1).var(0), kind="stable")[:top_k]
+    return pairwise(lambda i, j: np.mean([
+        np.linalg.norm(G[i, m] - G[j, m]) + rho / 2 * np.abs(lam[i, m, top] - lam[j, m, top]).sum()
+        for m in range(M)])), top
+
+
+def test_lcmat_matches_materialised_gradients_and_curvature():
+    store = random_store()
+    direct, top = materialised_lcmat(store, rho=0.5, top_k=7)
+    lcmat = method("lcmat", store, rho=0.5, top_k=7)
+    assert sorted(lcmat.coordinates.tolist()) == sorted(top.tolist())
+    np.testing.assert_allclose(lcmat.distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
+
+
+def test_top_variance_coordinates_by_class_scope_uses_class_rows_only():
+    store = random_store()
+    rows = torch.nonzero(store.labels == 1).flatten()
+    a, h = store.hess_logit[rows].double().numpy(), store.embedding[rows].double().numpy()
+    h = np.concatenate([h, np.ones((*h.shape[:2], 1))], -1)
+    lam = np.einsum("nmc,nmj->nmcj", a, h**2).reshape(len(rows) * M, -1)
+    expected = np.argsort(-lam.var(0), kind="stable")[:5]
+    got = top_variance_coordinates(store.hess_logit[rows], store.embedding[rows], 5)
+    assert sorted(got.tolist()) == sorted(expected.tolist())
+
+
+def test_crest_drops_learned_examples_and_splits_into_subsets():
+    store = random_store(n=40)
+    store.loss_per_epoch[:] = 1.0
+    store.loss_per_epoch[:10] = 0.01  # learned: below alpha at every checkpoint
+    crest = method("crest", store, subset_size=7, learned_loss=0.1, learned_window=2)
+    rows = torch.arange(40)
+    pools = crest.pools(rows, 9, torch.Generator().manual_seed(0))
+    used = torch.cat([p for p, _ in pools])
+    assert not (used < 10).any() and len(used) == 30
+    assert all(len(p) <= 7 for p, _ in pools) and sum(k for _, k in pools) == 9
+    # too few unlearned examples: the highest-loss learned ones come back
+    pools = crest.pools(rows, 35, torch.Generator().manual_seed(0))
+    assert len(torch.cat([p for p, _ in pools])) == 35
