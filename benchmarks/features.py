@@ -132,8 +132,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="M of the perturbed run")
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--chunk", type=int, default=10240,
-                    help="examples per interleaving chunk (rounded to whole batches)")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="examples per interleaving chunk, rounded to whole batches "
+                         "(default: one batch)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     ap.add_argument("--model", default="lenet")
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--device", default="cpu")
@@ -141,6 +143,8 @@ def main() -> None:
     args = ap.parse_args()
 
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model, x, y, what = load(args.synthetic, args.model)
     model = model.to(device).eval()
     params, layers = posterior_parameters(model, "bn")
@@ -214,8 +218,8 @@ Machine: {cpu_name()}, {torch.get_num_threads()} torch threads ({platform.machin
 torch {torch.__version__}, device {device}). Load average (1/5/15 min) before the run \
 {load_before}, after {load_average()}: other jobs share the 2 cores, so wall times are noisy;
 the three passes are interleaved chunk by chunk ({chunk} examples: plain, M = 1 and the M
-perturbed passes over that chunk, in rotating order, the same delta_m on every chunk), each
-time summed over the whole training set; the table gives the minimum (least disturbed) and the median of
+perturbed passes over that chunk, in rotating order, the same delta_m on every chunk; each
+pass's time is summed over the whole training set); the table gives the minimum (least disturbed) and the median of
 {args.repeats} repeats, and process CPU time.
 Data: {what}; batch size {bs}; posterior group {layers!r}, sigma {args.sigma}.
 Command: `python benchmarks/features.py --repeats {args.repeats} --section`.

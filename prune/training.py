@@ -20,7 +20,7 @@ from torch import nn
 
 from prune.errors import PruneError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,9 @@ def fit(
                     f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry"
                 )
             history.append({"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n})
+            if not console.is_terminal:  # logs get one line per epoch instead of a live bar
+                console.print(f"{description}: epoch {epoch}/{config.epochs} loss {total_loss / n:.4f} "
+                              f"accuracy {correct / n:.4f}", highlight=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
     return history
