@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from prune.errors import PruneError
 
 
 @contextmanager
@@ -29,7 +32,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def ensure_writable(path: str | os.PathLike) -> Path:
+    """Check, before any long work, that a file can be written at ``path``.
+
+    Creates the parent folder if needed and writes (then removes) a probe file in it; raises
+    ``PruneError`` if ``path`` is a folder or the folder cannot be created or written.
+    """
+    final = Path(path)
+    if final.is_dir():
+        raise PruneError(f"{final} is a folder; give a file name")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=final.parent, prefix=f".{final.name}.probe-"):
+            pass
+    except OSError as err:
+        raise PruneError(f"cannot write {final} ({err.strerror or err}); choose another path") from None
+    return final
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically write ``text`` to ``path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    """Atomically write ``text`` to ``path``; a failure raises ``PruneError`` naming the path."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    except OSError as err:
+        raise PruneError(f"cannot write {path} ({err.strerror or err}); choose another path") from None

@@ -14,14 +14,16 @@ import torch
 import typer
 from rich.table import Table
 
-from prune.atomic import write_text
+from prune.api import dataset_record, feature_config, load_training_data, recorded_options, select_coreset, source_options
+from prune.atomic import ensure_writable, write_text
 from prune.data import DATASETS, LoadedData, flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.featurize import FeatureConfig, build_store
 from prune.manifest import Manifest
 from prune.methods import METHODS, MethodOptions
+from prune.partial import partial_path
 from prune.models import MODELS, build_model, default_model
-from prune.selection import Candidates, select
+from prune.selection import Candidates, SelectionPlan, select
 from prune.store import FeatureStore
 from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
 
@@ -64,31 +66,11 @@ LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training label
 NoiseSeed = typer.Option(0, "--noise-seed", help="Seed of the label flips.")
 
 
-def load_training_data(dataset: str, data_root: Optional[str], download: bool, label_noise: float, noise_seed: int):
-    """Load data and apply label noise; returns (data, labels used, noise record, flipped)."""
-    data = load_dataset(dataset, data_root, download)
-    if not label_noise:
-        return data, data.train.y, None, torch.empty(0, dtype=torch.int64)
-    labels, flipped = flip_labels(data.train.y, label_noise, data.num_classes, noise_seed)
-    return data, labels, {"fraction": label_noise, "seed": noise_seed}, flipped
-
-
-def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
-                   hutchinson_samples, dtype) -> FeatureConfig:
-    return FeatureConfig(
-        model=model or default_model(data.source, data.input_shape),
-        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr),
-        posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
-        hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
-    )
-
-
-def dataset_record(data: LoadedData, data_root: Optional[str]) -> dict:
-    record = {"source": data.source, "split": "train", "num_examples": len(data.train),
-              "num_classes": data.num_classes, "fingerprint": data.fingerprint}
-    if data_root:
-        record["root"] = str(Path(data_root).resolve())
-    return record
+# hf: sources (prune.hf): which split and columns to read
+Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).")
+ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).")
+LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).")
+FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).")
 
 
 @app.command("features")
@@ -101,20 +83,33 @@ def features_command(
     posterior_layers: str = Layers, posterior_kind: str = Kind, hessian: str = Hessian,
     hutchinson_samples: int = HutchinsonSamples, dtype: str = Dtype,
     label_noise: float = LabelNoise, noise_seed: int = NoiseSeed, seed: int = Seed, device: str = Device,
+    split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
+    feature_column: Optional[str] = FeatureColumn,
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block."),
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     torch_device = resolve_device(device)
-    data, labels, noise, flipped = load_training_data(dataset, data_root, download, label_noise, noise_seed)
+    data, labels, noise, flipped = load_training_data(
+        dataset, data_root, download, label_noise, noise_seed,
+        **source_options(split, image_column, label_column, feature_column))
     config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                             posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype)
     start = time.perf_counter()
-    build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped)
+    try:
+        build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
+                    resume=resume)
+    except KeyboardInterrupt:
+        if partial_path(out).exists():
+            console.print(f"interrupted: the work done is kept in {partial_path(out)}; run the same command with "
+                          "--resume to continue it", highlight=False)
+        raise typer.Exit(130) from None
     console.print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
 
 
 @app.command("select")
 @user_errors
 def select_command(
+    ctx: typer.Context,
     method: str = typer.Option("craig", "--method", help=f"One of {', '.join(METHODS)}."),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1)."),
     count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction)."),
@@ -136,42 +131,72 @@ def select_command(
     subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets."),
     learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned."),
     learned_window: int = typer.Option(2, "--learned-window", help="crest: checkpoints the loss must stay low (0 = keep all)."),
+    split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
+    feature_column: Optional[str] = FeatureColumn,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written."),
 ):
     """Select a coreset and write its manifest."""
     if fraction is None and count is None:
         fraction = 0.1
-    if method not in METHODS:
-        raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
-    torch_device = resolve_device(device)
-    options = MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
-                            subset_size=subset_size, learned_loss=learned_loss, learned_window=learned_window)
-    if features is not None:
-        candidates = Candidates.from_store(FeatureStore.open(features), root=data_root and str(Path(data_root).resolve()))
-        source = candidates.dataset["source"]
-    else:
-        data, labels, noise, flipped = load_training_data(dataset, data_root, download, label_noise, noise_seed)
-        source = data.source
-        record = dataset_record(data, data_root)
-        if method == "random":
-            noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
-            candidates = Candidates(labels, record, noise_record)
-        else:
-            config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
-            with tempfile.TemporaryDirectory() as tmp:
-                path = store or Path(tmp) / "features.h5"
-                build_store(data, labels, path, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped)
-                candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
+    if out is not None and not dry_run:
+        ensure_writable(out)  # fail now, not after the warm-up
+    # --dataset with --features: check the store against that dataset (its default means "the store's")
+    source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
+    given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
     start = time.perf_counter()
-    manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                      options=options, device=torch_device)
+    # one code path with the Python API (prune.select_coreset)
+    manifest = select_coreset(
+        dataset if given or features is None else None, method, dry_run=dry_run,
+        fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
+        data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
+        feature_column=feature_column, model=model, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
+        posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
+        label_noise=label_noise, noise_seed=noise_seed, device=device,
+        options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
+                              subset_size=subset_size, learned_loss=learned_loss, learned_window=learned_window),
+    )
     seconds = time.perf_counter() - start
     if out is None:
         budget = f"{fraction:g}" if fraction is not None else f"n{count}"
+        source = manifest.dataset["source"]
         out = Path("manifests") / f"{Path(source).stem.replace('npz:', '')}-{method}-{budget}.json"
+    if dry_run:
+        print_plan(manifest, out)
+        return
     manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def print_plan(plan: SelectionPlan, out: Path) -> None:
+    """``prune select --dry-run``: the budget per class, the greedy pools and the memory they need."""
+    total, n = sum(plan.budgets), sum(plan.class_sizes)
+    table = Table(title=f"plan: {plan.method} on {plan.dataset['source']}, {total} of {n} examples ({total / n:.2%})")
+    for column in ("class", "examples", "budget", "pools (size: budget)"):
+        table.add_column(column, justify="left" if column.startswith("pools") else "right")
+    for c, (size, budget) in enumerate(zip(plan.class_sizes, plan.budgets)):
+        if plan.pools is None:
+            pools = "-"
+        else:
+            pools = ", ".join(f"{p}: {b}" for p, b in plan.pools[c][:4]) + (
+                f", ... ({len(plan.pools[c])} pools)" if len(plan.pools[c]) > 4 else "") or "-"
+        table.add_row(str(c), str(size), str(budget), pools)
+    console.print(table)
+    if plan.pools is not None:
+        count = sum(len(p) for p in plan.pools)
+        console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
+                      + ("" if plan.exact_pools else " (before crest drops learned examples)"), highlight=False)
+        console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
+                      f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
+    console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)
 
 
 @app.command("train")
@@ -187,19 +212,58 @@ def train_command(
     force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest."),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON."),
     seed: int = Seed, device: str = Device,
+    split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
+    feature_column: Optional[str] = FeatureColumn,
+    dynamic: Optional[str] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training: ensemble, crest or random (README, \"Dynamic selection\")."),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1)."),
+    every: int = typer.Option(1, "--every", help="--dynamic: re-select every R epochs (update rule every)."),
+    subset_size: int = typer.Option(500, "--subset-size", help="--dynamic: size r of each random subset a coreset is selected from."),
+    posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4)."),
+    posterior_sigma: float = Sigma, posterior_layers: str = Layers,
+    update_rule: str = typer.Option("every", "--update-rule", help="--dynamic: every (each R epochs) or crest (quadratic-approximation rule)."),
+    tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau."),
+    learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all)."),
+    learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example."),
+    log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest)."),
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
+    from prune.subset_log import is_subset_log
+
+    if dynamic is not None or (manifest is not None and is_subset_log(manifest)):
+        from prune.dynamic import train_cli
+
+        train_cli(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
+                  model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
+                  metrics=metrics, seed=seed, device=device,
+                  source_options=source_options(split, image_column, label_column, feature_column),
+                  fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
+                  posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
+                  tau=tau, learned_loss=learned_loss, learned_window=learned_window, log=log)
+        return
+    if fraction is not None or log is not None:
+        raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
+                         "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
+    if metrics:
+        ensure_writable(metrics)  # fail now, not after training
     chosen = Manifest.load(manifest) if manifest else None
+    options = source_options(split, image_column, label_column, feature_column)
     if chosen is not None:
         dataset = dataset or chosen.dataset["source"]
         data_root = data_root or chosen.dataset.get("root")
-    data = load_dataset(dataset or "digits", data_root, download)
+        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+            recorded = recorded_options(chosen.dataset)
+            if "image_column" in options or "feature_column" in options:
+                recorded.pop("image_column", None), recorded.pop("feature_column", None)
+            options = {**recorded, **options}
+    data = load_dataset(dataset or "digits", data_root, download, **options)
     labels = data.train.y
     indices = torch.arange(len(labels))
     weights = None
     if chosen is not None:
-        warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force)
+        counts = torch.bincount(labels, minlength=data.num_classes).tolist()
+        warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
+                                       class_counts=counts)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
@@ -216,7 +280,11 @@ def train_command(
     history = fit(net, data.train.x[indices], labels[indices], config, device=torch_device, seed=seed,
                   weights=weights, description=f"train {model_name}")
     wall = time.perf_counter() - start
-    test = evaluate(net, data.test.x, data.test.y, device=torch_device)
+    if len(data.test):
+        test = evaluate(net, data.test.x, data.test.y, device=torch_device)
+    else:  # an hf: dataset without a test split
+        test = {"accuracy": None, "loss": None}
+        console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
     result = {
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
         "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
@@ -227,7 +295,8 @@ def train_command(
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
         table.add_column(column)
     subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
-    table.add_row(data.source, subset, model_name, str(epochs), f"{test['accuracy']:.4f}", f"{wall:.1f}")
+    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
+    table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
     console.print(table)
     if metrics:
         write_text(metrics, json.dumps(result, indent=1) + "\n")
@@ -239,12 +308,24 @@ def inspect_command(
     manifest: Path = typer.Argument(..., help="Manifest to summarise."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Check the manifest against this data source."),
     data_root: Optional[str] = DataRoot,
+    split: Optional[str] = Split, label_column: Optional[str] = LabelColumn,
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram here (default: beside the log)."),
 ):
     """Summarise a manifest: method, budget, per-class counts; check it against data."""
+    from prune.subset_log import is_subset_log
+
+    if is_subset_log(manifest):  # the log of a dynamic run (prune train --dynamic --log)
+        from prune.dynamic import inspect_cli
+
+        inspect_cli(manifest, plot)
+        return
     chosen = Manifest.load(manifest)
     info = Table(title=str(manifest), show_header=False)
     info.add_row("dataset", f"{chosen.dataset['source']} ({chosen.dataset['num_examples']} examples, "
                  f"{chosen.dataset['num_classes']} classes)")
+    if chosen.dataset.get("columns"):
+        columns = ", ".join(f"{role} {name!r}" for role, name in chosen.dataset["columns"].items())
+        info.add_row("split, columns", f"{chosen.dataset['split']}; {columns}")
     info.add_row("fingerprint", chosen.dataset["fingerprint"])
     info.add_row("method", f"{chosen.method['name']} {json.dumps(chosen.method.get('params', {}))}")
     budget = chosen.budget
@@ -261,10 +342,81 @@ def inspect_command(
     for c, k in enumerate(chosen.per_class):
         classes.add_row(str(c), str(k))
     console.print(classes)
-    if dataset:
-        data = load_dataset(dataset, data_root)
-        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train))
+    if dataset and dataset.strip()[:3].lower() == "hf:":  # labels only: no images are read
+        from prune.hf import check_saved
+
+        console.print(f"[green]matches[/] {check_saved(chosen, dataset, split=split, label_column=label_column)}")
+    elif dataset:
+        data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column))
+        counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
+        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts)
         console.print(f"[green]matches[/] {data.source}")
+
+
+@app.command("filter")
+@user_errors
+def filter_command(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest whose rows to keep."),
+    out: Path = typer.Option(..., "--out", help="Folder to write with save_to_disk (written beside it, then renamed)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="hf:PATH, a save_to_disk folder (default: the manifest's source)."),
+    split: Optional[str] = typer.Option(None, "--split", help="DatasetDict split to filter (default: the manifest's); other splits are copied."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Column of labels checked against the manifest (default: the manifest's, else label)."),
+    weight_column: bool = typer.Option(False, "--weight-column", help="Add a prune_weight column holding each row's gamma."),
+    force: bool = typer.Option(False, "--force", help="Write even if the data do not match the manifest (warns)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+):
+    """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder."""
+    from prune.hf import write_filtered
+
+    chosen = Manifest.load(manifest)
+    source = dataset or chosen.dataset["source"]
+    if not source.strip().lower().startswith("hf:"):
+        raise PruneError(f"prune filter writes Hugging Face datasets; pass --dataset hf:PATH "
+                         f"(the manifest was made from {chosen.dataset['source']!r})")
+    start = time.perf_counter()
+    written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
+                                            weight_column=weight_column, force=force, overwrite=overwrite)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"wrote {rows} of {chosen.dataset['num_examples']} rows to {written} "
+                  f"in {time.perf_counter() - start:.1f} s")
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PruneError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+@app.command("bench")
+@user_errors
+def bench_command(
+    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes."),
+    dataset: str = Dataset, data_root: Optional[str] = DataRoot,
+    methods: str = typer.Option("random,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods."),
+    fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions."),
+    label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training)."),
+    model: Optional[str] = Model, warmup_epochs: int = WarmupEpochs,
+    train_epochs: int = typer.Option(20, "--train-epochs", help="Epochs of each fresh training run."),
+    lr: float = LearningRate, batch_size: int = BatchSize,
+    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store."),
+    posterior_sigma: float = Sigma, device: str = Device,
+    dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>."),
+):
+    """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
+    from prune.bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        dataset=dataset, out=out, data_root=data_root, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),
+        seeds=tuple(int(s) for s in _floats(seeds, "--seeds")), model=model, warmup_epochs=warmup_epochs,
+        train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
+        posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
+    )
+    run_bench(config, resolve_device(device))
+    console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")
 
 
 def main() -> None:

@@ -27,6 +27,13 @@ Sources (``load_dataset(spec, data_root, download)``):
     or feature vectors ``N x D``. ``y`` holds 1-D integer labels ``0..C-1``;
     ``num_classes`` is the largest label in train and test plus one, and every class
     below it must occur in train or test (a gap means the labels are not ``0..C-1``).
+``hf:PATH``
+    A Hugging Face ``datasets`` folder written by ``save_to_disk`` (``Dataset`` or
+    ``DatasetDict``), read in batches by ``prune.hf`` (its docstring has the details):
+    ``split`` picks the training split of a ``DatasetDict`` (default ``train``; the test
+    side is ``test`` when present, else empty), ``label_column`` (default ``label``)
+    the integer labels, and ``image_column`` (default ``image``) or ``feature_column``
+    (precomputed vectors) the inputs. ``LoadedData.split`` and ``.columns`` record them.
 
 Normalisation: images are standardised per channel with the mean and (population)
 standard deviation of the *training* split; feature vectors per feature, likewise (a
@@ -44,7 +51,7 @@ import gzip
 import hashlib
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +59,7 @@ import torch
 
 from prune.errors import PruneError
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "hf:PATH")
 
 DIGITS_TRAIN = 1437
 DIGITS_TEST = 360
@@ -106,6 +113,9 @@ class LoadedData:
     # training statistics used to normalise, in raw units (per channel / per feature)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # the source's split used for training, and (hf: only) the columns read: role -> name
+    split: str = "train"
+    columns: dict | None = field(default=None, hash=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -114,6 +124,15 @@ class LoadedData:
     @property
     def fingerprint(self) -> str:
         return label_fingerprint(self.train.y)
+
+    def record(self) -> dict:
+        """The training split's provenance as manifests and feature stores keep it."""
+        counts = torch.bincount(self.train.y, minlength=self.num_classes).tolist()
+        record = {"source": self.source, "split": self.split, "num_examples": len(self.train),
+                  "num_classes": self.num_classes, "fingerprint": self.fingerprint, "class_counts": counts}
+        if self.columns:
+            record["columns"] = dict(self.columns)
+        return record
 
 
 # ----------------------------------------------------------------------------- labels
@@ -179,11 +198,32 @@ def take(split: Split, indices) -> Split:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_dataset(spec: str, data_root: str | None = None, download: bool = False) -> LoadedData:
-    """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory."""
+def load_dataset(spec: str, data_root: str | None = None, download: bool = False, *,
+                 split: str | None = None, image_column: str | None = None,
+                 label_column: str | None = None, feature_column: str | None = None) -> LoadedData:
+    """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
+
+    ``split``, ``image_column``, ``label_column`` and ``feature_column`` apply to ``hf:PATH``
+    only (``prune.hf``); ``None`` means the default.
+    """
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
     spec = spec.strip()
+    hf_options = {"split": split, "image_column": image_column, "label_column": label_column,
+                  "feature_column": feature_column}
+    if spec[:3].lower() == "hf:":
+        if data_root is not None and str(data_root).strip():
+            raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")
+        if download:
+            raise PruneError("--download does not apply to hf: datasets; save one with save_to_disk first")
+        from prune import hf
+
+        return hf.load(spec, **hf_options)
+    given = [name for name, value in hf_options.items() if value is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        verb = "applies" if len(given) == 1 else "apply"
+        raise PruneError(f"{flags} {verb} only to hf: datasets, not to {spec!r}; drop {'it' if len(given) == 1 else 'them'}")
     if spec[:4].lower() == "npz:":
         return _load_npz(spec[4:])
     name = spec.lower().replace("_", "-")

@@ -39,6 +39,7 @@ rounding (e.g. from ``torch.cdist``) this is d(i, j) := distances[j, i].
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,11 +48,15 @@ __all__ = ["FacilityLocationResult", "facility_location", "split_pool"]
 
 # Rows re-evaluated per lazy round. CPU: row sums are computed one row at a time, identically
 # for any batch, so the batch can adapt; CUDA: one fixed shape (see the module docstring).
-_CPU_BATCH_MIN = 16
-_CPU_BATCH_MAX = 512
+_CPU_FIRST_BATCH = 8
+_CPU_MIN_BATCH = 8
+_CPU_SHARE = 1.0
+_CPU_BATCH_MAX = 256
 _CUDA_BATCH = 256
 # Rows per block when scanning the whole matrix (initial gains, weights).
 _SCAN_ROWS = 256
+# CPU threads for the lazy loop (None: leave torch's setting alone); see _lazy_threads.
+LAZY_THREADS: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -153,106 +158,134 @@ def facility_location(distances: torch.Tensor, k: int) -> FacilityLocationResult
     if k == 0:
         return _empty_result(device)
 
-    D = hi  # 0-dim tensor in dtype
-    D64 = float(D)
-    fixed = _fixed_batch(device)
-    evaluate = _GainEvaluator(W, fixed)
+    greedy = _LazyGreedy(W, float(hi))
+    with _lazy_threads(device):
+        greedy.run(k)
+    order = torch.tensor(greedy.order, dtype=torch.int64, device=device)
+    return FacilityLocationResult(
+        order=order,
+        gains=torch.stack(greedy.gains64),
+        weights=_nearest_counts(W, order),
+        objective=float((greedy.D - greedy.m64).sum()),
+    )
 
-    m = torch.full((p,), D64, dtype=dtype, device=device)  # min(D, distance to S)
-    m64 = torch.full((p,), D64, dtype=torch.float64, device=device)
-    all_rows = torch.arange(p, device=device)
 
-    # Initial gains are exact (bounds with no slack).
-    ub = torch.empty(p, dtype=dtype, device=device)
-    for start in range(0, p, _SCAN_ROWS):
-        ub[start : start + _SCAN_ROWS] = evaluate(all_rows[start : start + _SCAN_ROWS], m)
+@contextmanager
+def _lazy_threads(device: torch.device):
+    """Run the lazy loop on one CPU thread (``LAZY_THREADS``), restoring the count afterwards.
 
-    neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
-    order: list[int] = []
-    gains64: list[torch.Tensor] = []
-    selected = torch.zeros(p, dtype=torch.bool, device=device)
-    batch = fixed if fixed is not None else _CPU_BATCH_MIN
-    exact = True  # are all bounds exact right now (only before the first pick)?
+    The loop issues thousands of small tensor ops; with several intra-op threads each one
+    ends in a barrier, and on a machine whose cores are busy with other work a descheduled
+    thread stalls every barrier for a time slice (measured here: p = 5,000 took 0.8 s on one
+    thread and 6-38 s on two while other jobs ran). One thread is never that slow.
+    """
+    n = LAZY_THREADS
+    prev = torch.get_num_threads()
+    change = device.type == "cpu" and n is not None and n != prev
+    if change:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(prev)
 
-    def accept(j: int) -> None:
-        order.append(j)
-        row = W[j]
+
+class _LazyGreedy:
+    """State of one greedy run: m (min(D, distance to S)), stale upper bounds ub, the picks."""
+
+    def __init__(self, W: torch.Tensor, D: float):
+        p = W.shape[0]
+        dev, dtype = W.device, W.dtype
+        self.W, self.D, self.p = W, D, p
+        self.fixed = _fixed_batch(dev)
+        self.evaluate = _GainEvaluator(W, self.fixed)
+        self.m = torch.full((p,), D, dtype=dtype, device=dev)
+        self.m64 = torch.full((p,), D, dtype=torch.float64, device=dev)
+        self.selected = torch.zeros(p, dtype=torch.bool, device=dev)
+        self.neg_inf = torch.tensor(-math.inf, dtype=dtype, device=dev)
+        self.order: list[int] = []
+        self.gains64: list[torch.Tensor] = []
+        # Initial gains, exact (bounds with no slack). With m = D every term D - d is >= 0, so
+        # on CPU a contiguous block gives bit for bit what `evaluate` would, without its gather
+        # and clamp; CUDA keeps its one fixed evaluation shape.
+        self.ub = torch.empty(p, dtype=dtype, device=dev)
+        for start in range(0, p, _SCAN_ROWS):
+            stop = min(start + _SCAN_ROWS, p)
+            if self.fixed is None:
+                self.ub[start:stop] = torch.sub(self.m, W[start:stop]).sum(dim=1)
+            else:
+                self.ub[start:stop] = self.evaluate(torch.arange(start, stop, device=dev), self.m)
+
+    def accept(self, j: int) -> None:
+        self.order.append(j)
+        row = self.W[j]  # d(., j) by symmetry
         row64 = row.to(torch.float64)
-        gains64.append(torch.clamp(m64 - row64, min=0).sum())
-        torch.minimum(m64, row64, out=m64)
-        torch.minimum(m, row, out=m)
-        ub[j] = neg_inf
-        selected[j] = True
+        self.gains64.append(torch.clamp(self.m64 - row64, min=0).sum())
+        torch.minimum(self.m64, row64, out=self.m64)
+        torch.minimum(self.m, row, out=self.m)
+        self.ub[j] = self.neg_inf
+        self.selected[j] = True
 
-    while len(order) < k:
-        remaining = p - len(order)
-        top_val, top_idx = torch.max(ub, dim=0)  # torch.max returns the first maximal index
-        if float(top_val) <= 0.0:
-            # Every bound, hence every gain, is 0 and stays 0: naive greedy now takes the
-            # lowest unselected positions in ascending order.
-            for j in torch.nonzero(~selected).flatten()[: k - len(order)].tolist():
-                accept(j)
-            break
-        if exact:
-            accept(_lowest_index_with_value(ub, top_val))
-            exact = False
-            continue
-
-        work = ub.clone()  # stale bounds; refreshed and selected entries are set to -inf
-        best_g = -math.inf
-        best_j = -1
-        n_stale = remaining
-        rounds = 0
-        while True:
-            b = min(batch, n_stale)
-            kk = min(b + 1, n_stale)
-            vals, idx = torch.topk(work, kk, sorted=True)
-            vals_l = vals.tolist()
-            if b < kk and vals_l[b - 1] == vals_l[b]:
-                # The cut falls inside a run of equal bounds: take the lowest positions of it,
-                # so that tied candidates are refreshed in pool order.
-                t = vals[b - 1]
-                above = torch.nonzero(work > t).flatten()
-                equal = torch.nonzero(work == t).flatten()
-                rows = torch.cat([above, equal[: b - above.numel()]])
-            else:
-                rows = idx[:b]
-            g = evaluate(rows, m)
-            rounds += 1
-            ub[rows] = g
-            work[rows] = neg_inf
-            n_stale -= b
-            # Best refreshed so far (ties: lowest position).
-            gmax = g.max()
-            gmax_f = float(gmax)
-            jmin = int(rows[g == gmax].min())
-            if gmax_f > best_g or (gmax_f == best_g and jmin < best_j):
-                best_g, best_j = gmax_f, jmin
-            if n_stale == 0:
+    def run(self, k: int) -> None:
+        ub, fixed = self.ub, self.fixed
+        first = fixed if fixed is not None else _CPU_FIRST_BATCH
+        # Before the first pick every bound is exact: take the best, lowest position on ties.
+        self.accept(_lowest_index_with_value(ub, ub.max()))
+        while len(self.order) < k:
+            top = ub.max()
+            if float(top) <= 0.0:
+                # Every bound, hence every gain, is 0 and stays 0: naive greedy now takes the
+                # lowest unselected positions in ascending order.
+                rest = torch.nonzero(~self.selected).flatten()[: k - len(self.order)]
+                for j in rest.tolist():
+                    self.accept(j)
                 break
-            # Largest remaining stale bound.
-            if b < kk and vals_l[b - 1] != vals_l[b]:
-                nxt = vals[b]
-            else:
-                nxt = work.max()
-            nxt_f = float(nxt)
-            if best_g > nxt_f:
-                break
-            if best_g == nxt_f and best_j < _lowest_index_with_value(work, nxt):
-                break
-            if fixed is None:
-                batch = min(batch * 2, _CPU_BATCH_MAX)
-        if fixed is None:
-            # Adapt: a step that needed several rounds asks for a bigger first batch next time.
-            batch = min(max(_CPU_BATCH_MIN, batch if rounds > 1 else batch // 2), _CPU_BATCH_MAX)
-        accept(best_j)
-
-    evaluate.release()
-    order_t = torch.tensor(order, dtype=torch.int64, device=device)
-    gains_t = torch.stack(gains64)
-    objective = float((D64 - m64).sum())
-    weights = _nearest_counts(W, order_t)
-    return FacilityLocationResult(order=order_t, gains=gains_t, weights=weights, objective=objective)
+            work = ub.clone()  # stale bounds; refreshed and selected entries become -inf
+            n_stale = self.p - len(self.order)
+            best_g, best_j = -math.inf, -1
+            b = first
+            while True:
+                b = min(b, n_stale)
+                kk = min(b + 1, n_stale)
+                vals, idx = torch.topk(work, kk, sorted=True)
+                vals_l = vals.tolist()
+                cut_in_tie = b < kk and vals_l[b - 1] == vals_l[b]
+                if cut_in_tie:
+                    # The cut falls inside a run of equal bounds: refresh its lowest positions
+                    # first, so that tied candidates are refreshed in pool order.
+                    t = vals[b - 1]
+                    above = torch.nonzero(work > t).flatten()
+                    equal = torch.nonzero(work == t).flatten()
+                    rows = torch.cat([above, equal[: b - above.numel()]])
+                else:
+                    rows = idx[:b]
+                g = self.evaluate(rows, self.m)
+                ub[rows] = g
+                work[rows] = self.neg_inf
+                n_stale -= b
+                gmax = g.max()
+                gmax_f = float(gmax)
+                jmin = int(rows[g == gmax].min())  # best of this batch, lowest position
+                if gmax_f > best_g or (gmax_f == best_g and jmin < best_j):
+                    best_g, best_j = gmax_f, jmin
+                if n_stale == 0:
+                    break
+                # The largest bound still stale; accept when the best exact gain beats it,
+                # or ties it with a lower position than every stale candidate at that bound.
+                nxt = work.max() if cut_in_tie else vals[b]
+                nxt_f = float(nxt)
+                if best_g > nxt_f:
+                    break
+                if best_g == nxt_f and best_j < _lowest_index_with_value(work, nxt):
+                    break
+                if fixed is None:
+                    # Every stale candidate whose bound beats the best gain so far must be
+                    # refreshed (unless the best improves on the way): refresh a share of them.
+                    over = int((work > best_g).sum())
+                    b = min(max(_CPU_MIN_BATCH, int(over * _CPU_SHARE)), _CPU_BATCH_MAX)
+            self.accept(best_j)
+        self.evaluate.release()
 
 
 def _nearest_counts(W: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from prune import features
-from prune.data import LoadedData
+from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.models import build_model
-from prune.store import create_store
+from prune.partial import PartialStore
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
@@ -79,10 +79,25 @@ def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *,
     return model.to(device).eval()
 
 
+def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
+    """Bytes the features of ``build_store(data, ..., config)`` take in memory as float32 (no model is run)."""
+    config.check()
+    n, classes, samples = len(data.train), data.num_classes, config.posterior_samples
+    embedding_dim = build_model(config.model, data.input_shape, classes).fc.in_features
+    floats = n * samples * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
+    return 4 * floats + 8 * n  # + the int64 labels
+
+
 def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
                 seed: int, device: torch.device, label_noise: dict | None = None,
-                flipped: torch.Tensor | None = None) -> Path:
-    """Warm up, extract features, and write them to ``out`` (atomically). Returns the path."""
+                flipped: torch.Tensor | None = None, resume: bool = False) -> Path:
+    """Warm up, extract features, and write them to ``out`` (atomically). Returns the path.
+
+    The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.partial``), committed after
+    every block of rows; ``resume=True`` continues an interrupted run from its last committed
+    block (same settings required) and gives the same store, byte for byte, as an
+    uninterrupted run.
+    """
     config.check()
     x, n, samples = data.train.x, len(labels), config.posterior_samples
     checkpoints = max(config.warmup.epochs, 1)
@@ -91,64 +106,86 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         "dataset_source": data.source,
         "fingerprint": data.fingerprint,
         "num_classes": data.num_classes,
+        "dataset": data.record(),  # the manifest's dataset record (split, class counts, hf columns)
         "features": config.to_dict(),
         "seed": seed,
         "label_noise": label_noise,
     }
 
-    def passes(model, description, generator=None):
-        """One feature pass over the training split: yields (start, batch-features)."""
-        start = 0
+    def passes(model, description, generator=None, start=0):
+        """One feature pass over the training split from row ``start``: yields (start, batch-features)."""
         with progress() as bars:
-            task = bars.add_task(description, total=n, status="")
+            task = bars.add_task(description, total=n, completed=start, status="")
             for batch in features.extract_batches(
-                model, x, labels, batch_size=config.batch_size, device=device,
+                model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
                 hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
             ):
                 yield start, batch
                 start += len(batch["loss"])
                 bars.update(task, advance=len(batch["loss"]))
 
-    average = features.CheckpointAverage(config.beta1, config.beta2)
+    shape = dict(samples=samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
+                 checkpoints=checkpoints, dtype=config.dtype)
+    # what resuming must agree with: the store's attributes, its size and the labels used
+    settings = {**attrs, "num_examples": n, "labels_used": label_fingerprint(labels)}
 
-    with create_store(out, labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs, samples=samples, num_classes=data.num_classes,
-                      embedding_dim=embedding_dim, checkpoints=checkpoints, dtype=config.dtype) as store:
+    with PartialStore.open(out, settings=settings, resume=resume, n=n, **shape) as part:
+        for note in part.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        if part.warmup_done:
+            model = part.load_model(build_model(config.model, data.input_shape, data.num_classes)).to(device).eval()
+        else:
+            average = features.CheckpointAverage(config.beta1, config.beta2)
 
-        def checkpoint(epoch: int, model) -> None:
-            grads, hessians, losses = [], [], []
-            generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
-            for _, batch in passes(model, f"checkpoint {epoch}", generator):
-                grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); losses.append(batch["loss"])
-            average.update(torch.cat(grads), torch.cat(hessians))
-            store.write_column("loss_per_epoch", epoch - 1, torch.cat(losses))
+            def checkpoint(epoch: int, model) -> None:
+                grads, hessians, losses = [], [], []
+                generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
+                for _, batch in passes(model, f"checkpoint {epoch}", generator):
+                    grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); losses.append(batch["loss"])
+                average.update(torch.cat(grads), torch.cat(hessians))
+                part.write_column("loss_per_epoch", epoch - 1, torch.cat(losses))
 
-        model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
-        if config.warmup.epochs == 0:
-            checkpoint(1, model)  # the initial weights are the only checkpoint
-        store.write_rows("grad_logit_ema", 0, average.grad)
-        store.write_rows("hess_logit_ema", 0, average.hess)
+            model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
+            if config.warmup.epochs == 0:
+                checkpoint(1, model)  # the initial weights are the only checkpoint
+            part.write_rows("grad_logit_ema", 0, average.grad)
+            part.write_rows("hess_logit_ema", 0, average.hess)
+            part.save_model(model)
+            part.commit(warmup_done=True)
 
-        for m, (member, perturbation) in enumerate(posterior_members(model, data, labels, config, seed=seed, device=device)):
+        first = part.samples_done
+        for m, (member, perturbation) in enumerate(
+                posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
             generator = torch.Generator().manual_seed(stream_seed(seed, 1, m))
+            rows = part.rows_done if m == first else 0
+            if rows and part.generator_state() is not None:
+                generator.set_state(part.generator_state())
             with perturbation:
-                for start, batch in passes(member, f"features {m + 1}/{samples}", generator):
+                for start, batch in passes(member, f"features {m + 1}/{samples}", generator, start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
-                        store.write_rows(name, start, batch[name], sample=m)
+                        part.write_rows(name, start, batch[name], sample=m)
+                    part.commit(rows_done=start + len(batch["loss"]), generator=generator)
+            part.commit(samples_done=m + 1, rows_done=0)
+        part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
 
 
-def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device):
-    """Yield (model, context manager) for each posterior sample; M = 1 means the model itself.
+def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int = 0):
+    """Yield (model, context manager) for posterior samples ``first``..M-1; M = 1 means the model itself.
 
     gaussian/hessian: the warm model under a perturbation delta_m drawn once from a seeded
     generator and removed exactly afterwards; seeds: M independently warm-started models.
+    Each member depends only on ``seed`` and m, so skipping the first ones changes no other.
     """
+    if first >= config.posterior_samples:
+        return
     if config.posterior_samples == 1:
         yield model, nullcontext()
         return
     if config.posterior_kind == "seeds":
-        yield model, nullcontext()
-        for m in range(1, config.posterior_samples):
+        if first == 0:
+            yield model, nullcontext()
+        for m in range(max(first, 1), config.posterior_samples):
             other = warm_start(data, labels, config, seed=stream_seed(seed, 3, m), device=device,
                                tag=f" (seed member {m + 1})")
             yield other, nullcontext()
@@ -161,5 +198,5 @@ def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, 
         batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
         sigma = features.hessian_noise_scale(model, params, batches, config.posterior_sigma, 20,
                                              torch.Generator().manual_seed(stream_seed(seed, 5)))
-    for m in range(config.posterior_samples):
+    for m in range(first, config.posterior_samples):
         yield model, features.perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))

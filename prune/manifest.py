@@ -1,8 +1,8 @@
 """The manifest: which training examples were chosen, with what weights, and how.
 
 A manifest is a JSON file (schema ``prune.manifest/1``, documented in manifests/README.md).
-It is the tool's product: `prune train` trains on it, `datasets.Dataset.select` filters with
-its ``indices``. Loading validates everything a consumer relies on.
+It is the tool's product: `prune train` trains on it, ``Manifest.apply`` (and `prune filter`)
+filters a Hugging Face dataset with its ``indices``. Loading validates everything a consumer relies on.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Manifest:
     def load(cls, path: str | os.PathLike) -> "Manifest":
         """Read and validate a manifest; a problem raises ``PruneError`` naming the file."""
         path = Path(path)
+        if path.is_dir():
+            raise PruneError(f"manifest {path} is a folder; pass the manifest's .json file")
         if not path.is_file():
             raise PruneError(f"manifest {path} does not exist; check the path or run `prune select --out {path}`")
         try:
@@ -109,14 +111,15 @@ class Manifest:
         )
 
     # -- use -----------------------------------------------------------------------------
-    def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False) -> str | None:
-        """Refuse data other than the manifest was made for; return a warning when forced."""
+    def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False,
+                      class_counts: list[int] | None = None) -> str | None:
+        """Refuse data other than the manifest was made for; return a warning when forced.
+
+        With the data's ``class_counts`` (examples per class) and a manifest that records
+        them, a fingerprint mismatch is told apart: same counts means the order differs.
+        """
         mine = self.dataset
-        problem = None
-        if mine["num_examples"] != num_examples:
-            problem = f"size differs: manifest has {mine['num_examples']} training examples, the data has {num_examples}"
-        elif mine["fingerprint"] != fingerprint:
-            problem = "labels or their order differ (label fingerprints do not match)"
+        problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts)
         if problem is None:
             return None
         message = f"manifest was made for {mine['source']!r} but the data given does not match: {problem}"
@@ -124,12 +127,63 @@ class Manifest:
             return message + " (continuing because of --force)"
         raise PruneError(message + "; pass the dataset the manifest was made from, or --force")
 
+    def apply(self, dataset, *, label_column: str | None = None, force: bool = False,
+              keep_in_memory: bool = False):
+        """The selected rows of a Hugging Face ``datasets.Dataset``, checked first.
+
+        Checks the dataset's size and label fingerprint (labels read from ``label_column``:
+        default the column the manifest records, else ``"label"``) and raises ``PruneError``
+        saying whether size, labels or only their order differ; ``force=True`` warns
+        (``UserWarning``) instead. Returns ``dataset.select(indices).flatten_indices()``
+        (``keep_in_memory`` is passed to ``flatten_indices``). A ``DatasetDict`` gives the
+        manifest's split. The labels are the clean ones: apply any recorded label noise
+        yourself with ``training_labels``.
+        """
+        from prune.hf import apply_manifest
+
+        return apply_manifest(self, dataset, label_column=label_column, force=force, keep_in_memory=keep_in_memory)
+
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """The labels the selection used: ``labels`` with the recorded label noise applied."""
         labels = np.array(labels, dtype=np.int64, copy=True)
         if self.label_noise:
             labels[np.asarray(self.label_noise["flipped"], dtype=np.int64)] = self.label_noise["noisy_labels"]
         return labels
+
+
+def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class_counts: list[int] | None = None,
+                     what: str = "manifest") -> str | None:
+    """What differs between the data ``record`` describes (a manifest's or store's ``dataset``) and the data given.
+
+    None when size and label fingerprint match; else whether the size, the labels (the count
+    per class differs) or only their order differ -- the last two told apart only with the
+    data's ``class_counts`` and a record that holds its own.
+    """
+    if record["num_examples"] != num_examples:
+        return f"size differs: {what} has {record['num_examples']} training examples, the data has {num_examples}"
+    if record["fingerprint"] == fingerprint:
+        return None
+    recorded = record.get("class_counts")
+    if recorded is None or class_counts is None:
+        return "labels or their order differ (label fingerprints do not match)"
+    if _trimmed(recorded) == _trimmed(class_counts):
+        return ("order differs: the data hold the same labels (the same count per class) in a different "
+                f"order, so the {what}'s indices would pick other examples (was it shuffled or sorted?)")
+    changed = [c for c in range(max(len(recorded), len(class_counts)))
+               if _count(recorded, c) != _count(class_counts, c)]
+    shown = ", ".join(f"class {c}: {_count(recorded, c)} vs {_count(class_counts, c)}" for c in changed[:3])
+    return f"labels differ: examples per class do not match ({shown}{', ...' if len(changed) > 3 else ''})"
+
+
+def _trimmed(counts) -> list[int]:
+    counts = [int(c) for c in counts]
+    while counts and counts[-1] == 0:
+        counts.pop()
+    return counts
+
+
+def _count(counts, c: int) -> int:
+    return int(counts[c]) if c < len(counts) else 0
 
 
 def _number(w: float):
@@ -155,10 +209,29 @@ def validate(raw: dict, *, source: str) -> None:
         if not isinstance(dataset, dict) or key not in dataset:
             fail(f"dataset is missing {key!r}")
     n = dataset["num_examples"]
-    if not isinstance(n, int) or n <= 0:
+    if not _is_int(n) or n <= 0:
         fail("dataset.num_examples must be a positive integer")
+    num_classes = dataset["num_classes"]
+    if not _is_int(num_classes) or num_classes <= 0:
+        fail("dataset.num_classes must be a positive integer")
+    if not isinstance(dataset["source"], str) or not isinstance(dataset["fingerprint"], str):
+        fail("dataset.source and dataset.fingerprint must be strings")
+    counts = dataset.get("class_counts")
+    if counts is not None and not (isinstance(counts, list) and len(counts) == num_classes
+                                   and all(_is_int(c) and c >= 0 for c in counts)):
+        fail("dataset.class_counts must list one non-negative count per class")
+    for key, kind in (("method", "an object"), ("budget", "an object")):
+        if not isinstance(raw[key], dict):
+            fail(f"{key} must be {kind}")
+    if not isinstance(raw["method"].get("name"), str):
+        fail("method.name must be a string")
+    for key in ("model", "selection", "label_noise"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            fail(f"{key} must be an object or null")
+    if raw.get("seed") is not None and not _is_int(raw["seed"]):
+        fail("seed must be an integer or null")
     indices, weights = raw["indices"], raw["weights"]
-    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+    if not isinstance(indices, list) or not all(_is_int(i) for i in indices):
         fail("indices must be a list of integers")
     if any(i < 0 for i in indices):
         fail(f"indices contain a negative value ({min(indices)})")
@@ -169,15 +242,24 @@ def validate(raw: dict, *, source: str) -> None:
         fail("indices contain duplicates" if dup else "indices are not sorted ascending")
     if not isinstance(weights, list) or len(weights) != len(indices):
         fail(f"weights has {len(weights) if isinstance(weights, list) else 'no'} entries, indices has {len(indices)}")
-    if not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights):
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights):
         fail("weights must be finite non-negative numbers")
     per_class = raw["per_class"]
-    if not isinstance(per_class, list) or len(per_class) != dataset["num_classes"] or sum(per_class) != len(indices):
-        fail("per_class must list one count per class, summing to the number of indices")
+    if (not isinstance(per_class, list) or len(per_class) != num_classes
+            or not all(_is_int(k) and k >= 0 for k in per_class) or sum(per_class) != len(indices)):
+        fail("per_class must list one non-negative count per class, summing to the number of indices")
     noise = raw.get("label_noise")
     if noise:
         flipped, noisy = noise.get("flipped"), noise.get("noisy_labels")
         if not isinstance(flipped, list) or not isinstance(noisy, list) or len(flipped) != len(noisy):
             fail("label_noise needs equally long lists 'flipped' and 'noisy_labels'")
+        if not all(_is_int(i) for i in flipped) or not all(_is_int(y) for y in noisy):
+            fail("label_noise.flipped and label_noise.noisy_labels must hold integers")
         if flipped and (min(flipped) < 0 or max(flipped) >= n):
             fail("label_noise.flipped has an index out of range")
+        if noisy and (min(noisy) < 0 or max(noisy) >= num_classes):
+            fail(f"label_noise.noisy_labels has a label outside 0..{num_classes - 1}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

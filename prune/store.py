@@ -22,9 +22,12 @@ per sample instead of 2C(e+1) -- 20x smaller for LeNet on Fashion-MNIST -- and s
 computes distances from small Gram matrices instead (methods.md, "Never materialise G").
 
 Attributes hold the schema, prune version, dataset source, fingerprint (of the clean labels),
-num_classes, model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows, compressed with LZF, written
-batch by batch, and the file is written under a temporary name and renamed when complete;
-the ``complete`` attribute is set last.
+num_classes, the dataset record manifests copy (``dataset``: split, class counts, hf: columns),
+model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
+and compressed with LZF. Features are computed into a resumable work folder (``prune.partial``)
+and copied into the file, which is written under a temporary name and renamed when complete;
+the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes,
+the shapes, the labels' range and that every feature is finite.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ class FeatureStore:
     def open(cls, path: str | os.PathLike) -> "FeatureStore":
         """Open and check a store; wrong, old, truncated or partial files raise ``PruneError``."""
         path = Path(path)
+        if path.is_dir():
+            raise PruneError(f"feature store {path} is a folder, not an HDF5 file; pass the .h5 file `prune features --out` wrote")
         if not path.is_file():
             raise PruneError(f"feature store {path} does not exist; create it with `prune features --out {path}`")
         try:
@@ -138,9 +143,10 @@ class FeatureStore:
                 meta["prune_version"] = file.attrs["prune_version"]
                 arrays = {name: torch.from_numpy(file[name][...]) for name in (
                     "labels", "noise_flipped", *PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")}
-        except (OSError, KeyError) as err:
+        except (OSError, KeyError, ValueError, TypeError) as err:
             raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
-        for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema"):
+        _check_contents(path, meta, arrays)
+        for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
             arrays[name] = arrays[name].float()
             if not torch.isfinite(arrays[name]).all():
                 bad = int((~torch.isfinite(arrays[name])).flatten(1).any(1).sum())
@@ -149,3 +155,52 @@ class FeatureStore:
                     "re-create it with a lower --lr"
                 )
         return cls(path=path, meta=meta, **arrays)
+
+    def check_dataset(self, data) -> None:
+        """Refuse ``data`` (a ``LoadedData``) other than the store was computed from.
+
+        Says whether the size, the labels or only their order differ (``Manifest.check_dataset``).
+        """
+        from prune.manifest import dataset_mismatch
+
+        record = dict(self.meta.get("dataset") or {
+            "source": self.meta["dataset_source"], "num_examples": self.num_examples,
+            "num_classes": self.num_classes, "fingerprint": self.meta["fingerprint"]})
+        if "class_counts" not in record and not self.meta.get("label_noise"):  # older stores: the labels are clean
+            record["class_counts"] = torch.bincount(self.labels, minlength=self.num_classes).tolist()
+        counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
+        problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
+                                   class_counts=counts, what="store")
+        if problem:
+            raise PruneError(f"feature store {self.path} was computed from {record['source']!r}, but the dataset "
+                             f"given ({data.source!r}) does not match: {problem}; pass the dataset the store was "
+                             "made from, or leave out --dataset (the store knows its data)")
+
+
+_REQUIRED_ATTRS = ("fingerprint", "num_classes", "features", "seed")
+
+
+def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
+    """Attributes present, shapes consistent, labels in 0..C-1; else ``PruneError``."""
+    missing = [key for key in _REQUIRED_ATTRS if key not in meta]
+    if "dataset" not in meta and "dataset_source" not in meta:
+        missing.append("dataset_source")
+    if missing:
+        raise PruneError(f"feature store {path} lacks attribute(s) {', '.join(missing)}; it was not written by "
+                         "`prune features` or is damaged: re-create it")
+    n, classes = len(arrays["labels"]), meta["num_classes"]
+    samples = arrays["grad_logit"].shape[1] if arrays["grad_logit"].ndim == 3 else None
+    width = arrays["embedding"].shape[-1] if arrays["embedding"].ndim == 3 else None
+    expected = {"labels": (n,), "grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
+                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes)}
+    for name, shape in expected.items():
+        if tuple(arrays[name].shape) != shape or samples is None or width is None:
+            raise PruneError(f"feature store {path}: {name} has shape {tuple(arrays[name].shape)}, expected "
+                             f"{shape} for {n} examples of {classes} classes; the file is damaged: re-create it")
+    if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
+        raise PruneError(f"feature store {path}: loss_per_epoch has shape {tuple(arrays['loss_per_epoch'].shape)}, "
+                         f"expected ({n}, T); the file is damaged: re-create it")
+    labels = arrays["labels"]
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise PruneError(f"feature store {path}: labels run from {int(labels.min())} to {int(labels.max())}, "
+                         f"outside 0..{classes - 1}; the file is damaged: re-create it")

@@ -8,6 +8,7 @@ rate is 0.05 (the papers' 0.1 is tuned for ResNets on CIFAR and overshoots on sm
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -32,6 +33,15 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+    def __post_init__(self):
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise PruneError(f"the number of epochs must be a whole number >= 0, got {self.epochs!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise PruneError(f"--batch-size must be a whole number >= 1, got {self.batch_size!r}")
+        for flag, value in (("--lr", self.lr), ("momentum", self.momentum), ("weight decay", self.weight_decay)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +117,8 @@ def fit(
         for epoch in range(1, config.epochs + 1):
             model.train()
             order = torch.randperm(n, generator=generator).to(device)
-            total_loss, correct = 0.0, 0
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
             for start in range(0, n, config.batch_size):
                 batch = order[start : start + config.batch_size]
                 if len(batch) < 2 and has_batchnorm:
@@ -123,10 +134,13 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += losses.detach().sum().item()
-                correct += (logits.argmax(1) == y[batch]).sum().item()
-                bars.update(task, advance=1, status=f"epoch {epoch}/{config.epochs} loss {loss.item():.3f}")
+                # accumulate on the device: no host synchronisation inside the epoch
+                total_loss += losses.detach().sum()
+                correct += (logits.argmax(1) == y[batch]).sum()
+                bars.update(task, advance=1)
             scheduler.step()
+            total_loss, correct = total_loss.item(), correct.item()
+            bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {total_loss / n:.3f}")
             if not np.isfinite(total_loss):
                 raise PruneError(
                     f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry"

@@ -5,12 +5,14 @@ A method only says which distance it uses (``distances``) and, for CREST, how it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from prune.budget import largest_remainder
 from prune.engine import facility_location, split_pool
+from prune.errors import PruneError
 from prune.store import FeatureStore
 
 
@@ -26,6 +28,17 @@ class MethodOptions:
     subset_size: int = 500
     learned_loss: float = 0.1
     learned_window: int = 2
+
+    def __post_init__(self):
+        for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
+                                 ("--subset-size", self.subset_size, 1), ("--learned-window", self.learned_window, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
+        for flag, value in (("--rho", self.rho), ("--damping", self.damping)):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.learned_loss, (int, float)) or math.isnan(self.learned_loss):
+            raise PruneError(f"--learned-loss must be a number, got {self.learned_loss!r}")
 
 
 @dataclass

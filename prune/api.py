@@ -1,0 +1,170 @@
+"""prune from Python: one function per job, shared with the command line.
+
+``select_coreset`` is what ``prune select`` runs (the CLI adds only the default output name
+and the printing); ``load_training_data``, ``feature_config`` and ``dataset_record`` are the
+pieces ``prune features`` and ``prune train`` share with it.
+
+    import prune
+    manifest = prune.select_coreset("digits", "craig", fraction=0.1, seed=0)
+    manifest.save("manifests/digits-craig-0.1.json")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import torch
+
+from prune import featurize
+from prune.data import LoadedData, flip_labels, load_dataset
+from prune.atomic import ensure_writable
+from prune.errors import PruneError
+from prune.featurize import FeatureConfig
+from prune.manifest import Manifest
+from prune.methods import METHODS, MethodOptions
+from prune.models import default_model
+from prune.selection import Candidates, SelectionPlan, plan_selection, select
+from prune.store import FeatureStore
+from prune.training import TrainConfig, resolve_device
+
+
+def source_options(split=None, image_column=None, label_column=None, feature_column=None) -> dict:
+    """The ``load_dataset`` keywords of an ``hf:`` source, leaving out those not given."""
+    given = {"split": split, "image_column": image_column, "label_column": label_column,
+             "feature_column": feature_column}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def recorded_options(record: dict) -> dict:
+    """The ``load_dataset`` keywords that reload the data of a manifest's ``dataset`` record."""
+    if not str(record.get("source", "")).startswith("hf:"):
+        return {}
+    columns = record.get("columns") or {}
+    return source_options(split=record.get("split"), image_column=columns.get("image"),
+                          label_column=columns.get("label"), feature_column=columns.get("feature"))
+
+
+def load_training_data(dataset: str, data_root: str | None = None, download: bool = False,
+                       label_noise: float = 0.0, noise_seed: int = 0, **options):
+    """Load data and apply label noise; returns (data, labels used, noise record, flipped).
+
+    ``options`` are ``load_dataset``'s ``hf:`` keywords (``split``, ``image_column``, ...).
+    """
+    data = load_dataset(dataset, data_root, download, **options)
+    if not label_noise:
+        return data, data.train.y, None, torch.empty(0, dtype=torch.int64)
+    labels, flipped = flip_labels(data.train.y, label_noise, data.num_classes, noise_seed)
+    return data, labels, {"fraction": label_noise, "seed": noise_seed}, flipped
+
+
+def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
+                   hutchinson_samples, dtype) -> FeatureConfig:
+    return FeatureConfig(
+        model=model or default_model(data.source, data.input_shape),
+        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr),
+        posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
+        hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
+    )
+
+
+def dataset_record(data: LoadedData, data_root: str | None) -> dict:
+    """The manifest's ``dataset`` object: ``data.record()`` plus the data folder used."""
+    record = data.record()
+    if data_root:
+        record["root"] = str(Path(data_root).resolve())
+    return record
+
+
+def method_options(options: MethodOptions | dict | None = None, **overrides) -> MethodOptions:
+    """``MethodOptions`` from an instance or a dict, with keyword overrides; unknown names are errors."""
+    known = {f.name for f in dataclasses.fields(MethodOptions)}
+    if isinstance(options, MethodOptions):
+        base = dataclasses.asdict(options)
+    elif options is None:
+        base = {}
+    elif isinstance(options, dict):
+        base = dict(options)
+    else:
+        raise PruneError(f"options must be a MethodOptions or a dict, got {type(options).__name__}")
+    base.update(overrides)
+    unknown = sorted(set(base) - known)
+    if unknown:
+        raise PruneError(f"unknown method option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return MethodOptions(**base)
+
+
+def select_coreset(
+    dataset: str | None = None, method: str = "craig", *, fraction: float | None = None, count: int | None = None,
+    balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
+    features: str | Path | None = None, store: str | Path | None = None,
+    data_root: str | None = None, download: bool = False,
+    split: str | None = None, image_column: str | None = None, label_column: str | None = None,
+    feature_column: str | None = None,
+    model: str | None = None, warmup_epochs: int = 5, lr: float = 0.05, batch_size: int = 128,
+    posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
+    posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
+    label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
+    options: MethodOptions | dict | None = None, dry_run: bool = False, **method_overrides,
+) -> Manifest | SelectionPlan:
+    """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
+
+    The same as ``prune select`` with the same arguments (``--fraction`` is ``fraction``,
+    ``--image-column`` is ``image_column``, ...): load the data (``dataset`` as for
+    ``prune.data.load_dataset``; ``split`` and the ``*_column`` arguments for ``hf:PATH``),
+    warm up a model and compute features in a temporary store (kept at ``store`` if
+    given; ``features`` selects from an existing store instead, running no model;
+    ``random`` needs no features), then select. Without ``fraction`` and ``count``,
+    ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
+    ``prune.methods.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
+    saves the manifest there. User errors raise ``prune.errors.PruneError``.
+
+    ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
+    checked against the store (size, labels and their order must match). ``dry_run=True``
+    returns the ``prune.selection.SelectionPlan`` instead (budgets, pools, memory), having
+    run no model and written nothing.
+    """
+    if fraction is None and count is None:
+        fraction = 0.1
+    if method not in METHODS:
+        raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    opts = method_options(options, **method_overrides)
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    if out is not None and not dry_run:
+        ensure_writable(out)  # before the work, not after it
+    hf = source_options(split, image_column, label_column, feature_column)
+    feature_bytes = 0
+    if features is not None:
+        root = data_root and str(Path(data_root).resolve())
+        opened = FeatureStore.open(features)
+        if dataset is not None:
+            opened.check_dataset(load_dataset(dataset, data_root, download, **hf))
+        candidates = Candidates.from_store(opened, root=root)
+    else:
+        data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
+                                                          noise_seed, **hf)
+        record = dataset_record(data, data_root)
+        if method == "random" or dry_run:
+            noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
+            candidates = Candidates(labels, record, noise_record)
+            if method != "random":  # dry run: the size the features would have
+                config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
+                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
+                feature_bytes = featurize.store_bytes(data, config)
+        else:
+            config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
+                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = store or Path(tmp) / "features.h5"
+                featurize.build_store(data, labels, path, config, seed=seed, device=torch_device,
+                                      label_noise=noise, flipped=flipped)
+                candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
+    if dry_run:
+        return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
+                              options=opts, device=torch_device, feature_bytes=feature_bytes)
+    manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
+                      options=opts, device=torch_device)
+    if out is not None:
+        manifest.save(out)
+    return manifest

@@ -1,0 +1,254 @@
+"""`prune bench`: the papers' evaluation protocol on the user's data (methods.md, "Evaluation protocol").
+
+For every (label noise, seed): warm up once and write a feature store (a second one with M
+posterior samples when ``ensemble`` is asked for), select every method at every fraction from
+it, train a fresh model per cell and test it; train once on the full (noisy) data as the
+reference row. Every cell is written to ``OUT/cells/`` as soon as it is done, so a re-run skips
+finished cells (resume). Aggregates: ``results.csv``, ``results.json``, ``results.md`` (mean ±
+std over seeds) and ``results.png`` (test accuracy vs fraction, one panel per noise level).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prune.atomic import atomic_path, write_text
+from prune.data import flip_labels, load_dataset
+from prune.errors import PruneError
+from prune.featurize import FeatureConfig, build_store
+from prune.methods import METHODS, MethodOptions
+from prune.models import build_model, default_model
+from prune.selection import Candidates, select
+from prune.store import FeatureStore
+from prune.training import TrainConfig, console, evaluate, fit, seed_everything
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    dataset: str
+    out: Path
+    data_root: str | None = None
+    methods: tuple[str, ...] = ("random", "craig")
+    fractions: tuple[float, ...] = (0.1,)
+    label_noise: tuple[float, ...] = (0.0,)
+    seeds: tuple[int, ...] = (0,)
+    model: str | None = None
+    warmup_epochs: int = 5
+    train_epochs: int = 20
+    lr: float = 0.05
+    batch_size: int = 128
+    posterior_samples: int = 4
+    posterior_sigma: float = 0.01
+    options: MethodOptions = field(default_factory=MethodOptions)
+    # dynamic selection during training (prune.dynamic), reported as methods "dyn-<kind>"
+    dynamic: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        from prune.dynamic import DYNAMIC_KINDS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise PruneError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from {', '.join(METHODS)}")
+        unknown = [k for k in self.dynamic if k not in DYNAMIC_KINDS]
+        if unknown:
+            raise PruneError(f"unknown kind(s) {', '.join(unknown)} in --dynamic; choose from {', '.join(DYNAMIC_KINDS)}")
+        if not (self.methods or self.dynamic) or not self.fractions or not self.seeds or not self.label_noise:
+            raise PruneError("--methods (or --dynamic), --fractions, --seeds and --label-noise each need at least one value")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["out"] = str(self.out)
+        return out
+
+
+def _noise_tag(noise: float) -> str:
+    return f"noise{noise:g}"
+
+
+def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str, seed: int, device) -> dict:
+    seed_everything(seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    start = time.perf_counter()
+    fit(model, data.train.x[indices], labels[indices],
+        TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size, lr=config.lr),
+        device=device, seed=seed, description="train")
+    seconds = time.perf_counter() - start
+    return {"test_accuracy": evaluate(model, data.test.x, data.test.y, device=device)["accuracy"],
+            "train_seconds": seconds, "train_examples": len(indices)}
+
+
+def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str, fraction: float, noise: float,
+                  seed: int, device) -> dict:
+    """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets."""
+    from prune.dynamic import DynamicConfig, run_dynamic
+
+    cfg = DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
+                        lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), len(labels)),
+                        posterior_samples=config.posterior_samples if kind == "ensemble" else None,
+                        posterior_sigma=config.posterior_sigma)
+    result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
+                         description=f"dyn-{kind}")
+    facts = result.log["result"]
+    trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
+    return {"method": f"dyn-{kind}", "fraction": fraction, "noise": noise, "seed": seed,
+            "selection_seconds": facts["selection_seconds"], "test_accuracy": facts["test_accuracy"],
+            "train_seconds": facts["wall_seconds"] - facts["selection_seconds"], "train_examples": len(trained)}
+
+
+def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
+    """Run (or resume) the whole grid; returns one row per cell."""
+    config.check()
+    data = load_dataset(config.dataset, config.data_root)
+    model_name = config.model or default_model(data.source, data.input_shape)
+    cells = config.out / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    write_text(config.out / "config.json", json.dumps({**config.to_dict(), "model": model_name,
+                                                       "device": str(device)}, indent=1) + "\n")
+    rows = []
+    for noise in config.label_noise:
+        for seed in config.seeds:
+            labels, flipped = flip_labels(data.train.y, noise, data.num_classes, seed) if noise else (data.train.y, torch.empty(0, dtype=torch.int64))
+            noise_record = {"fraction": noise, "seed": seed} if noise else None
+            rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-full.json", lambda: {
+                "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
+                **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
+            stores = {}
+
+            def store_for(method: str) -> FeatureStore:
+                samples = config.posterior_samples if method == "ensemble" else 1
+                if samples not in stores:
+                    path = config.out / "stores" / f"{_noise_tag(noise)}-seed{seed}-M{samples}.h5"
+                    if not path.exists():
+                        feature_config = FeatureConfig(
+                            model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
+                            warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
+                        build_store(data, labels, path, feature_config, seed=seed, device=device,
+                                    label_noise=noise_record, flipped=flipped)
+                    stores[samples] = FeatureStore.open(path)
+                return stores[samples]
+
+            for method in config.methods:
+                for fraction in config.fractions:
+                    def cell(method=method, fraction=fraction):
+                        if method == "random":
+                            candidates = Candidates(labels, {"source": data.source, "split": "train",
+                                                             "num_examples": len(labels), "num_classes": data.num_classes,
+                                                             "fingerprint": data.fingerprint})
+                        else:
+                            candidates = Candidates.from_store(store_for(method))
+                        start = time.perf_counter()
+                        manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options, device=device)
+                        seconds = time.perf_counter() - start
+                        indices = torch.from_numpy(manifest.indices)
+                        return {"method": method, "fraction": fraction, "noise": noise, "seed": seed,
+                                "selection_seconds": seconds,
+                                **_train_and_test(data, labels, indices, config, model_name, seed, device)}
+                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-{method}-{fraction:g}.json", cell))
+            for kind in config.dynamic:  # selected during training, at the same budget in backprops
+                for fraction in config.fractions:
+                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}.json",
+                                      lambda kind=kind, fraction=fraction: _dynamic_cell(
+                                          data, labels, config, model_name, kind, fraction, noise, seed, device)))
+    write_reports(rows, config, model_name)
+    return rows
+
+
+def _cell(path: Path, compute) -> dict:
+    """Load a finished cell, or compute and save it (atomically) -- the unit of resumption."""
+    if path.exists():
+        return json.loads(path.read_text())
+    row = compute()
+    write_text(path, json.dumps(row) + "\n")
+    console.print(f"{row['method']:>9s} fraction {row['fraction']:<5g} noise {row['noise']:<4g} seed {row['seed']}: "
+                  f"test accuracy {row['test_accuracy']:.4f}", highlight=False)
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and std over seeds per (noise, method, fraction)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["noise"], row["method"], row["fraction"]), []).append(row)
+    out = []
+    for (noise, method, fraction), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1], kv[0][2])):
+        accuracy = np.array([r["test_accuracy"] for r in group])
+        out.append({"noise": noise, "method": method, "fraction": fraction, "seeds": len(group),
+                    "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std(ddof=1)) if len(group) > 1 else 0.0,
+                    "selection_seconds": float(np.mean([r["selection_seconds"] for r in group])),
+                    "train_seconds": float(np.mean([r["train_seconds"] for r in group]))})
+    return out
+
+
+def write_reports(rows: list[dict], config: BenchConfig, model_name: str) -> None:
+    summary = summarise(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(config.out / "results.csv", buffer.getvalue())
+    write_text(config.out / "results.json", json.dumps({"config": config.to_dict(), "model": model_name,
+                                                        "rows": rows, "summary": summary}, indent=1) + "\n")
+    write_text(config.out / "results.md", markdown_table(summary, config, model_name))
+    plot(summary, config.out / "results.png", title=f"{config.dataset} · {model_name}")
+
+
+def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) -> str:
+    fractions = sorted({s["fraction"] for s in summary if s["method"] != "full"})
+    lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; {config.dataset}, {model_name}, "
+             f"warm-up {config.warmup_epochs} epochs, training {config.train_epochs} epochs.", ""]
+    for noise in sorted({s["noise"] for s in summary}):
+        lines += [f"**label noise {noise:g}**", "",
+                  "| method | " + " | ".join(f"{f:g}" for f in fractions) + " | selection s | training s |",
+                  "|---|" + "---:|" * (len(fractions) + 2)]
+        for method in dict.fromkeys(s["method"] for s in summary if s["noise"] == noise):
+            cells = {s["fraction"]: s for s in summary if s["noise"] == noise and s["method"] == method}
+            if method == "full":
+                s = cells[1.0]
+                values = [f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} (all data)"] + [""] * (len(fractions) - 1)
+            else:
+                values = [f"{100 * cells[f]['accuracy_mean']:.2f} ± {100 * cells[f]['accuracy_std']:.2f}" if f in cells else "–" for f in fractions]
+            sel = np.mean([c["selection_seconds"] for c in cells.values()])
+            train = np.mean([c["train_seconds"] for c in cells.values()])
+            lines.append(f"| {method} | " + " | ".join(values) + f" | {sel:.1f} | {train:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    noises = sorted({s["noise"] for s in summary})
+    fig, axes = plt.subplots(1, len(noises), figsize=(5.5 * len(noises), 4.2), squeeze=False, sharey=True)
+    for ax, noise in zip(axes[0], noises):
+        for method in dict.fromkeys(s["method"] for s in summary if s["noise"] == noise):
+            points = sorted((s for s in summary if s["noise"] == noise and s["method"] == method), key=lambda s: s["fraction"])
+            if method == "full":
+                ax.axhline(100 * points[0]["accuracy_mean"], color="black", linestyle="--", linewidth=1, label="full data")
+                continue
+            ax.errorbar([100 * p["fraction"] for p in points], [100 * p["accuracy_mean"] for p in points],
+                        yerr=[100 * p["accuracy_std"] for p in points], marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ticks = sorted({s["fraction"] for s in summary if s["method"] != "full"})
+        ax.set_xticks([100 * f for f in ticks], [f"{100 * f:g}%" for f in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("subset size (% of training set)")
+        ax.set_title(f"label noise {noise:g}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,429 @@
+"""Hugging Face ``datasets``: a source (``hf:PATH``) to select from, and a target to filter.
+
+Source ``hf:PATH`` (``prune.data.load_dataset("hf:PATH", split=..., image_column=...,
+label_column=..., feature_column=...)``)
+    A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``. Of a
+    ``DatasetDict`` the training side is ``split`` (default ``train``) and the test side is
+    the ``test`` split when there is one (and it is not the training split); otherwise the
+    test split is *empty*: prune holds nothing out of the training split (the manifest's
+    indices cover all of it), and ``prune train`` then reports no test accuracy. A single
+    ``Dataset`` is all training side (recorded as split ``train``; ``split`` may be ``None``
+    or ``"train"``); it has no test split either.
+
+    Columns: ``label_column`` (default ``label``) holds integer labels ``0..C-1``; a
+    ``ClassLabel`` feature gives C, otherwise C is the largest label plus one and every
+    class below it must occur. The inputs come from *either* ``image_column`` (default
+    ``image``: PIL images, or arrays ``H x W``, ``H x W x C`` or ``C x H x W``, all one
+    size) *or* ``feature_column`` (one precomputed vector per example, all one length --
+    embeddings of text or of a large model; the data are then vectors and the default
+    model is ``mlp``, a head over them). Both are normalised like the other sources
+    (``prune.data``). Everything is read in batches of ``BATCH`` rows through the numpy
+    format; the dataset is never materialised as Python objects.
+
+Target: ``apply_manifest`` (``Manifest.apply``) checks a dataset against a manifest (size,
+then the label fingerprint; with the class counts a manifest records, a mismatch is told
+apart as *order* -- same labels, shuffled or sorted -- or *labels*) and returns
+``dataset.select(indices).flatten_indices()``. ``write_filtered`` (``prune filter``) writes
+the selected rows with ``save_to_disk``, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from prune.errors import PruneError
+
+PREFIX = "hf:"
+BATCH = 1000
+DEFAULT_SPLIT = "train"
+DEFAULT_LABEL = "label"
+DEFAULT_IMAGE = "image"
+WEIGHT_COLUMN = "prune_weight"
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def dataset_path(spec: str) -> Path:
+    """The absolute folder of ``hf:PATH`` (``PATH`` alone is accepted too)."""
+    text = spec[len(PREFIX):] if spec[: len(PREFIX)].lower() == PREFIX else spec
+    if not text.strip():
+        raise PruneError("hf: needs a folder written by save_to_disk, e.g. hf:data/my_set")
+    return Path(text.strip()).expanduser().resolve()
+
+
+def open_saved(spec: str):
+    """``datasets.load_from_disk`` of ``hf:PATH`` -> (Dataset or DatasetDict, absolute path)."""
+    import datasets
+
+    path = dataset_path(spec)
+    if not path.exists():
+        raise PruneError(
+            f"no such folder: {path}; hf: takes a folder written by save_to_disk (for a Hub "
+            f"dataset, run datasets.load_dataset(NAME).save_to_disk({str(path)!r}) first)"
+        )
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PruneError(
+            f"cannot load {path} with datasets.load_from_disk ({reason}); "
+            f"hf: takes a folder written by Dataset.save_to_disk or DatasetDict.save_to_disk"
+        ) from None
+    return loaded, path
+
+
+def pick_split(loaded, split: str | None, where: str):
+    """(Dataset, split name or None for a single Dataset) from what ``load_from_disk`` gave."""
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
+        name = DEFAULT_SPLIT if split is None else split
+        if name not in loaded:
+            hint = "pass --split NAME" if split is None else "check --split"
+            raise PruneError(
+                f"{where} has no split {name!r} (its splits: {', '.join(loaded) or 'none'}); {hint}"
+            )
+        return loaded[name], name
+    if isinstance(loaded, datasets.Dataset):
+        # all of a single Dataset is the training side, recorded as split "train"
+        if split not in (None, DEFAULT_SPLIT):
+            raise PruneError(
+                f"{where} is a single Dataset, not a DatasetDict, so it has no split {split!r}; drop --split"
+            )
+        return loaded, None
+    raise PruneError(f"{where} is a {type(loaded).__name__}, expected a datasets.Dataset or DatasetDict")
+
+
+def require_columns(ds, columns: dict, where: str) -> None:
+    """Raise ``PruneError`` naming the first column that ``ds`` lacks; ``columns``: name -> option."""
+    for name, option in columns.items():
+        if name not in ds.column_names:
+            raise PruneError(
+                f"{where} has no column {name!r} (its columns: {', '.join(ds.column_names) or 'none'}); "
+                f"name the right one with --{option}"
+            )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _batches(ds, column: str):
+    """The column's values, BATCH rows at a time, as numpy arrays (object arrays if ragged)."""
+    view = ds.select_columns([column]).with_format("numpy")
+    for batch in view.iter(batch_size=BATCH):
+        yield batch[column]
+
+
+def _label_kind(ds, column: str, where: str):
+    """(ClassLabel num_classes or None) after checking the column holds integers."""
+    import datasets
+
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    dtype = getattr(feature, "dtype", None)
+    if isinstance(feature, datasets.Value) and dtype and dtype.startswith(("int", "uint")):
+        return None
+    raise PruneError(
+        f"label column {column!r} of {where} has type {feature}; labels must be integers 0..C-1 "
+        f"(for strings use ds.class_encode_column({column!r}); for other types cast it to int64)"
+    )
+
+
+def read_labels(ds, column: str, where: str) -> np.ndarray:
+    """The label column as int64, in the dataset's order (indices mapping included)."""
+    require_columns(ds, {column: "label-column"}, where)
+    _label_kind(ds, column, where)
+    out = np.empty(len(ds), dtype=np.int64)
+    start = 0
+    for values in _batches(ds, column):
+        if values.dtype.kind not in "iu":  # None (object) or NaN (float): a missing label
+            raise PruneError(
+                f"label column {column!r} of {where} has missing values near row {start}; "
+                "drop the unlabelled rows first"
+            )
+        out[start:start + len(values)] = values
+        start += len(values)
+    return out
+
+
+def _as_array(values: np.ndarray, column: str, start: int, where: str) -> np.ndarray:
+    """One batch as a regular numeric array (ragged or PIL batches come as object arrays)."""
+    if values.dtype == object:
+        items = []
+        for offset, item in enumerate(values):
+            if item is None:
+                raise PruneError(f"column {column!r} of {where} has no value in row {start + offset}; drop or fill it")
+            items.append(np.asarray(item))
+        shapes = {item.shape for item in items}
+        if len(shapes) > 1:
+            a, b = sorted(shapes)[:2]
+            raise PruneError(
+                f"column {column!r} of {where} holds examples of different shapes ({a} and {b}, "
+                f"rows {start}..{start + len(values) - 1}); every example needs one shape: resize "
+                f"images (and give them one mode, e.g. ds.cast_column({column!r}, datasets.Image(mode='RGB'))) "
+                "or pad vectors first"
+            )
+        values = np.stack(items) if items else values
+    if values.dtype.kind not in "uifb":
+        raise PruneError(
+            f"column {column!r} of {where} holds {values.dtype} values; it must be numeric (images or vectors)"
+        )
+    return values
+
+
+def read_inputs(ds, column: str, where: str, example_shape: tuple | None = None) -> np.ndarray:
+    """The input column as one ``N x ...`` numeric array, read BATCH rows at a time."""
+    out = None
+    start = 0
+    for values in _batches(ds, column):
+        values = _as_array(values, column, start, where)
+        if out is None:
+            out = np.empty((len(ds), *values.shape[1:]), dtype=values.dtype)
+        if values.shape[1:] != out.shape[1:]:
+            raise PruneError(
+                f"column {column!r} of {where} holds examples of different shapes "
+                f"({out.shape[1:]} and {values.shape[1:]}); every example needs one shape"
+            )
+        if values.dtype != out.dtype and not np.can_cast(values.dtype, out.dtype, "safe"):
+            out = out.astype(np.result_type(out.dtype, values.dtype))
+        out[start:start + len(values)] = values
+        start += len(values)
+    if out is None:  # an empty split
+        out = np.empty((0, *(example_shape or ())), dtype=np.float32)
+    return out
+
+
+def _images(x: np.ndarray, column: str, where: str) -> np.ndarray:
+    """N x H x W [x C] or N x C x H x W -> N x C x H x W."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[-1] in (1, 3, 4):
+            return x.transpose(0, 3, 1, 2)
+        if x.shape[1] in (1, 3, 4):
+            return x
+    if x.ndim == 2:
+        raise PruneError(
+            f"image column {column!r} of {where} holds vectors (one {x.shape[1]}-vector per example); "
+            f"pass it as --feature-column {column}"
+        )
+    raise PruneError(
+        f"image column {column!r} of {where} holds examples of shape {x.shape[1:]}; images must be "
+        "H x W, H x W x C or C x H x W with C in 1, 3 or 4"
+    )
+
+
+def _vectors(x: np.ndarray, column: str, where: str) -> np.ndarray:
+    if x.ndim != 2:
+        raise PruneError(
+            f"feature column {column!r} of {where} holds examples of shape {x.shape[1:]}; it needs one "
+            "vector per example (pool token embeddings into one vector first)"
+        )
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise PruneError(f"feature column {column!r} of {where} contains NaN or infinite values; clean them first")
+    return x
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(spec: str, *, split: str | None = None, image_column: str | None = None,
+         label_column: str | None = None, feature_column: str | None = None):
+    """``hf:PATH`` as a ``LoadedData`` (see the module docstring)."""
+    import datasets
+
+    from prune.data import _finish
+
+    if image_column is not None and feature_column is not None:
+        raise PruneError("give either --image-column or --feature-column, not both")
+    loaded, path = open_saved(spec)
+    source = f"{PREFIX}{path}"
+    train, split_name = pick_split(loaded, split, source)
+    test = None
+    if isinstance(loaded, datasets.DatasetDict) and "test" in loaded and split_name != "test":
+        test = loaded["test"]
+    label = label_column or DEFAULT_LABEL
+    if feature_column is not None:
+        kind, column = "feature", feature_column
+    else:
+        kind, column = "image", image_column or DEFAULT_IMAGE
+    where = f"{source} (split {split_name})" if split_name else source
+    if column not in train.column_names and image_column is None and feature_column is None:
+        raise PruneError(
+            f"{where} has no column {DEFAULT_IMAGE!r} (its columns: {', '.join(train.column_names)}); "
+            "pass --image-column NAME for images or --feature-column NAME for precomputed vectors"
+        )
+    require_columns(train, {label: "label-column", column: f"{kind}-column"}, where)
+    if len(train) == 0:
+        raise PruneError(f"{where} has no rows; the training split needs examples")
+    num_classes = _label_kind(train, label, where)
+
+    y_train = read_labels(train, label, where)
+    x_train = read_inputs(train, column, where)
+    if test is not None:
+        test_where = f"{source} (split test)"
+        require_columns(test, {label: "label-column", column: f"{kind}-column"}, test_where)
+        _label_kind(test, label, test_where)
+        y_test = read_labels(test, label, test_where)
+        x_test = read_inputs(test, column, test_where, x_train.shape[1:])
+    else:
+        y_test = np.empty(0, dtype=np.int64)
+        x_test = np.empty((0, *x_train.shape[1:]), dtype=x_train.dtype)
+
+    shape_fix = _vectors if kind == "feature" else _images
+    x_train = shape_fix(x_train, column, where)
+    x_test = shape_fix(x_test, column, f"{source} (split test)")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise PruneError(
+            f"the train and test splits of {source} have different example shapes "
+            f"({x_train.shape[1:]} vs {x_test.shape[1:]}); both need the same shape"
+        )
+    labels = np.concatenate([y_train, y_test])
+    if labels.min() < 0:
+        bad = "train" if y_train.min() < 0 else "test"
+        raise PruneError(
+            f"the {bad} split of {source} has label {int(labels.min())} (unlabelled rows?); labels must be "
+            f"0..C-1: drop those rows first, e.g. ds.filter(lambda row: row[{label!r}] >= 0)"
+        )
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+        present = np.unique(labels)
+        if len(present) != num_classes:
+            gaps = sorted(set(range(num_classes)) - set(present.tolist()))
+            shown = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+            raise PruneError(
+                f"labels in {source} run up to {num_classes - 1} but never use {shown}; labels must be "
+                f"0..C-1 with every class used (or make {label!r} a ClassLabel column)"
+            )
+    elif labels.max() >= num_classes:
+        raise PruneError(
+            f"label column {label!r} of {source} is a ClassLabel of {num_classes} classes but holds "
+            f"label {int(labels.max())}; fix the labels or the feature"
+        )
+    if num_classes < 2:
+        raise PruneError(f"{source} has only one class; labels must span at least 0..1")
+    columns = {"label": label, kind: column}
+    data = _finish(source, x_train, y_train, x_test, y_test, num_classes)
+    return replace(data, split=split_name or DEFAULT_SPLIT, columns=columns)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def _label_column(manifest, label_column: str | None) -> str:
+    if label_column:
+        return label_column
+    return (manifest.dataset.get("columns") or {}).get("label", DEFAULT_LABEL)
+
+
+def checked_subset(manifest, dataset, *, label_column: str | None = None, force: bool = False,
+                   where: str = "the dataset"):
+    """Check ``dataset`` against ``manifest``; return (``dataset.select(indices)``, warning)."""
+    import datasets
+
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset, _ = pick_split(dataset, manifest.dataset.get("split", DEFAULT_SPLIT), where)
+    if not isinstance(dataset, datasets.Dataset):
+        raise PruneError(
+            f"Manifest.apply takes a datasets.Dataset (or DatasetDict), got {type(dataset).__name__}; "
+            "for arrays or tensors index them with manifest.indices"
+        )
+    column = _label_column(manifest, label_column)
+    if len(dataset) != manifest.dataset["num_examples"]:
+        warning = manifest.check_dataset(fingerprint="", num_examples=len(dataset), force=force)
+    else:
+        labels = read_labels(dataset, column, where)
+        counts = np.bincount(labels[labels >= 0], minlength=manifest.dataset["num_classes"]).tolist()
+        from prune.data import label_fingerprint
+
+        warning = manifest.check_dataset(fingerprint=label_fingerprint(labels), num_examples=len(labels),
+                                         force=force, class_counts=counts)
+    return dataset.select(manifest.indices), warning
+
+
+def check_saved(manifest, spec: str, *, split: str | None = None, label_column: str | None = None) -> str:
+    """Check ``hf:PATH`` against ``manifest`` reading its labels only; return what was checked."""
+    import datasets
+
+    loaded, path = open_saved(spec)
+    if isinstance(loaded, datasets.DatasetDict) and split is None:
+        split = manifest.dataset.get("split", DEFAULT_SPLIT)
+    ds, split_name = pick_split(loaded, split, f"{PREFIX}{path}")
+    where = f"{PREFIX}{path}" + (f" (split {split_name})" if split_name else "")
+    checked_subset(manifest, ds, label_column=label_column, where=where)
+    return where
+
+
+def apply_manifest(manifest, dataset, *, label_column: str | None = None, force: bool = False,
+                   keep_in_memory: bool = False):
+    """``Manifest.apply``: check, then select once and flatten once."""
+    subset, warning = checked_subset(manifest, dataset, label_column=label_column, force=force)
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=3)
+    return subset.flatten_indices(keep_in_memory=keep_in_memory)
+
+
+def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | None = None,
+                   label_column: str | None = None, weight_column: bool = False, force: bool = False,
+                   overwrite: bool = False) -> tuple[Path, int, str | None]:
+    """``prune filter``: write the manifest's rows of ``hf:PATH`` to ``out`` with save_to_disk.
+
+    A ``DatasetDict`` is written as a ``DatasetDict`` whose split (default: the manifest's)
+    is filtered and whose other splits are copied unchanged. The result appears at ``out``
+    only when complete (temporary folder beside it, then renamed). Returns
+    (out, rows written, warning or None).
+    """
+    import datasets
+
+    from prune.atomic import atomic_path
+
+    loaded, path = open_saved(spec)
+    where = f"{PREFIX}{path}"
+    out = Path(out).expanduser()
+    target = out.resolve()
+    if target == path or path in target.parents or target in path.parents:
+        raise PruneError(f"--out {out} overlaps the dataset being filtered ({path}); write somewhere else")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise PruneError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    is_dict = isinstance(loaded, datasets.DatasetDict)
+    if is_dict and split is None:
+        split = manifest.dataset.get("split", DEFAULT_SPLIT)
+    ds, split_name = pick_split(loaded, split, where)
+    if split_name:
+        where = f"{where} (split {split_name})"
+    subset, warning = checked_subset(manifest, ds, label_column=label_column, force=force, where=where)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    backup = None
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.work-") as work:
+        if weight_column:
+            if WEIGHT_COLUMN in subset.column_names:
+                raise PruneError(f"{where} already has a column {WEIGHT_COLUMN!r}; drop it first or leave out --weight-column")
+            # add_column needs contiguous rows: flatten into the work folder, not the source's
+            subset = subset.flatten_indices(cache_file_name=str(Path(work) / "flat.arrow"))
+            subset = subset.add_column(WEIGHT_COLUMN, manifest.weights.astype(np.float64),
+                                       feature=datasets.Value("float64"))
+        result = datasets.DatasetDict({**loaded, split_name: subset}) if is_dict else subset
+        try:
+            with atomic_path(target) as tmp:
+                result.save_to_disk(str(tmp))
+                if target.exists() or target.is_symlink():  # --overwrite: move the old one aside last
+                    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+                    os.replace(target, backup)
+        except BaseException:
+            if backup is not None and not target.exists():
+                os.replace(backup, target)
+                backup = None
+            raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink()
+    return out, len(subset), warning

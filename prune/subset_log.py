@@ -1,0 +1,242 @@
+"""The subset log of a dynamic run (``prune train --dynamic ... --log FILE``): schema ``prune.subsets/1``.
+
+A dynamic run (``prune.dynamic``) selects mini-batch coresets *during* training. Its log records
+everything needed to replay it: the settings, the dataset record, the budget, and per selection
+point the coresets (indices and weights) and the batches trained from them, in order. Replaying
+(``prune train --manifest FILE``) trains on exactly those batches in that order with the same
+model, seed and optimiser, so on the same device it gives the same final weights. Documented in
+manifests/README.md ("Subset logs").
+
+Layout (JSON object)::
+
+    schema          "prune.subsets/1"
+    prune_version, created_at
+    dataset         the manifest's dataset record (source, split, num_examples, num_classes,
+                    fingerprint, class_counts, optional root / columns)
+    label_noise     null (dynamic runs train on the clean labels)
+    settings        every knob of the run (kind, fraction, epochs, batch_size, lr, ..., model, seed)
+    budget          fraction, num_examples, epochs, backprops (planned = f * n * epochs, rounded
+                    half up), batch_size, epoch_backprops [per epoch], epoch_steps [per epoch]
+    selections      list of selection points, in order:
+                      step (global step before which it was made, 0-based), epoch (1-based),
+                      reason ("start", "every", "rho"), subsets P, coresets
+                      [{"indices": [...], "weights": [...]}] (each at most batch_size long),
+                      batch_coresets [coreset id of each batch], batches [[dataset indices]]
+                      (the batches trained from this point until the next, in order),
+                      objective, seconds, and for the crest rule t1 and hessian_norm
+    checks          the crest rule's evaluations: step, rho, reselect
+    result          backprops (counted), steps, forward_examples, selection_seconds, ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from prune.errors import PruneError
+
+SCHEMA = "prune.subsets/1"
+
+
+def is_subset_log(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a JSON file whose ``schema`` is ``prune.subsets/...`` (cheap sniff)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="ignore")
+    except OSError:
+        return False
+    return '"prune.subsets/' in head
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read and validate a subset log; a problem raises ``PruneError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PruneError(f"subset log {path} does not exist; check the path or run `prune train --dynamic ... --log {path}`")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PruneError(f"subset log {path} is not valid JSON ({err}); was it truncated?") from None
+    validate(raw, source=str(path))
+    return raw
+
+
+def save(log: dict, path: str | os.PathLike) -> Path:
+    """Validate, then write atomically."""
+    from prune.atomic import write_text
+
+    validate(log, source=str(path))
+    write_text(path, json.dumps(log, separators=(",", ":")) + "\n")
+    return Path(path)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(raw: dict, *, source: str) -> None:
+    """Check a decoded subset log; raise ``PruneError`` with the first problem found."""
+
+    def fail(what: str):
+        raise PruneError(f"subset log {source} is invalid: {what}")
+
+    if not isinstance(raw, dict):
+        fail("the top level is not a JSON object")
+    if raw.get("schema") != SCHEMA:
+        fail(f"schema is {raw.get('schema')!r}, this prune reads {SCHEMA!r}")
+    for key in ("prune_version", "created_at", "dataset", "settings", "budget", "selections"):
+        if key not in raw:
+            fail(f"missing key {key!r}")
+    dataset = raw["dataset"]
+    for key in ("source", "num_examples", "num_classes", "fingerprint"):
+        if not isinstance(dataset, dict) or key not in dataset:
+            fail(f"dataset is missing {key!r}")
+    n = dataset["num_examples"]
+    if not _is_int(n) or n <= 0:
+        fail("dataset.num_examples must be a positive integer")
+    settings, budget = raw["settings"], raw["budget"]
+    if not isinstance(settings, dict) or not isinstance(budget, dict):
+        fail("settings and budget must be objects")
+    for key in ("kind", "model", "seed", "batch_size", "lr", "momentum", "weight_decay", "weighted"):
+        if key not in settings:
+            fail(f"settings is missing {key!r}")
+    for key in ("backprops", "epoch_steps", "epoch_backprops"):
+        if key not in budget:
+            fail(f"budget is missing {key!r}")
+    epoch_steps = budget["epoch_steps"]
+    if not isinstance(epoch_steps, list) or not all(_is_int(s) and s >= 0 for s in epoch_steps):
+        fail("budget.epoch_steps must list the number of steps of each epoch")
+    selections = raw["selections"]
+    if not isinstance(selections, list) or (sum(epoch_steps) and not selections):
+        fail("selections must be a non-empty list")
+    steps, backprops, previous = 0, 0, -1
+    m = settings["batch_size"]
+    for s, point in enumerate(selections):
+        where = f"selection {s}"
+        if not isinstance(point, dict):
+            fail(f"{where} is not an object")
+        for key in ("step", "epoch", "coresets", "batches", "batch_coresets"):
+            if key not in point:
+                fail(f"{where} is missing {key!r}")
+        if not _is_int(point["step"]) or point["step"] != steps or point["step"] <= previous:
+            fail(f"{where} starts at step {point['step']!r}, but the batches before it end at step {steps}")
+        previous = point["step"]
+        coresets = point["coresets"]
+        if not isinstance(coresets, list) or not coresets:
+            fail(f"{where} has no coresets")
+        members = []
+        for c, coreset in enumerate(coresets):
+            idx, w = coreset.get("indices") if isinstance(coreset, dict) else None, coreset.get("weights") if isinstance(coreset, dict) else None
+            if not isinstance(idx, list) or not all(_is_int(i) and 0 <= i < n for i in idx):
+                fail(f"{where}, coreset {c}: indices must be integers in 0..{n - 1}")
+            if len(set(idx)) != len(idx) or len(idx) > m:
+                fail(f"{where}, coreset {c}: indices must be unique and at most batch_size ({m})")
+            if not isinstance(w, list) or len(w) != len(idx) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in w):
+                fail(f"{where}, coreset {c}: weights must be finite non-negative numbers, one per index")
+            members.append(set(idx))
+        batches, owners = point["batches"], point["batch_coresets"]
+        if not isinstance(batches, list) or not isinstance(owners, list) or len(batches) != len(owners):
+            fail(f"{where}: batches and batch_coresets must be lists of the same length")
+        for b, (batch, owner) in enumerate(zip(batches, owners)):
+            if not _is_int(owner) or not 0 <= owner < len(coresets):
+                fail(f"{where}, batch {b}: batch_coresets entry {owner!r} names no coreset")
+            if not isinstance(batch, list) or not batch or not all(_is_int(i) for i in batch):
+                fail(f"{where}, batch {b}: must be a non-empty list of indices")
+            if not set(batch) <= members[owner] or len(set(batch)) != len(batch):
+                fail(f"{where}, batch {b}: holds indices that are not in its coreset {owner}")
+            backprops += len(batch)
+        steps += len(batches)
+    if steps != sum(epoch_steps):
+        fail(f"the selections hold {steps} batches, budget.epoch_steps says {sum(epoch_steps)}")
+    if backprops != budget["backprops"]:
+        fail(f"the batches hold {backprops} examples, budget.backprops says {budget['backprops']}")
+
+
+def batches(log: dict) -> list[tuple[int, int, list[int]]]:
+    """Every batch in training order: (selection point, coreset id, dataset indices)."""
+    return [(s, owner, batch) for s, point in enumerate(log["selections"])
+            for owner, batch in zip(point["batch_coresets"], point["batches"])]
+
+
+def selection_counts(log: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per training example: how many times it was in a coreset, and how many times it was trained on."""
+    n = log["dataset"]["num_examples"]
+    selected = np.zeros(n, dtype=np.int64)
+    trained = np.zeros(n, dtype=np.int64)
+    for point in log["selections"]:
+        for coreset in point["coresets"]:
+            np.add.at(selected, np.asarray(coreset["indices"], dtype=np.int64), 1)
+        for batch in point["batches"]:
+            np.add.at(trained, np.asarray(batch, dtype=np.int64), 1)
+    return selected, trained
+
+
+def plot_counts(log: dict, path: str | os.PathLike, title: str = "") -> Path:
+    """PNG histograms of how often each example was selected and trained on (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from prune.atomic import atomic_path
+
+    selected, trained = selection_counts(log)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, counts, what in ((axes[0], selected, "times in a coreset"), (axes[1], trained, "times back-propagated")):
+        top = int(counts.max()) if len(counts) else 0
+        ax.hist(counts, bins=np.arange(top + 2) - 0.5, color="tab:blue", edgecolor="white")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(what)
+        ax.set_ylabel("training examples")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"{log['settings']['kind']} on {log['dataset']['source']}")
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    except OSError as err:
+        raise PruneError(f"cannot write {path} ({err.strerror or err}); choose another --plot path") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def default_plot_path(log_path: str | os.PathLike) -> Path:
+    """``runs/x.json`` -> ``runs/x.counts.png`` (next to the log)."""
+    log_path = Path(log_path)
+    return log_path.with_name(log_path.stem + ".counts.png")
+
+
+def summary(log: dict) -> dict:
+    """The facts ``prune inspect`` prints about a subset log."""
+    selected, trained = selection_counts(log)
+    points = log["selections"]
+    reasons: dict[str, int] = {}
+    for point in points:
+        reasons[point.get("reason", "?")] = reasons.get(point.get("reason", "?"), 0) + 1
+    checks = log.get("checks") or []
+    return {
+        "selection_points": len(points),
+        "reasons": reasons,
+        "coresets": sum(len(p["coresets"]) for p in points),
+        "steps": sum(len(p["batches"]) for p in points),
+        "backprops": int(trained.sum()),
+        "planned_backprops": log["budget"]["backprops"],
+        "distinct_selected": int((selected > 0).sum()),
+        "distinct_trained": int((trained > 0).sum()),
+        "max_selected": int(selected.max()) if len(selected) else 0,
+        "mean_selected": float(selected.mean()) if len(selected) else 0.0,
+        "checks": len(checks),
+        "reselections_by_rho": sum(1 for c in checks if c.get("reselect")),
+    }
