@@ -32,7 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def user_errors(command):
-    """Turn PruneError into one line on stderr and exit code 2 (no traceback)."""
+    """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -41,6 +41,9 @@ def user_errors(command):
         except PruneError as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
+            console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
 
     return run
 

@@ -48,11 +48,14 @@ and L_r the mean loss on a random sample V_r of r examples drawn at the selectio
 exactly L_r(w)). Re-select when rho > tau; then T1 <- max(1, round(h ||H_0|| / ||H_t||))
 (h = ``growth``; ||H|| is the norm of the mean last-layer Hessian diagonal on V_r, at the first
 selection and now) and P <- b T1. Coresets are reused, cycling in random order, while rho <= tau.
+Simplifications against the paper: g_S and lambda_S are those at the selection (CREST smooths them
+over time with exponential averages, eq. 8-9), and only the last layer enters F.
 
 **Dropping learned examples** (CREST §4.3, optional): with ``learned_loss`` alpha > 0, an example
 whose loss (computed anyway for the subsets V_p it is drawn into) was below alpha at each of its
 last ``learned_window`` (T2) selections is no longer drawn into subsets. If fewer than r
-candidates would remain, nothing is dropped at that point.
+candidates would remain, nothing is dropped at that point. ``ensemble`` uses the loss averaged
+over its posterior samples; ``random`` computes no losses, so it never drops.
 
 Every random stream (subsets, perturbations, batch order, short-step parts, V_r) comes from its
 own generator seeded from ``seed``; the run writes a subset log (``prune.subset_log``) from which
@@ -64,7 +67,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -295,7 +297,7 @@ class Selector:
                 generator = torch.Generator().manual_seed(stream_seed(self.seed, _PERTURB, self.points, m))
                 context = features.perturbed(model, params, cfg.posterior_sigma, generator)
             else:
-                context = nullcontext()
+                context = contextlib.nullcontext()
             with context:
                 start = 0
                 for batch in features.extract_batches(model, self.x[rows], self.labels[rows],
@@ -567,17 +569,33 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
               "selection_seconds": selection_seconds, "wall_seconds": wall,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
     log = {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),
-           "dataset": record, "label_noise": None, "settings": settings,
+           "dataset": record, "label_noise": _label_noise(data.train.y, labels), "settings": settings,
            "budget": budget.to_dict(cfg.fraction, n, cfg.batch_size), "selections": selections,
            "checks": checks, "result": result, "history": history}
     return DynamicResult(model, log, history, trainer.backprops, test)
 
 
+def _label_noise(clean: torch.Tensor, used: torch.Tensor) -> dict | None:
+    """The labels trained on, where they differ from the data's (label noise), as manifests record it."""
+    flipped = torch.nonzero(used != clean).flatten()
+    if not len(flipped):
+        return None
+    return {"flipped": _tolist(flipped), "noisy_labels": _tolist(used[flipped])}
+
+
 def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None = None,
            description: str = "replay") -> DynamicResult:
-    """Train a fresh model on a subset log's batches, in its order, with its model, seed and optimiser."""
+    """Train a fresh model on a subset log's batches, in its order, with its model, seed and optimiser.
+
+    The labels are the data's with the log's ``label_noise`` applied (unless ``labels`` is given).
+    """
     s = log["settings"]
-    labels = data.train.y if labels is None else labels
+    if labels is None:
+        labels = data.train.y.clone()
+        noise = log.get("label_noise")
+        if noise:
+            labels[torch.tensor(noise["flipped"], dtype=torch.int64)] = torch.tensor(noise["noisy_labels"],
+                                                                                   dtype=torch.int64)
     x = data.train.x
     seed_everything(int(s["seed"]))
     model = build_model(s["model"], data.input_shape, data.num_classes).to(device)

@@ -48,15 +48,14 @@ __all__ = ["FacilityLocationResult", "facility_location", "split_pool"]
 
 # Rows re-evaluated per lazy round. CPU: row sums are computed one row at a time, identically
 # for any batch, so the batch can adapt; CUDA: one fixed shape (see the module docstring).
-_CPU_FIRST_BATCH = 8
-_CPU_MIN_BATCH = 8
-_CPU_SHARE = 1.0
-_CPU_BATCH_MAX = 256
+_CPU_FIRST_BATCH = 8  # first round of a step
+_CPU_MIN_BATCH = 8  # later rounds: every stale bound above the best gain so far, within
+_CPU_BATCH_MAX = 128  # these limits (a bigger batch spills out of cache and reads slower)
 _CUDA_BATCH = 256
 # Rows per block when scanning the whole matrix (initial gains, weights).
 _SCAN_ROWS = 256
-# CPU threads for the lazy loop (None: leave torch's setting alone); see _lazy_threads.
-LAZY_THREADS: int | None = 1
+# torch CPU threads while selecting (None: leave torch's setting alone); see _cpu_threads.
+CPU_THREADS: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -151,35 +150,35 @@ def facility_location(distances: torch.Tensor, k: int) -> FacilityLocationResult
         return _empty_result(device)
 
     dtype = torch.float64 if distances.dtype == torch.float64 else torch.float32
-    W = distances.to(dtype).contiguous()  # no copy when already dtype and contiguous
-    lo, hi = torch.aminmax(W)
-    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
-        raise ValueError("distances contain NaN or inf; refusing to select over them")
-    if k == 0:
-        return _empty_result(device)
-
-    greedy = _LazyGreedy(W, float(hi))
-    with _lazy_threads(device):
+    with _cpu_threads(device):
+        W = distances.to(dtype).contiguous()  # no copy when already dtype and contiguous
+        lo, hi = torch.aminmax(W)
+        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+            raise ValueError("distances contain NaN or inf; refusing to select over them")
+        if k == 0:
+            return _empty_result(device)
+        greedy = _LazyGreedy(W, float(hi))
         greedy.run(k)
-    order = torch.tensor(greedy.order, dtype=torch.int64, device=device)
-    return FacilityLocationResult(
-        order=order,
-        gains=torch.stack(greedy.gains64),
-        weights=_nearest_counts(W, order),
-        objective=float((greedy.D - greedy.m64).sum()),
-    )
+        order = torch.tensor(greedy.order, dtype=torch.int64, device=device)
+        return FacilityLocationResult(
+            order=order,
+            gains=torch.stack(greedy.gains64),
+            weights=_nearest_counts(W, order),
+            objective=float((greedy.D - greedy.m64).sum()),
+        )
 
 
 @contextmanager
-def _lazy_threads(device: torch.device):
-    """Run the lazy loop on one CPU thread (``LAZY_THREADS``), restoring the count afterwards.
+def _cpu_threads(device: torch.device):
+    """Select on ``CPU_THREADS`` torch threads (default 1), restoring the count afterwards.
 
-    The loop issues thousands of small tensor ops; with several intra-op threads each one
-    ends in a barrier, and on a machine whose cores are busy with other work a descheduled
-    thread stalls every barrier for a time slice (measured here: p = 5,000 took 0.8 s on one
-    thread and 6-38 s on two while other jobs ran). One thread is never that slow.
+    The lazy loop issues thousands of small tensor ops, each a memory-bound pass over a few
+    rows. With several intra-op threads every op ends in a barrier, and when other work keeps
+    the cores busy a descheduled thread stalls each barrier for a scheduler time slice:
+    measured on a shared 2-core machine, p = 5,000 took 0.8 s on one thread and 6-38 s on two,
+    p = 20,000 7-9 s against 25 s. (Process-wide while it runs: torch has one intra-op pool.)
     """
-    n = LAZY_THREADS
+    n = CPU_THREADS
     prev = torch.get_num_threads()
     change = device.type == "cpu" and n is not None and n != prev
     if change:
@@ -281,22 +280,27 @@ class _LazyGreedy:
                     break
                 if fixed is None:
                     # Every stale candidate whose bound beats the best gain so far must be
-                    # refreshed (unless the best improves on the way): refresh a share of them.
+                    # refreshed (unless the best improves on the way): refresh them, within
+                    # the batch limits.
                     over = int((work > best_g).sum())
-                    b = min(max(_CPU_MIN_BATCH, int(over * _CPU_SHARE)), _CPU_BATCH_MAX)
+                    b = min(max(_CPU_MIN_BATCH, over), _CPU_BATCH_MAX)
             self.accept(best_j)
         self.evaluate.release()
 
 
 def _nearest_counts(W: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """gamma_j: how many pool points have order[j] as nearest selected point (ties: lowest position)."""
+    """gamma_j: how many pool points have order[j] as nearest selected point (ties: lowest position).
+
+    Reads d(i, s) as W[s, i], the same entries the greedy's m (and so the objective) used.
+    """
     k = order.numel()
     p = W.shape[0]
     sorted_sel, perm = torch.sort(order)  # perm[q] = position in `order` of sorted_sel[q]
     counts = torch.zeros(k, dtype=torch.int64, device=W.device)
-    for start in range(0, p, _SCAN_ROWS):
-        block = W[start : start + _SCAN_ROWS].index_select(1, sorted_sel)  # d(i, s), s sorted
-        nearest = torch.argmin(block, dim=1)  # first minimum = lowest pool position
+    cols = max(1, (1 << 22) // max(k, 1))  # ~4M entries per block
+    for start in range(0, p, cols):
+        block = W[:, start : start + cols].index_select(0, sorted_sel)  # (k, cols): d(i, s)
+        nearest = torch.argmin(block, dim=0)  # first minimum = lowest pool position
         counts += torch.bincount(perm[nearest], minlength=k)
     return counts
 

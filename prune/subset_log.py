@@ -4,7 +4,7 @@ A dynamic run (``prune.dynamic``) selects mini-batch coresets *during* training.
 everything needed to replay it: the settings, the dataset record, the budget, and per selection
 point the coresets (indices and weights) and the batches trained from them, in order. Replaying
 (``prune train --manifest FILE``) trains on exactly those batches in that order with the same
-model, seed and optimiser, so on the same device it gives the same final weights. Documented in
+model, seed and optimiser, so on CPU it gives the same final weights, bit for bit. Documented in
 manifests/README.md ("Subset logs").
 
 Layout (JSON object)::
@@ -13,7 +13,8 @@ Layout (JSON object)::
     prune_version, created_at
     dataset         the manifest's dataset record (source, split, num_examples, num_classes,
                     fingerprint, class_counts, optional root / columns)
-    label_noise     null (dynamic runs train on the clean labels)
+    label_noise     null, or the labels trained on where they differ from the data's: flipped,
+                    noisy_labels (as in manifests; a replay applies them)
     settings        every knob of the run (kind, fraction, epochs, batch_size, lr, ..., model, seed)
     budget          fraction, num_examples, epochs, backprops (planned = f * n * epochs, rounded
                     half up), batch_size, epoch_backprops [per epoch], epoch_steps [per epoch]
@@ -101,6 +102,13 @@ def validate(raw: dict, *, source: str) -> None:
     n = dataset["num_examples"]
     if not _is_int(n) or n <= 0:
         fail("dataset.num_examples must be a positive integer")
+    noise = raw.get("label_noise")
+    if noise is not None:
+        flipped, noisy = (noise.get("flipped"), noise.get("noisy_labels")) if isinstance(noise, dict) else (None, None)
+        if not isinstance(flipped, list) or not isinstance(noisy, list) or len(flipped) != len(noisy) or not all(
+                _is_int(i) and 0 <= i < n for i in flipped) or not all(
+                _is_int(y) and 0 <= y < dataset["num_classes"] for y in noisy):
+            fail("label_noise needs equally long lists 'flipped' (indices) and 'noisy_labels' (labels in range)")
     settings, budget = raw["settings"], raw["budget"]
     if not isinstance(settings, dict) or not isinstance(budget, dict):
         fail("settings and budget must be objects")

@@ -192,3 +192,14 @@ def test_bench_reports_dynamic_cells(tmp_path):
     assert "| dyn-crest |" in (out / "results.md").read_text()
     bad = runner.invoke(app, ["bench", "--dynamic", "nope", "--out", str(tmp_path / "b2")])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_noisy_labels_are_logged_and_replayed(digits):
+    from prune.data import flip_labels
+
+    noisy, flipped = flip_labels(digits.train.y, 0.2, digits.num_classes, 0)
+    cfg = DynamicConfig(kind="random", **{**SMALL, "epochs": 2})
+    result = run_dynamic(digits, cfg, model_name="mlp", seed=0, device=CPU, labels=noisy)
+    assert result.log["label_noise"]["flipped"] == flipped.tolist()
+    subset_log.validate(result.log, source="t")
+    assert state_equal(replay(result.log, digits, device=CPU).model, result.model)

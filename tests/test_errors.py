@@ -60,6 +60,19 @@ def hidden(folder: Path) -> list[str]:
 # ----------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Digits-sized work: thread start-up dominates on a shared 2-core machine (subprocesses get
+    the same setting through ONE_THREAD, so their stores compare bit for bit with ours)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def digits_store(tmp_path_factory) -> Path:
     """A digits feature store with one warm-up epoch (the default 1024-row feature blocks)."""
@@ -444,7 +457,7 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     """SIGKILL at the worst moment (temporary file complete, not yet renamed); then a new run works."""
     target = tmp_path / "output"
     result = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(target), *command, str(target)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=ONE_THREAD)
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert not target.exists()
     leftovers = hidden(tmp_path)
@@ -469,7 +482,7 @@ def test_killed_features_resume_gives_the_same_store(tmp_path):
     args = ["features", "--warmup-epochs", "1", "--posterior-kind", "seeds", "--posterior-samples", "3"]
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen([sys.executable, "-m", "prune", *args, "--out", str(out)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     progress = partial_path(out) / "progress.json"
     deadline = time.monotonic() + 120
     try:
@@ -553,6 +566,16 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_work(tmp_path,
     assert "replacing the unfinished work" in text
     assert FeatureStore.open(out).num_examples == 1437 and hidden(tmp_path) == []
     assert "nothing to resume" in run("features", "--warmup-epochs", "1", "--resume", "--out", tmp_path / "t.h5")
+
+
+def test_ctrl_c_exits_130_without_a_traceback_or_an_output(digits_store, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("prune.api.select", interrupt)
+    result = runner.invoke(app, ["select", "--features", str(digits_store), "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 130 and "interrupted" in result.output and "Traceback" not in result.output
+    assert os.listdir(tmp_path) == []
 
 
 def test_two_writers_of_one_store_are_refused(tmp_path):
