@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import typer
 from rich.table import Table
 
-from prune.api import dataset_record, feature_config, load_training_data, recorded_options, select_coreset, source_options
+from prune.api import feature_config, load_training_data, recorded_options, select_coreset, source_options
 from prune.atomic import ensure_writable, write_text
-from prune.data import DATASETS, LoadedData, flip_labels, load_dataset
+from prune.data import DATASETS, load_dataset
 from prune.errors import PruneError
-from prune.featurize import FeatureConfig, build_store
+from prune.featurize import build_store
 from prune.manifest import Manifest
 from prune.methods import METHODS, MethodOptions
 from prune.partial import partial_path
 from prune.models import MODELS, build_model, default_model
-from prune.selection import Candidates, SelectionPlan, select
-from prune.store import FeatureStore
+from prune.selection import SelectionPlan
 from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -10,6 +10,17 @@ import pytest
 FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny models, where a second thread costs more in hand-offs than it gains."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def pinned_time(monkeypatch):
     """Pin manifests' creation time so runs can be compared byte for byte."""
