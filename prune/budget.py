@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from decimal import Decimal
 from fractions import Fraction
-from typing import Sequence
 
 from prune.errors import PruneError
 
-__all__ = ["BALANCES", "largest_remainder", "class_budgets"]
+__all__ = ["BALANCES", "class_budgets", "largest_remainder"]
 
 BALANCES = ("proportional", "equal")
 

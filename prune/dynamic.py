@@ -248,7 +248,7 @@ def _class_split(labels: torch.Tensor, m: int, num_classes: int, balanced: bool)
 
 @contextlib.contextmanager
 def _one_thread():
-    """Run a block on one CPU thread, restoring the count afterwards (see prune.engine._lazy_threads)."""
+    """Run a block on one CPU thread, restoring the count afterwards (see prune.engine._cpu_threads)."""
     prev = torch.get_num_threads()
     if prev != 1:
         torch.set_num_threads(1)
@@ -333,7 +333,7 @@ class Selector:
                 low = loss < cfg.learned_loss
                 self.low_streak[rows_all] = torch.where(low, self.low_streak[rows_all] + 1, torch.zeros_like(low, dtype=torch.int64))
             offset = 0
-            with _one_thread():  # many tiny greedy runs: no thread-pool switch per call (engine.LAZY_THREADS)
+            with _one_thread():  # many tiny greedy runs: no thread-pool switch per call (engine.CPU_THREADS)
                 for v in subsets:
                     g = grads[offset:offset + len(v)]
                     offset += len(v)

@@ -163,21 +163,21 @@ def test_fraction_kinds_are_read_exactly():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(fraction=0.0), r"--fraction must be in \(0, 1\]"),
-        (dict(fraction=-0.1), r"--fraction must be in \(0, 1\]"),
-        (dict(fraction=1.5), r"--fraction must be in \(0, 1\]"),
-        (dict(fraction=math.nan), "--fraction must be a number"),
-        (dict(fraction=math.inf), "--fraction must be a number"),
-        (dict(fraction="a lot"), "--fraction must be a number"),
-        (dict(fraction=True), "--fraction must be a number"),
-        (dict(count=0), "--count must be at least 1"),
-        (dict(count=-3), "--count must be at least 1"),
-        (dict(count=1438), "--count 1438 exceeds the 1437 examples"),
-        (dict(count=2.5), "--count must be a whole number"),
-        (dict(), "exactly one of --fraction or --count"),
-        (dict(fraction=0.1, count=10), "exactly one of --fraction or --count"),
-        (dict(fraction=0.1, balance="uniform"), "unknown --balance 'uniform'"),
-        (dict(count=5, balance="equal"), "--balance equal needs at least one example per non-empty class"),
+        ({"fraction": 0.0}, r"--fraction must be in \(0, 1\]"),
+        ({"fraction": -0.1}, r"--fraction must be in \(0, 1\]"),
+        ({"fraction": 1.5}, r"--fraction must be in \(0, 1\]"),
+        ({"fraction": math.nan}, "--fraction must be a number"),
+        ({"fraction": math.inf}, "--fraction must be a number"),
+        ({"fraction": "a lot"}, "--fraction must be a number"),
+        ({"fraction": True}, "--fraction must be a number"),
+        ({"count": 0}, "--count must be at least 1"),
+        ({"count": -3}, "--count must be at least 1"),
+        ({"count": 1438}, "--count 1438 exceeds the 1437 examples"),
+        ({"count": 2.5}, "--count must be a whole number"),
+        ({}, "exactly one of --fraction or --count"),
+        ({"fraction": 0.1, "count": 10}, "exactly one of --fraction or --count"),
+        ({"fraction": 0.1, "balance": "uniform"}, "unknown --balance 'uniform'"),
+        ({"count": 5, "balance": "equal"}, "--balance equal needs at least one example per non-empty class"),
     ],
 )
 def test_errors(kwargs, match):
@@ -190,7 +190,9 @@ def test_zero_selection_message_is_exact():
     digits = DIGITS
     with pytest.raises(PruneError) as err:
         class_budgets(digits, fraction=0.0001)
-    assert str(err.value) == "--fraction 0.0001 of 1437 examples selects 0; use a larger --fraction or --count"
+    assert str(err.value) == (
+        "--fraction 0.0001 of 1437 examples selects 0; use a larger --fraction or --count"
+    )
 
 
 def test_no_examples():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import prune.engine as engine
+from prune import engine
 from prune.engine import FacilityLocationResult, facility_location, split_pool
 
 # --------------------------------------------------------------------------- references
