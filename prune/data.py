@@ -451,10 +451,8 @@ def _load_cifar(name: str, data_root, download: bool) -> LoadedData:
 # ---- npz
 
 
-def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """Bring x to N x D (vectors) or N x C x H x W (images)."""
-    if x.ndim == 2:
-        return x
+def channels_first(x: np.ndarray) -> np.ndarray | None:
+    """N x H x W, N x H x W x C or N x C x H x W (C in 1, 3, 4) -> N x C x H x W; None otherwise."""
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
@@ -462,6 +460,17 @@ def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
             return x.transpose(0, 3, 1, 2)
         if x.shape[1] in (1, 3, 4):
             return x
+    return None
+
+
+def _npz_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Bring x to N x D (vectors) or N x C x H x W (images)."""
+    if x.ndim == 2:
+        return x
+    images = channels_first(x)
+    if images is not None:
+        return images
+    if x.ndim == 4:
         raise PruneError(
             f"{key} in {path} has shape {x.shape}; 4-D images must be N x H x W x C "
             f"(or N x C x H x W) with C in 1, 3 or 4"

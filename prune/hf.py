@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prune.data import channels_first
 from prune.errors import PruneError
 
 PREFIX = "hf:"
@@ -204,13 +205,9 @@ def read_inputs(ds, column: str, where: str, example_shape: tuple | None = None)
 
 def _images(x: np.ndarray, column: str, where: str) -> np.ndarray:
     """N x H x W [x C] or N x C x H x W -> N x C x H x W."""
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim == 4:
-        if x.shape[-1] in (1, 3, 4):
-            return x.transpose(0, 3, 1, 2)
-        if x.shape[1] in (1, 3, 4):
-            return x
+    images = channels_first(x)
+    if images is not None:
+        return images
     if x.ndim == 2:
         raise PruneError(
             f"image column {column!r} of {where} holds vectors (one {x.shape[1]}-vector per example); "

@@ -27,15 +27,6 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster and, on a busy shared machine, far steadier."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def run(data, **kwargs):
     cfg = DynamicConfig(**{**SMALL, **kwargs})
     return run_dynamic(data, cfg, model_name="mlp", seed=0, device=CPU)
