@@ -74,7 +74,7 @@ def worker_prune(x_path: str, k: int, out_path: str) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from prune import engine
+    from prune.selection import engine
 
     X = torch.from_numpy(np.load(x_path))
     base = maxrss_mib()
@@ -177,7 +177,7 @@ def worker_machine() -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from prune import engine
+    from prune.selection import engine
 
     def best(fn, reps):
         fn()
@@ -383,7 +383,7 @@ Notes.
   come out above the measured time; either way the distance step is matmul-bound, and with both
   pipelines paying it, 3x over apricot is out of reach at n = 20,000, d = 5,130 on this CPU. For
   gradient features methods.md's Gram factorisation removes most of these flops.
-- prune's engine runs its loop on one CPU thread (`prune.engine.CPU_THREADS`): with two threads
+- prune's engine runs its loop on one CPU thread (`prune.selection.engine.CPU_THREADS`): with two threads
   on this shared machine the same selection was 3-30x slower whenever other jobs ran.
 - By hand, not by this script: on an NVIDIA H100 (same engine, distances on the GPU), n = 20,000
   took 0.004-0.08 s for torch.cdist and 1.2 s (d = 10) / 1.7 s (d = 5,130) for the greedy, with

@@ -8,7 +8,7 @@ From Python::
     small = prune.Manifest.load("manifests/hf.json").apply(hf_dataset)   # a datasets.Dataset
 """
 
-__version__ = "0.1.0"  # first: prune.manifest and prune.store import it
+__version__ = "0.1.0"  # first: prune.manifest and prune.features.store import it
 
 __all__ = ["Manifest", "PruneError", "load_dataset", "select_coreset", "__version__"]
 

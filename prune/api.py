@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
-from prune import featurize
+from prune.features import build as featurize
 from prune.data import LoadedData, flip_labels, load_dataset
 from prune.atomic import ensure_writable
 from prune.errors import PruneError
-from prune.featurize import FeatureConfig
+from prune.features.build import FeatureConfig
 from prune.manifest import Manifest
-from prune.methods import METHODS, MethodOptions
+from prune.selection.methods import METHODS, MethodOptions
 from prune.models import default_model
 from prune.selection import Candidates, SelectionPlan, plan_selection, select
-from prune.store import FeatureStore
+from prune.features.store import FeatureStore
 from prune.training import TrainConfig, resolve_device
 
 
@@ -117,7 +117,7 @@ def select_coreset(
     given; ``features`` selects from an existing store instead, running no model;
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
-    ``prune.methods.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
+    ``prune.selection.methods.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
     saves the manifest there. User errors raise ``prune.errors.PruneError``.
 
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prune.budget import class_budgets, largest_remainder
+from prune.selection.budget import class_budgets, largest_remainder
 from prune.errors import PruneError
 
 counts_st = st.lists(st.integers(min_value=0, max_value=2000), min_size=1, max_size=12).filter(

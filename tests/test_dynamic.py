@@ -1,4 +1,4 @@
-"""Dynamic coreset training (prune.dynamic) and its subset log (prune.subset_log) on scikit-learn digits."""
+"""Dynamic coreset training (prune.dynamic) and its subset log (prune.dynamic.subset_log) on scikit-learn digits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from prune import subset_log
+from prune.dynamic import subset_log
 from prune.cli import app
 from prune.data import load_dataset
 from prune.dynamic import DynamicConfig, plan_budget, replay, run_dynamic, state_equal

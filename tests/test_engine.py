@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from prune import engine
-from prune.engine import FacilityLocationResult, facility_location, split_pool
+from prune.selection import engine
+from prune.selection.engine import FacilityLocationResult, facility_location, split_pool
 
 # --------------------------------------------------------------------------- references
 

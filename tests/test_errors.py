@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import prune.features
+import prune.features.closed_form
 from prune.cli import app
 from prune.data import load_dataset
 from prune.errors import PruneError
-from prune.featurize import FeatureConfig, build_store
+from prune.features.build import FeatureConfig, build_store
 from prune.manifest import Manifest
-from prune.partial import PartialStore, partial_path
-from prune.store import FeatureStore
+from prune.features.partial import PartialStore, partial_path
+from prune.features.store import FeatureStore
 from prune.training import TrainConfig
 
 runner = CliRunner()
@@ -241,14 +241,14 @@ def test_diverged_warmup_is_reported_and_writes_nothing(tmp_path):
 
 
 def test_nan_features_are_caught_while_writing(tmp_path, monkeypatch):
-    original = prune.features.extract_batches
+    original = prune.features.closed_form.extract_batches
 
     def poisoned(*args, **kwargs):
         for batch in original(*args, **kwargs):
             batch["embedding"][0, 0] = float("nan")
             yield batch
 
-    monkeypatch.setattr(prune.features, "extract_batches", poisoned)
+    monkeypatch.setattr(prune.features.closed_form, "extract_batches", poisoned)
     fails("features", "--warmup-epochs", "1", "--out", tmp_path / "nan.h5", match="embedding became NaN or inf")
     assert os.listdir(tmp_path) == []  # neither the store nor its unfinished work
 
@@ -316,12 +316,12 @@ def test_cuda_without_cuda(command, tmp_path, monkeypatch):
 
 
 def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
-    import prune.featurize
+    import prune.features.build
 
     def no_work(*args, **kwargs):
         raise AssertionError("the output should have been refused first")
 
-    monkeypatch.setattr(prune.featurize, "warm_start", no_work)
+    monkeypatch.setattr(prune.features.build, "warm_start", no_work)
     monkeypatch.setattr("prune.cli.fit", no_work)
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -388,7 +388,7 @@ def test_bad_npz_files(tmp_path):
 
 
 def test_dry_run_from_a_store_runs_nothing_and_matches_the_real_pools(digits_store, tmp_path, monkeypatch):
-    import prune.methods.base
+    import prune.selection.methods.base
 
     args = ["select", "--features", digits_store, "--method", "crest", "--subset-size", "40",
             "--fraction", "0.2", "--seed", "3"]
@@ -398,7 +398,7 @@ def test_dry_run_from_a_store_runs_nothing_and_matches_the_real_pools(digits_sto
         raise AssertionError("a dry run must not run greedy")
 
     with monkeypatch.context() as patch:
-        patch.setattr(prune.methods.base, "facility_location", no_greedy)
+        patch.setattr(prune.selection.methods.base, "facility_location", no_greedy)
         text = run(*args, "--dry-run", "--out", out)
     assert not out.exists() and "nothing was written" in text
     assert "pools (size: budget)" in text and "memory:" in text
@@ -418,8 +418,8 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     def no_features(*args, **kwargs):
         raise AssertionError("a dry run must not compute features")
 
-    monkeypatch.setattr("prune.featurize.build_store", no_features)
-    monkeypatch.setattr("prune.featurize.warm_start", no_features)
+    monkeypatch.setattr("prune.features.build.build_store", no_features)
+    monkeypatch.setattr("prune.features.build.warm_start", no_features)
     monkeypatch.chdir(tmp_path)
     text = run("select", "--dry-run", "--max-pool", "100", "--posterior-samples", "2")
     # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
@@ -527,7 +527,7 @@ def _build(resumable, path, **kwargs):
 # right after sample 0, and in the last sample
 @pytest.mark.parametrize("stop_after", [5, 14, 18, 27])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
-    original = prune.features.extract_batches
+    original = prune.features.closed_form.extract_batches
     batches = 0
 
     def interrupted(*args, **kwargs):
@@ -539,10 +539,10 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, 
             yield batch
 
     out = tmp_path / "store.h5"
-    monkeypatch.setattr(prune.features, "extract_batches", interrupted)
+    monkeypatch.setattr(prune.features.closed_form, "extract_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _build(resumable, out)
-    monkeypatch.setattr(prune.features, "extract_batches", original)
+    monkeypatch.setattr(prune.features.closed_form, "extract_batches", original)
     assert not out.exists() and partial_path(out).is_dir()
     _build(resumable, out, resume=True)
     assert _store_bytes(out) == resumable[2]
@@ -555,7 +555,7 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_work(tmp_path,
 
     out = tmp_path / "s.h5"
     with monkeypatch.context() as patch:
-        patch.setattr(prune.features, "extract_batches", interrupt)
+        patch.setattr(prune.features.closed_form, "extract_batches", interrupt)
         result = runner.invoke(app, ["features", "--warmup-epochs", "1", "--out", str(out)])
     assert result.exit_code == 130 and "--resume" in result.output
     assert partial_path(out).is_dir() and not out.exists()

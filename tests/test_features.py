@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
 from prune.errors import PruneError
-from prune.features import (
+from prune.features.closed_form import (
     FEATURE_KEYS,
     CheckpointAverage,
     ema,

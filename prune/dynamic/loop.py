@@ -6,13 +6,13 @@ loop) and CREST Algorithm 1. At each selection point, on the current model:
 1. draw P random subsets V_1..V_P of size r (``subset_size``) of the training set (disjoint
    within a selection point while the candidates last; examples dropped as learned excluded);
 2. select from each a mini-batch coreset S_p of size m (``batch_size``) with the shared greedy
-   engine ``prune.engine.facility_location``, *class-balanced within V_p*: V_p's m slots are
-   split over its classes in proportion to their counts (``prune.budget.class_budgets``, count m)
+   engine ``prune.selection.engine.facility_location``, *class-balanced within V_p*: V_p's m slots are
+   split over its classes in proportion to their counts (``prune.selection.budget.class_budgets``, count m)
    and greedy runs within each class of V_p (``class_balanced=False``: one greedy over V_p);
    weights gamma from the engine (they sum to |V_p|);
 
    * ``ensemble``: d(i, j) = (1/M) sum_m ||g_i(w + delta_m) - g_j(w + delta_m)||, the expected
-     distance over M posterior samples (``prune.methods.distances.expected_euclidean``), the
+     distance over M posterior samples (``prune.selection.methods.distances.expected_euclidean``), the
      perturbations delta_m ~ N(0, sigma^2) of ``posterior_layers`` (BatchNorm affine parameters;
      the last linear layer when the model has none) drawn once per selection point and used for
      every V_p (``prune.features.posterior_parameters`` / ``perturbed``);
@@ -58,7 +58,7 @@ candidates would remain, nothing is dropped at that point. ``ensemble`` uses the
 over its posterior samples; ``random`` computes no losses, so it never drops.
 
 Every random stream (subsets, perturbations, batch order, short-step parts, V_r) comes from its
-own generator seeded from ``seed``; the run writes a subset log (``prune.subset_log``) from which
+own generator seeded from ``seed``; the run writes a subset log (``prune.dynamic.subset_log``) from which
 :func:`replay` trains on exactly the same batches in the same order.
 """
 
@@ -74,19 +74,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from prune import __version__, features
-from prune.budget import _exact_fraction, class_budgets
-from prune.engine import facility_location
+from prune import __version__
+from prune.features import closed_form as features
+from prune.selection.budget import _exact_fraction, class_budgets
+from prune.selection.engine import facility_location
 from prune.errors import PruneError
-from prune.featurize import stream_seed
-from prune.methods.distances import expected_euclidean
+from prune.features.build import stream_seed
+from prune.selection.methods.distances import expected_euclidean
 from prune.models import build_model
 from prune.training import console, evaluate, seed_everything
 
 DYNAMIC_KINDS = ("ensemble", "crest", "random")
 UPDATE_RULES = ("every", "crest")
 
-# random streams (prune.featurize.stream_seed(seed, STREAM, ...))
+# random streams (prune.features.build.stream_seed(seed, STREAM, ...))
 _SUBSETS, _PERTURB, _ORDER, _PART, _LOSS_SAMPLE = 30, 31, 32, 33, 34
 
 
@@ -248,7 +249,7 @@ def _class_split(labels: torch.Tensor, m: int, num_classes: int, balanced: bool)
 
 @contextlib.contextmanager
 def _one_thread():
-    """Run a block on one CPU thread, restoring the count afterwards (see prune.engine._cpu_threads)."""
+    """Run a block on one CPU thread, restoring the count afterwards (see prune.selection.engine._cpu_threads)."""
     prev = torch.get_num_threads()
     if prev != 1:
         torch.set_num_threads(1)
@@ -602,7 +603,7 @@ def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None
     epoch_steps = log["budget"]["epoch_steps"]
     trainer = _Trainer(model, x, labels, s["lr"], s["momentum"], s["weight_decay"], len(epoch_steps),
                        bool(s["weighted"]), device)
-    from prune.subset_log import batches as all_batches
+    from prune.dynamic.subset_log import batches as all_batches
 
     sequence = all_batches(log)
     weights_of: dict[tuple[int, int], dict[int, float]] = {}
@@ -632,7 +633,7 @@ def state_equal(a: nn.Module, b: nn.Module) -> bool:
 
 def counts_histogram(log: dict) -> np.ndarray:
     """How many examples were selected 0, 1, 2, ... times (for quick checks)."""
-    from prune.subset_log import selection_counts
+    from prune.dynamic.subset_log import selection_counts
 
     selected, _ = selection_counts(log)
     return np.bincount(selected)
@@ -653,7 +654,7 @@ def train_cli(*, dynamic: str | None, manifest, dataset: str | None, data_root, 
 
     from rich.table import Table
 
-    from prune import subset_log
+    from prune.dynamic import subset_log
     from prune.api import dataset_record, recorded_options
     from prune.atomic import ensure_writable, write_text
     from prune.data import load_dataset
@@ -743,7 +744,7 @@ def inspect_cli(path, plot=None) -> dict:
 
     from rich.table import Table
 
-    from prune import subset_log
+    from prune.dynamic import subset_log
 
     log = subset_log.load(path)
     facts = subset_log.summary(log)

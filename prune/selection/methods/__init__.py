@@ -1,11 +1,11 @@
 """Selection methods: each a small module defining one distance over the shared engine."""
 
-from prune.methods.adacore import AdaCore
-from prune.methods.base import FacilityLocationMethod, MethodOptions
-from prune.methods.craig import Craig
-from prune.methods.crest import Crest
-from prune.methods.ensemble import Ensemble
-from prune.methods.lcmat import LCMat
+from prune.selection.methods.adacore import AdaCore
+from prune.selection.methods.base import FacilityLocationMethod, MethodOptions
+from prune.selection.methods.craig import Craig
+from prune.selection.methods.crest import Crest
+from prune.selection.methods.ensemble import Ensemble
+from prune.selection.methods.lcmat import LCMat
 
 FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
     cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)

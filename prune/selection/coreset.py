@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from prune.budget import class_budgets, largest_remainder
-from prune.engine import split_pool
+from prune.selection.budget import class_budgets, largest_remainder
+from prune.selection.engine import split_pool
 from prune.errors import PruneError
 from prune.manifest import Manifest
-from prune.methods import FACILITY_LOCATION, METHODS, MethodOptions
-from prune.store import FeatureStore
+from prune.selection.methods import FACILITY_LOCATION, METHODS, MethodOptions
+from prune.features.store import FeatureStore
 from prune.training import console
 
 

@@ -13,7 +13,7 @@
   rows are all written), ``rows_done`` (rows written of the next sample) and that sample's
   random-generator state at that row.
 
-``finish`` copies the arrays into the HDF5 store (``prune.store.create_store``: temporary
+``finish`` copies the arrays into the HDF5 store (``prune.features.store.create_store``: temporary
 name, then rename) and removes the folder. A run with ``resume=True`` continues from the last
 committed block -- warm-up is re-run (it is deterministic given the seed) only if it had not
 finished -- after checking that its settings equal the recorded ones; without ``resume`` a
@@ -36,7 +36,7 @@ import torch
 
 from prune.atomic import atomic_path, ensure_writable, write_text
 from prune.errors import PruneError
-from prune.store import CHUNK_ROWS, PER_SAMPLE, create_store
+from prune.features.store import CHUNK_ROWS, PER_SAMPLE, create_store
 
 try:  # POSIX advisory locks; elsewhere two runs on one --out are not guarded
     import fcntl

@@ -24,7 +24,7 @@ computes distances from small Gram matrices instead (methods.md, "Never material
 Attributes hold the schema, prune version, dataset source, fingerprint (of the clean labels),
 num_classes, the dataset record manifests copy (``dataset``: split, class counts, hf: columns),
 model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
-and compressed with LZF. Features are computed into a resumable work folder (``prune.partial``)
+and compressed with LZF. Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
 the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes,
 the shapes, the labels' range and that every feature is finite.

@@ -5,7 +5,7 @@ M posterior samples stored by `prune features --posterior-samples M`. It needs M
 """
 
 from prune.errors import PruneError
-from prune.methods.craig import Craig
+from prune.selection.methods.craig import Craig
 
 
 class Ensemble(Craig):

@@ -4,8 +4,8 @@ With M > 1 posterior samples in the store the distance is the expectation over t
 (posterior-averaged CRAIG, methods.md).
 """
 
-from prune.methods.base import FacilityLocationMethod
-from prune.methods.distances import expected_euclidean
+from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.distances import expected_euclidean
 
 
 class Craig(FacilityLocationMethod):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from prune.budget import largest_remainder
-from prune.engine import split_pool
+from prune.selection.budget import largest_remainder
+from prune.selection.engine import split_pool
 from prune.errors import PruneError
-from prune.methods.craig import Craig
+from prune.selection.methods.craig import Craig
 
 
 class Crest(Craig):

@@ -9,8 +9,8 @@ sample's g and a = p(1 - p) at the final weights and the distance is their expec
 import torch
 
 from prune.errors import PruneError
-from prune.methods.base import FacilityLocationMethod
-from prune.methods.distances import expected_euclidean
+from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.distances import expected_euclidean
 
 
 class AdaCore(FacilityLocationMethod):

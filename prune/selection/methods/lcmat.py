@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 from prune.errors import PruneError
-from prune.methods.base import FacilityLocationMethod
-from prune.methods.distances import last_layer_gradient, manhattan
+from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.distances import last_layer_gradient, manhattan
 
 
 def with_bias(h: torch.Tensor) -> torch.Tensor:

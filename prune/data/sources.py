@@ -29,7 +29,7 @@ Sources (``load_dataset(spec, data_root, download)``):
     below it must occur in train or test (a gap means the labels are not ``0..C-1``).
 ``hf:PATH``
     A Hugging Face ``datasets`` folder written by ``save_to_disk`` (``Dataset`` or
-    ``DatasetDict``), read in batches by ``prune.hf`` (its docstring has the details):
+    ``DatasetDict``), read in batches by ``prune.data.hf`` (its docstring has the details):
     ``split`` picks the training split of a ``DatasetDict`` (default ``train``; the test
     side is ``test`` when present, else empty), ``label_column`` (default ``label``)
     the integer labels, and ``image_column`` (default ``image``) or ``feature_column``
@@ -204,7 +204,7 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
     """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
 
     ``split``, ``image_column``, ``label_column`` and ``feature_column`` apply to ``hf:PATH``
-    only (``prune.hf``); ``None`` means the default.
+    only (``prune.data.hf``); ``None`` means the default.
     """
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
@@ -216,7 +216,7 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
             raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")
         if download:
             raise PruneError("--download does not apply to hf: datasets; save one with save_to_disk first")
-        from prune import hf
+        from prune.data import hf
 
         return hf.load(spec, **hf_options)
     given = [name for name, value in hf_options.items() if value is not None]

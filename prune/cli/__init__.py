@@ -16,10 +16,10 @@ from prune.api import feature_config, load_training_data, recorded_options, sele
 from prune.atomic import ensure_writable, write_text
 from prune.data import DATASETS, load_dataset
 from prune.errors import PruneError
-from prune.featurize import build_store
+from prune.features.build import build_store
 from prune.manifest import Manifest
-from prune.methods import METHODS, MethodOptions
-from prune.partial import partial_path
+from prune.selection.methods import METHODS, MethodOptions
+from prune.features.partial import partial_path
 from prune.models import MODELS, build_model, default_model
 from prune.selection import SelectionPlan
 from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
@@ -66,7 +66,7 @@ LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training label
 NoiseSeed = typer.Option(0, "--noise-seed", help="Seed of the label flips.")
 
 
-# hf: sources (prune.hf): which split and columns to read
+# hf: sources (prune.data.hf): which split and columns to read
 Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).")
 ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).")
 LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).")
@@ -227,7 +227,7 @@ def train_command(
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest)."),
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
-    from prune.subset_log import is_subset_log
+    from prune.dynamic.subset_log import is_subset_log
 
     if dynamic is not None or (manifest is not None and is_subset_log(manifest)):
         from prune.dynamic import train_cli
@@ -312,7 +312,7 @@ def inspect_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram here (default: beside the log)."),
 ):
     """Summarise a manifest: method, budget, per-class counts; check it against data."""
-    from prune.subset_log import is_subset_log
+    from prune.dynamic.subset_log import is_subset_log
 
     if is_subset_log(manifest):  # the log of a dynamic run (prune train --dynamic --log)
         from prune.dynamic import inspect_cli
@@ -343,7 +343,7 @@ def inspect_command(
         classes.add_row(str(c), str(k))
     console.print(classes)
     if dataset and dataset.strip()[:3].lower() == "hf:":  # labels only: no images are read
-        from prune.hf import check_saved
+        from prune.data.hf import check_saved
 
         console.print(f"[green]matches[/] {check_saved(chosen, dataset, split=split, label_column=label_column)}")
     elif dataset:
@@ -366,7 +366,7 @@ def filter_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ):
     """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder."""
-    from prune.hf import write_filtered
+    from prune.data.hf import write_filtered
 
     chosen = Manifest.load(manifest)
     source = dataset or chosen.dataset["source"]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prune.data import channels_first
+from prune.data.sources import channels_first
 from prune.errors import PruneError
 
 PREFIX = "hf:"
@@ -238,7 +238,7 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     """``hf:PATH`` as a ``LoadedData`` (see the module docstring)."""
     import datasets
 
-    from prune.data import _finish
+    from prune.data.sources import _finish
 
     if image_column is not None and feature_column is not None:
         raise PruneError("give either --image-column or --feature-column, not both")
@@ -340,7 +340,7 @@ def checked_subset(manifest, dataset, *, label_column: str | None = None, force:
     else:
         labels = read_labels(dataset, column, where)
         counts = np.bincount(labels[labels >= 0], minlength=manifest.dataset["num_classes"]).tolist()
-        from prune.data import label_fingerprint
+        from prune.data.sources import label_fingerprint
 
         warning = manifest.check_dataset(fingerprint=label_fingerprint(labels), num_examples=len(labels),
                                          force=force, class_counts=counts)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prune import features
+from prune.features import closed_form as features
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.models import build_model
-from prune.partial import PartialStore
+from prune.features.partial import PartialStore
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
@@ -93,7 +93,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                 flipped: torch.Tensor | None = None, resume: bool = False) -> Path:
     """Warm up, extract features, and write them to ``out`` (atomically). Returns the path.
 
-    The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.partial``), committed after
+    The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.features.partial``), committed after
     every block of rows; ``resume=True`` continues an interrupted run from its last committed
     block (same settings required) and gives the same store, byte for byte, as an
     uninterrupted run.
