@@ -23,9 +23,9 @@ from prune.atomic import ensure_writable
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig
 from prune.manifest import Manifest
-from prune.selection.methods import METHODS, MethodOptions
+from prune.selection.methods import METHODS, SAMPLING, MethodOptions
 from prune.models import default_model
-from prune.selection import Candidates, SelectionPlan, plan_selection, select
+from prune.selection import Candidates, DifficultyOptions, SelectionPlan, default_difficulty, plan_selection, select
 from prune.features.store import FeatureStore
 from prune.training import TrainConfig, resolve_device
 
@@ -95,6 +95,15 @@ def method_options(options: MethodOptions | dict | None = None, **overrides) -> 
     return MethodOptions(**base)
 
 
+def difficulty_options(method: str, drop_hard=None, strata: int | None = None,
+                       score: str | None = None) -> DifficultyOptions:
+    """``method``'s default difficulty stage with the options given (None: the default's)."""
+    default = default_difficulty(method)
+    return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
+                             strata=default.strata if strata is None else strata,
+                             score=default.score if score is None else score)
+
+
 def select_coreset(
     dataset: str | None = None, method: str = "craig", *, fraction: float | None = None, count: int | None = None,
     balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
@@ -106,6 +115,7 @@ def select_coreset(
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
+    drop_hard: str | float | None = None, strata: int | None = None, difficulty_score: str | None = None,
     options: MethodOptions | dict | None = None, dry_run: bool = False, **method_overrides,
 ) -> Manifest | SelectionPlan:
     """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
@@ -118,7 +128,9 @@ def select_coreset(
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
     ``prune.selection.methods.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
-    saves the manifest there. User errors raise ``prune.errors.PruneError``.
+    saves the manifest there. ``drop_hard``, ``strata`` and ``difficulty_score`` set the
+    difficulty stage (``prune.selection.difficulty``; None keeps the method's default, see
+    ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
 
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
     checked against the store (size, labels and their order must match). ``dry_run=True``
@@ -130,6 +142,8 @@ def select_coreset(
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     opts = method_options(options, **method_overrides)
+    stage = difficulty_options(method, drop_hard, strata, difficulty_score)
+    needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     if out is not None and not dry_run:
         ensure_writable(out)  # before the work, not after it
@@ -145,10 +159,10 @@ def select_coreset(
         data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
                                                           noise_seed, **hf)
         record = dataset_record(data, data_root)
-        if method == "random" or dry_run:
+        if not needs_features or dry_run:
             noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
             candidates = Candidates(labels, record, noise_record)
-            if method != "random":  # dry run: the size the features would have
+            if needs_features:  # dry run: the size the features would have
                 config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                         posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
                 feature_bytes = featurize.store_bytes(data, config)
@@ -162,9 +176,9 @@ def select_coreset(
                 candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
     if dry_run:
         return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                              options=opts, device=torch_device, feature_bytes=feature_bytes)
+                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
     manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                      options=opts, device=torch_device)
+                      options=opts, difficulty=stage, device=torch_device)
     if out is not None:
         manifest.save(out)
     return manifest

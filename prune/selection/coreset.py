@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from prune.selection.budget import class_budgets, largest_remainder
-from prune.selection.engine import split_pool
 from prune.errors import PruneError
-from prune.manifest import Manifest
-from prune.selection.methods import FACILITY_LOCATION, METHODS, MethodOptions
 from prune.features.store import FeatureStore
+from prune.manifest import Manifest
+from prune.selection.budget import class_budgets, largest_remainder
+from prune.selection.difficulty import Difficulty, DifficultyOptions
+from prune.selection.engine import split_pool
+from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
 from prune.training import console
 
 
@@ -42,46 +43,91 @@ class Candidates:
         return cls(store.labels, dataset, noise, {"features": meta["features"], "feature_seed": meta["seed"]}, store)
 
 
+def default_difficulty(method: str) -> DifficultyOptions:
+    """The stage each method runs with unless told otherwise.
+
+    ``random`` is the plain baseline (no stage); ``ccs`` samples across 10 difficulty strata
+    after dropping (coverage-centric selection); every facility-location method drops the
+    examples the warm model's posterior misclassifies (``auto``), which is what keeps it from
+    spending the budget on mislabelled and unlearnable examples (docs/results.md).
+    """
+    if method == "random":
+        return DifficultyOptions(drop_hard=0)
+    if method == "ccs":
+        return DifficultyOptions(drop_hard="auto", strata=10)
+    return DifficultyOptions()
+
+
+def _stage(candidates: Candidates, method: str, difficulty: DifficultyOptions | None) -> Difficulty | None:
+    difficulty = difficulty or default_difficulty(method)
+    if not difficulty.active:
+        return None
+    if candidates.store is None:
+        raise PruneError(f"method {method} with --drop-hard {difficulty.drop_hard} --strata {difficulty.strata} needs "
+                         "features; pass --features, let prune select compute them, or use --drop-hard 0 --strata 1")
+    return Difficulty(candidates.store, difficulty)
+
+
+def _class_rows(candidates: Candidates) -> list[torch.Tensor]:
+    labels = candidates.labels
+    return [torch.nonzero(labels == c).flatten() for c in range(candidates.dataset["num_classes"])]
+
+
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
-           device: torch.device = torch.device("cpu")) -> Manifest:
-    """Select a class-balanced coreset; distance methods read the feature store only."""
+           difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
+    """Select a class-balanced coreset; distance methods read the feature store only.
+
+    Each class's budget goes through the difficulty stage first (``difficulty``, by default
+    ``default_difficulty(method)``): hard examples dropped, the rest split into strata with
+    budgets of their own; the method then selects within each part.
+    """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
-    labels, num_classes = candidates.labels, candidates.dataset["num_classes"]
-    class_rows = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    class_rows = _class_rows(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
+    stage = _stage(candidates, method, difficulty)
     generator = torch.Generator().manual_seed(seed)
-
-    chosen, weights, selection = [], [], {}
-    if method == "random":
-        params = {}
-        for rows, k in zip(class_rows, budgets):
-            chosen.append(rows[torch.randperm(len(rows), generator=generator)[:k]])
-            weights.append(torch.full((k,), len(rows) / k if k else 0.0, dtype=torch.float64))
-    else:
+    engine = None
+    if method not in SAMPLING:
         if candidates.store is None:
             raise PruneError(f"method {method} needs features; pass --features or let prune select compute them")
         engine = FACILITY_LOCATION[method](candidates.store, options, device)
-        objective, pools = 0.0, 0
-        for rows, k in zip(class_rows, budgets):
-            for result in engine.select_class(rows, k, generator):
+
+    chosen, weights, selection = [], [], {}
+    objective, pools = 0.0, 0
+    for rows, k in zip(class_rows, budgets):
+        for part, budget in (stage.split(rows, k) if stage else [(rows, k)]):
+            if engine is None:  # uniform within the part; gamma = how many each stands for
+                chosen.append(part[torch.randperm(len(part), generator=generator)[:budget]])
+                weights.append(torch.full((budget,), len(part) / budget if budget else 0.0, dtype=torch.float64))
+                continue
+            for result in engine.select_class(part, budget, generator):
                 chosen.append(result.positions)
                 weights.append(result.weights)
                 objective += result.objective
                 pools += 1
+    params = {}
+    if engine is not None:
         params = {**engine.params(), "posterior_samples": candidates.store.posterior_samples}
         selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
-        if pools > sum(1 for k in budgets if k):
+        if pools > sum(1 for k in budgets if k) and stage is None:
             console.print(f"[yellow]note:[/] classes larger than the pool limit were split: {pools} pools in all")
         if getattr(engine, "dropped", 0):
             selection["dropped_learned"] = engine.dropped
+    if stage is not None:
+        params["difficulty"] = stage.options.to_dict()
+        selection["dropped_hard"] = stage.dropped
+        dropped = sum(stage.dropped)
+        if dropped:
+            console.print(f"difficulty stage: dropped {dropped} hard examples ({', '.join(map(str, stage.dropped))} "
+                          "per class)", highlight=False)
 
-    indices = torch.cat(chosen)
+    indices = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
     order = torch.argsort(indices)
     return Manifest(
         indices=indices[order].numpy(),
-        weights=torch.cat(weights)[order].numpy(),
+        weights=(torch.cat(weights) if weights else torch.empty(0, dtype=torch.float64))[order].numpy(),
         dataset=candidates.dataset,
         method={"name": method, "params": params},
         budget={"fraction": fraction, "count": int(sum(budgets)), "balance": balance},
@@ -126,24 +172,28 @@ class SelectionPlan:
 
 def plan_selection(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
                    balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
-                   device: torch.device = torch.device("cpu"), feature_bytes: int = 0) -> SelectionPlan:
+                   difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu"),
+                   feature_bytes: int = 0) -> SelectionPlan:
     """The budgets and pools ``select`` would use, checking the same arguments; runs no greedy.
 
-    ``feature_bytes`` is the size of the features when ``candidates`` has no store yet.
+    ``feature_bytes`` is the size of the features when ``candidates`` has no store yet; then
+    the pools are sized before the difficulty stage and crest's dropping (``exact_pools`` False).
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
-    labels, num_classes = candidates.labels, candidates.dataset["num_classes"]
-    class_rows = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+    class_rows = _class_rows(candidates)
     sizes = [len(rows) for rows in class_rows]
     budgets = class_budgets(sizes, fraction=fraction, count=count, balance=balance)
-    if method == "random":
+    difficulty = difficulty or default_difficulty(method)
+    store = candidates.store
+    if method in SAMPLING:
         return SelectionPlan(candidates.dataset, method, sizes, budgets, None, True, 0)
     generator = torch.Generator().manual_seed(seed)  # drawn from in the same order as select()
-    store = candidates.store
     if store is not None:
+        stage = _stage(candidates, method, difficulty)
         engine = FACILITY_LOCATION[method](store, options, device)
-        pools = [[(len(part), b) for part, b in engine.pools(rows, k, generator) if b]
+        pools = [[(len(pool), b) for part, budget in (stage.split(rows, k) if stage else [(rows, k)])
+                  for pool, b in engine.pools(part, budget, generator) if b]
                  for rows, k in zip(class_rows, budgets)]
         tensors = (store.labels, store.grad_logit, store.hess_logit, store.embedding, store.grad_logit_ema,
                    store.hess_logit_ema, store.loss_per_epoch)
@@ -154,5 +204,5 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
         for rows, k in zip(class_rows, budgets):
             parts = split_pool(rows, limit, generator)
             pools.append([(len(part), b) for part, b in zip(parts, largest_remainder([len(p) for p in parts], k)) if b])
-    return SelectionPlan(candidates.dataset, method, sizes, budgets, pools, store is not None or method != "crest",
-                         feature_bytes)
+    exact = store is not None or (method != "crest" and not difficulty.active)
+    return SelectionPlan(candidates.dataset, method, sizes, budgets, pools, exact, feature_bytes)

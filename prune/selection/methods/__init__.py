@@ -10,6 +10,7 @@ from prune.selection.methods.lcmat import LCMat
 FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
     cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)
 }
-METHODS = ("random", *FACILITY_LOCATION)
+SAMPLING = ("random", "ccs")  # uniform sampling (within difficulty strata, for ccs): no features needed
+METHODS = (*SAMPLING, *FACILITY_LOCATION)
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "MethodOptions"]
+__all__ = ["FACILITY_LOCATION", "METHODS", "SAMPLING", "MethodOptions"]

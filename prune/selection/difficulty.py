@@ -1,0 +1,173 @@
+"""The difficulty stage: what a coreset should not spend its budget on, and strata over the rest.
+
+Between the feature store and the greedy engine, for every method (``random`` included):
+
+1. **Scores** read from the store, no model run. Each is averaged over the M stored posterior
+   samples, since an average over the posterior is a steadier judge than one set of weights
+   (seed 000, §3). Higher means harder:
+
+   ========== =========================================================================
+   ``el2n``   mean_m ||p^(m) - y||, the error L2 norm (Paul et al., NeurIPS 2021)
+   ``loss``   mean_m -log p^(m)_y
+   ``margin`` -(p̄_y - max_{c != y} p̄_c), p̄ = mean_m p^(m) (the area-under-margin idea,
+              Pleiss et al., NeurIPS 2020); positive exactly when p̄ predicts another class
+   ``trajectory`` mean over the warm-up checkpoints of the loss (how long it stayed high)
+   ========== =========================================================================
+
+   p^(m) = g^(m) + y is recovered exactly from the stored logit gradient g = p - y.
+
+2. **Dropping** (``drop_hard``): ``"auto"`` drops the examples whose posterior-mean prediction
+   is another class (margin score > 0): the warm model, averaged over its posterior, disagrees
+   with the label, which is what a flipped label or an unlearnable example looks like. It needs
+   no noise rate, and on data the model separates it drops nothing. A number f in (0, 1) drops
+   the hardest f of each class by ``score``; 0 drops nothing. A class never falls below its
+   budget: if dropping would leave fewer than k_c, the least hard of its dropped examples are
+   kept.
+
+3. **Strata** (``strata`` N > 1; coverage-centric selection, Zheng et al., ICLR 2023, Alg. 1):
+   the kept examples of a class are split into N equal-width bins of ``score``; the class
+   budget is shared out equally over the bins, a bin getting at most its size and the rest going
+   to the others (water-filling); the method then runs within each bin. This spreads a small
+   budget over all difficulty levels instead of over the dense easy region (random) or the
+   sparse hard one (facility location on gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from prune.errors import PruneError
+
+SCORES = ("el2n", "loss", "margin", "trajectory")
+
+
+def posterior_probabilities(grad_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(n, M, C) logit gradients g = p - y -> (n, M, C) probabilities p, in float64."""
+    onehot = torch.nn.functional.one_hot(labels, grad_logit.shape[-1]).to(torch.float64)
+    return grad_logit.to(torch.float64) + onehot[:, None, :]
+
+
+def difficulty_scores(store, name: str) -> torch.Tensor:
+    """(n,) float64 score ``name`` (one of ``SCORES``) of every example in ``store``; higher is harder."""
+    if name == "trajectory":
+        return store.loss_per_epoch.to(torch.float64).mean(1)
+    g = store.grad_logit.to(torch.float64)
+    if name == "el2n":
+        return g.norm(dim=2).mean(1)
+    p = posterior_probabilities(g, store.labels)
+    label = store.labels[:, None]
+    if name == "loss":
+        p_label = p.gather(2, label[:, None, :].expand(-1, p.shape[1], 1)).squeeze(2)
+        return -p_label.clamp_min(torch.finfo(torch.float64).tiny).log().mean(1)
+    if name == "margin":
+        mean = p.mean(1)
+        p_label = mean.gather(1, label).squeeze(1)
+        others = mean.scatter(1, label, -math.inf).max(1).values
+        return others - p_label
+    raise PruneError(f"unknown difficulty score {name!r}; choose one of: {', '.join(SCORES)}")
+
+
+def parse_drop_hard(value) -> str | float:
+    """``"auto"`` or a fraction in [0, 1); the CLI's text or the API's number."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = math.nan
+    if isinstance(value, bool) or not 0 <= fraction < 1:
+        raise PruneError(f"--drop-hard must be auto or a fraction in [0, 1), got {value!r}")
+    return fraction
+
+
+def coverage_budgets(sizes: list[int], total: int) -> list[int]:
+    """Share ``total`` equally over groups of ``sizes``, none above its size (CCS Alg. 1).
+
+    Water-filling: the largest level L with sum_i min(n_i, L) <= total, then one more unit to
+    each of the lowest-index groups with room until the total is met.
+    """
+    if total > sum(sizes):
+        raise ValueError(f"cannot take {total} from groups of {sum(sizes)}")
+    low, high = 0, max(sizes, default=0)
+    while low < high:  # largest L with sum min(n_i, L) <= total
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if sum(min(n, mid) for n in sizes) <= total else (low, mid - 1)
+    out = [min(n, low) for n in sizes]
+    left = total - sum(out)
+    for i, n in enumerate(sizes):
+        if left == 0:
+            break
+        if n > out[i]:
+            out[i] += 1
+            left -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class DifficultyOptions:
+    """The stage's knobs; the defaults (``drop_hard="auto"``, ``strata=1``) are prune's."""
+
+    drop_hard: str | float = "auto"
+    strata: int = 1
+    score: str = "el2n"
+
+    def __post_init__(self):
+        object.__setattr__(self, "drop_hard", parse_drop_hard(self.drop_hard))
+        if isinstance(self.strata, bool) or not isinstance(self.strata, int) or self.strata < 1:
+            raise PruneError(f"--strata must be a whole number >= 1, got {self.strata!r}")
+        if self.score not in SCORES:
+            raise PruneError(f"unknown --difficulty-score {self.score!r}; choose one of: {', '.join(SCORES)}")
+
+    @property
+    def active(self) -> bool:
+        return self.drop_hard != 0 or self.strata > 1
+
+    def to_dict(self) -> dict:
+        return {"drop_hard": self.drop_hard, "strata": self.strata, "score": self.score}
+
+
+class Difficulty:
+    """The stage over one store: ``split(rows, k)`` gives the (rows, budget) parts a method selects from."""
+
+    def __init__(self, store, options: DifficultyOptions):
+        self.options = options
+        self.score = difficulty_scores(store, options.score)
+        self.misclassified = difficulty_scores(store, "margin") > 0 if options.drop_hard == "auto" else None
+        self.dropped: list[int] = []
+
+    def kept(self, rows: torch.Tensor, k: int) -> torch.Tensor:
+        """``rows`` less the examples dropped as too hard, never fewer than ``k`` (sorted)."""
+        drop_hard, score = self.options.drop_hard, self.score[rows]
+        if drop_hard == "auto":
+            hard = self.misclassified[rows]
+        elif drop_hard > 0:
+            hard = torch.zeros(len(rows), dtype=torch.bool)
+            hard[torch.argsort(score, descending=True, stable=True)[: math.floor(drop_hard * len(rows))]] = True
+        else:
+            hard = torch.zeros(len(rows), dtype=torch.bool)
+        missing = k - int((~hard).sum())
+        if missing > 0:  # keep the least hard of the dropped, so the class still meets its budget
+            candidates = torch.nonzero(hard).flatten()
+            hard[candidates[torch.argsort(score[candidates], stable=True)[:missing]]] = False
+        self.dropped.append(int(hard.sum()))
+        return rows[~hard]
+
+    def split(self, rows: torch.Tensor, k: int) -> list[tuple[torch.Tensor, int]]:
+        """(rows, k) of one class -> [(rows of a stratum, its budget)], dropped examples left out."""
+        rows = self.kept(rows, k)
+        strata = self.options.strata
+        if strata == 1 or len(rows) == 0:
+            return [(rows, k)]
+        score = self.score[rows]
+        low, high = float(score.min()), float(score.max())
+        width = (high - low) / strata
+        bins = ((score - low) / width).floor().long().clamp_(0, strata - 1) if width > 0 else torch.zeros(len(rows), dtype=torch.long)
+        parts = [rows[bins == b] for b in range(strata)]
+        return [(part, budget) for part, budget in zip(parts, coverage_budgets([len(p) for p in parts], k))]
+
+    def record(self) -> dict:
+        """What the manifest keeps: the options and how many examples each class dropped."""
+        return {**self.options.to_dict(), "dropped_per_class": list(self.dropped)}
