@@ -1,0 +1,141 @@
+"""The difficulty stage: scores against direct computations, dropping rules, strata budgets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import prune
+from prune.errors import PruneError
+from prune.features.store import FeatureStore
+from prune.selection import Candidates, DifficultyOptions, select
+from prune.selection.difficulty import Difficulty, coverage_budgets, difficulty_scores
+from tests.test_methods import C, M, N, random_store
+
+
+def direct_scores(store):
+    """Each score from its definition, one example and one posterior sample at a time."""
+    g, y = store.grad_logit.double().numpy(), store.labels.numpy()
+    out = {"el2n": [], "loss": [], "margin": [], "trajectory": store.loss_per_epoch.double().mean(1).numpy()}
+    for i in range(len(y)):
+        probs = [g[i, m] + np.eye(C)[y[i]] for m in range(g.shape[1])]
+        out["el2n"].append(np.mean([np.linalg.norm(g[i, m]) for m in range(g.shape[1])]))
+        out["loss"].append(np.mean([-math.log(p[y[i]]) for p in probs]))
+        mean = np.mean(probs, axis=0)
+        out["margin"].append(max(mean[c] for c in range(C) if c != y[i]) - mean[y[i]])
+    return {name: np.asarray(values) for name, values in out.items()}
+
+
+@pytest.mark.parametrize("name", ["el2n", "loss", "margin", "trajectory"])
+def test_scores_match_direct_computation(name):
+    store = random_store()
+    np.testing.assert_allclose(difficulty_scores(store, name).numpy(), direct_scores(store)[name], rtol=1e-6, atol=1e-6)
+
+
+def test_margin_is_positive_exactly_when_the_posterior_mean_predicts_another_class():
+    store = random_store(seed=3, n=200)
+    mean_prediction = (store.grad_logit.double() + torch.nn.functional.one_hot(store.labels, C)[:, None]).mean(1).argmax(1)
+    assert torch.equal(difficulty_scores(store, "margin") > 0, mean_prediction != store.labels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=8), st.data())
+def test_coverage_budgets_share_equally_within_sizes(sizes, data):
+    total = data.draw(st.integers(0, sum(sizes)))
+    out = coverage_budgets(sizes, total)
+    assert sum(out) == total and all(0 <= b <= n for b, n in zip(out, sizes))
+    open_ = [b for b, n in zip(out, sizes) if b < n]
+    if open_:  # groups with room differ by at most one, and none got more than one above them
+        assert max(open_) - min(open_) <= 1
+        assert all(b <= min(open_) + 1 for b in out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 5), st.sampled_from(["auto", 0.3, 0.9]), st.integers(1, 4), st.floats(0.01, 1.0))
+def test_dropping_never_leaves_a_class_below_its_budget(seed, drop_hard, strata, fraction):
+    store = random_store(seed=seed, n=60)
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    manifest = select(candidates, "random", fraction=fraction, seed=seed,
+                      difficulty=DifficultyOptions(drop_hard=drop_hard, strata=strata))
+    counts = np.bincount(store.labels.numpy()[manifest.indices], minlength=C)
+    assert counts.tolist() == manifest.per_class and len(set(manifest.indices.tolist())) == len(manifest)
+    sizes = np.bincount(store.labels.numpy(), minlength=C)
+    assert all(d <= n - k for d, n, k in zip(manifest.selection["dropped_hard"], sizes, manifest.per_class))
+
+
+def test_fraction_drops_the_hardest_of_each_class():
+    store = random_store(seed=1, n=80)
+    stage = Difficulty(store, DifficultyOptions(drop_hard=0.25, score="loss"))
+    score = difficulty_scores(store, "loss")
+    for c in range(C):
+        rows = torch.nonzero(store.labels == c).flatten()
+        kept = stage.kept(rows, 1)
+        assert len(kept) == len(rows) - 5
+        assert score[kept].max() <= score[rows[~torch.isin(rows, kept)]].min()
+
+
+def test_strata_are_equal_width_bins_with_coverage_budgets():
+    store = random_store(seed=2, n=400)
+    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata=4))
+    rows = torch.nonzero(store.labels == 0).flatten()
+    parts = stage.split(rows, 20)
+    score = difficulty_scores(store, "el2n")
+    edges = torch.linspace(float(score[rows].min()), float(score[rows].max()), 5, dtype=torch.float64)
+    assert torch.equal(torch.sort(torch.cat([p for p, _ in parts])).values, rows)
+    for b, (part, _) in enumerate(parts):
+        assert bool(((score[part] >= edges[b] - 1e-12) & (score[part] <= edges[b + 1] + 1e-12)).all())
+    assert [k for _, k in parts] == coverage_budgets([len(p) for p, _ in parts], 20)
+
+
+def test_options_are_checked():
+    with pytest.raises(PruneError, match="--drop-hard"):
+        DifficultyOptions(drop_hard=1.5)
+    with pytest.raises(PruneError, match="--drop-hard"):
+        DifficultyOptions(drop_hard="most")
+    with pytest.raises(PruneError, match="--strata"):
+        DifficultyOptions(strata=0)
+    with pytest.raises(PruneError, match="--difficulty-score"):
+        DifficultyOptions(score="forgetting")
+
+
+def test_random_with_the_stage_needs_features():
+    labels = torch.arange(40) % 4
+    with pytest.raises(PruneError, match="needs features"):
+        select(Candidates(labels, {"num_classes": 4, "source": "x"}), "ccs", fraction=0.2)
+
+
+def blobs(tmp_path, noise_free_seed=0):
+    """Four well-separated Gaussian blobs in 8 dimensions: an MLP separates them in one epoch."""
+    rng = np.random.default_rng(noise_free_seed)
+    centres = rng.normal(size=(4, 8)) * 6
+    def draw(n):
+        y = np.arange(n) % 4
+        return (centres[y] + rng.normal(size=(n, 8))).astype(np.float32), y.astype(np.int64)
+    x_train, y_train = draw(800)
+    x_test, y_test = draw(200)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return f"npz:{path}"
+
+
+def test_auto_drops_nothing_on_a_clean_separable_set(tmp_path):
+    manifest = prune.select_coreset(blobs(tmp_path), "ccs", fraction=0.1, warmup_epochs=3, posterior_samples=2,
+                                    device="cpu")
+    assert manifest.selection["dropped_hard"] == [0, 0, 0, 0]
+
+
+def test_auto_finds_known_flips(tmp_path):
+    path = tmp_path / "features.h5"
+    manifest = prune.select_coreset(blobs(tmp_path), "ccs", fraction=0.1, warmup_epochs=3, posterior_samples=2,
+                                    label_noise=0.2, noise_seed=1, device="cpu", store=path)
+    flipped = set(manifest.label_noise["flipped"])
+    hard = set(torch.nonzero(difficulty_scores(FeatureStore.open(path), "margin") > 0).flatten().tolist())
+    assert len(flipped) == 160 and sum(manifest.selection["dropped_hard"]) == len(hard)
+    assert len(hard & flipped) >= 0.9 * len(flipped)  # recall
+    assert len(hard & flipped) >= 0.9 * len(hard)     # precision
+    assert not flipped & set(manifest.indices.tolist())
