@@ -2,10 +2,13 @@
 
 For every (label noise, seed): warm up once and write a feature store (a second one with M
 posterior samples when ``ensemble`` is asked for), select every method at every fraction from
-it, train a fresh model per cell and test it; train once on the full (noisy) data as the
-reference row. Every cell is written to ``OUT/cells/`` as soon as it is done, so a re-run skips
-finished cells (resume). Aggregates: ``results.csv``, ``results.json``, ``results.md`` (mean ±
-std over seeds) and ``results.png`` (test accuracy vs fraction, one panel per noise level).
+it (each with its default difficulty stage unless ``drop_hard``/``strata`` say otherwise),
+train a fresh model per cell and test it; train once on the full (noisy) data as the
+reference row (``full=False`` skips it). Every cell is written to ``OUT/cells/`` as soon as it
+is done, so a re-run skips finished cells (resume). Aggregates: ``results.csv``,
+``results.json``, ``results.md`` (mean ± std over seeds, and the paired difference to
+``random`` trained on the same seed: mean ± std over seeds, a tie when |mean| <= std) and
+``results.png`` (test accuracy vs fraction, one panel per noise level).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from prune.atomic import atomic_path, write_text
 from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
-from prune.selection.methods import METHODS, MethodOptions
+from prune.selection.methods import METHODS, SAMPLING, MethodOptions
 from prune.models import build_model, default_model
-from prune.selection import Candidates, select
+from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
 from prune.features.store import FeatureStore
 from prune.training import TrainConfig, console, evaluate, fit, seed_everything
 
@@ -50,6 +53,17 @@ class BenchConfig:
     options: MethodOptions = field(default_factory=MethodOptions)
     # dynamic selection during training (prune.dynamic), reported as methods "dyn-<kind>"
     dynamic: tuple[str, ...] = ()
+    # the difficulty stage of every method but random (None: each method's default)
+    drop_hard: str | float | None = None
+    strata: int | None = None
+    full: bool = True  # train the full-data reference row
+
+    def difficulty(self, method: str) -> DifficultyOptions:
+        default = default_difficulty(method)
+        if method == "random":
+            return default
+        return DifficultyOptions(drop_hard=default.drop_hard if self.drop_hard is None else self.drop_hard,
+                                 strata=default.strata if self.strata is None else self.strata)
 
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS
@@ -62,6 +76,8 @@ class BenchConfig:
             raise PruneError(f"unknown kind(s) {', '.join(unknown)} in --dynamic; choose from {', '.join(DYNAMIC_KINDS)}")
         if not (self.methods or self.dynamic) or not self.fractions or not self.seeds or not self.label_noise:
             raise PruneError("--methods (or --dynamic), --fractions, --seeds and --label-noise each need at least one value")
+        for method in self.methods:
+            self.difficulty(method)  # checks --drop-hard and --strata before any work
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -117,9 +133,10 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
         for seed in config.seeds:
             labels, flipped = flip_labels(data.train.y, noise, data.num_classes, seed) if noise else (data.train.y, torch.empty(0, dtype=torch.int64))
             noise_record = {"fraction": noise, "seed": seed} if noise else None
-            rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-full.json", lambda: {
-                "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
-                **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
+            if config.full:
+                rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-full.json", lambda: {
+                    "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
+                    **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
             stores = {}
 
             def store_for(method: str) -> FeatureStore:
@@ -137,21 +154,25 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
 
             for method in config.methods:
                 for fraction in config.fractions:
-                    def cell(method=method, fraction=fraction):
-                        if method == "random":
+                    stage = config.difficulty(method)
+
+                    def cell(method=method, fraction=fraction, stage=stage):
+                        if method in SAMPLING and not stage.active:
                             candidates = Candidates(labels, {"source": data.source, "split": "train",
                                                              "num_examples": len(labels), "num_classes": data.num_classes,
                                                              "fingerprint": data.fingerprint})
                         else:
                             candidates = Candidates.from_store(store_for(method))
                         start = time.perf_counter()
-                        manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options, device=device)
+                        manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options,
+                                          difficulty=stage, device=device)
                         seconds = time.perf_counter() - start
                         indices = torch.from_numpy(manifest.indices)
                         return {"method": method, "fraction": fraction, "noise": noise, "seed": seed,
-                                "selection_seconds": seconds,
+                                "selection_seconds": seconds, "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
                                 **_train_and_test(data, labels, indices, config, model_name, seed, device)}
-                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-{method}-{fraction:g}.json", cell))
+                    tag = "" if stage == default_difficulty(method) else f"-drop{stage.drop_hard:g}-strata{stage.strata}"
+                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-{method}{tag}-{fraction:g}.json", cell))
             for kind in config.dynamic:  # selected during training, at the same budget in backprops
                 for fraction in config.fractions:
                     rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}.json",
@@ -173,24 +194,39 @@ def _cell(path: Path, compute) -> dict:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (noise, method, fraction)."""
+    """Mean and std over seeds per (noise, method, fraction), and the paired difference to random.
+
+    ``diff_mean``/``diff_std``: over the seeds that both this method and ``random`` ran, the
+    mean and std of (accuracy - random's accuracy on the same seed); ``tie`` when the mean lies
+    within one std of 0 (or only one seed was paired).
+    """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["noise"], row["method"], row["fraction"]), []).append(row)
     out = []
     for (noise, method, fraction), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1], kv[0][2])):
         accuracy = np.array([r["test_accuracy"] for r in group])
-        out.append({"noise": noise, "method": method, "fraction": fraction, "seeds": len(group),
-                    "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std(ddof=1)) if len(group) > 1 else 0.0,
-                    "selection_seconds": float(np.mean([r["selection_seconds"] for r in group])),
-                    "train_seconds": float(np.mean([r["train_seconds"] for r in group]))})
+        entry = {"noise": noise, "method": method, "fraction": fraction, "seeds": len(group),
+                 "accuracy_mean": float(accuracy.mean()), "accuracy_std": _std(accuracy),
+                 "selection_seconds": float(np.mean([r["selection_seconds"] for r in group])),
+                 "train_seconds": float(np.mean([r["train_seconds"] for r in group]))}
+        baseline = {r["seed"]: r["test_accuracy"] for r in groups.get((noise, "random", fraction), [])}
+        diffs = np.array([r["test_accuracy"] - baseline[r["seed"]] for r in group if r["seed"] in baseline])
+        if method not in ("random", "full") and len(diffs):
+            entry.update(diff_mean=float(diffs.mean()), diff_std=_std(diffs), paired_seeds=len(diffs),
+                         tie=bool(len(diffs) < 2 or abs(diffs.mean()) <= _std(diffs)))
+        out.append(entry)
     return out
+
+
+def _std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def write_reports(rows: list[dict], config: BenchConfig, model_name: str) -> None:
     summary = summarise(rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_text(config.out / "results.csv", buffer.getvalue())
@@ -203,7 +239,8 @@ def write_reports(rows: list[dict], config: BenchConfig, model_name: str) -> Non
 def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) -> str:
     fractions = sorted({s["fraction"] for s in summary if s["method"] != "full"})
     lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; {config.dataset}, {model_name}, "
-             f"warm-up {config.warmup_epochs} epochs, training {config.train_epochs} epochs.", ""]
+             f"warm-up {config.warmup_epochs} epochs, training {config.train_epochs} epochs. In brackets: the paired "
+             "difference to random on the same seeds, mean ± std, in points; *tie* where |mean| <= std.", ""]
     for noise in sorted({s["noise"] for s in summary}):
         lines += [f"**label noise {noise:g}**", "",
                   "| method | " + " | ".join(f"{f:g}" for f in fractions) + " | selection s | training s |",
@@ -214,12 +251,20 @@ def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) ->
                 s = cells[1.0]
                 values = [f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} (all data)"] + [""] * (len(fractions) - 1)
             else:
-                values = [f"{100 * cells[f]['accuracy_mean']:.2f} ± {100 * cells[f]['accuracy_std']:.2f}" if f in cells else "–" for f in fractions]
+                values = [_cell_text(cells[f]) if f in cells else "–" for f in fractions]
             sel = np.mean([c["selection_seconds"] for c in cells.values()])
             train = np.mean([c["train_seconds"] for c in cells.values()])
             lines.append(f"| {method} | " + " | ".join(values) + f" | {sel:.1f} | {train:.1f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell_text(s: dict) -> str:
+    text = f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f}"
+    if "diff_mean" in s:
+        verdict = " *tie*" if s["tie"] else ""
+        text += f" ({100 * s['diff_mean']:+.2f} ± {100 * s['diff_std']:.2f}{verdict})"
+    return text
 
 
 def plot(summary: list[dict], path: Path, title: str) -> None:

@@ -24,6 +24,10 @@ def test_bench_smoke_writes_reports_and_resumes(tmp_path):
     craig = [s for s in report["summary"] if s["method"] == "craig" and s["noise"] == 0][0]
     assert craig["seeds"] == 2 and 0 <= craig["accuracy_mean"] <= 1
     assert "| craig |" in (out / "results.md").read_text()
+    rows = {(r["method"], r["noise"], r["seed"]): r["test_accuracy"] for r in report["rows"]}
+    expected = [rows[("craig", 0, s)] - rows[("random", 0, s)] for s in (0, 1)]
+    assert abs(craig["diff_mean"] - sum(expected) / 2) < 1e-12 and craig["paired_seeds"] == 2
+    assert craig["tie"] == (abs(craig["diff_mean"]) <= craig["diff_std"])
 
     cells = sorted((out / "cells").iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in cells}

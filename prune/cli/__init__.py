@@ -404,6 +404,9 @@ def bench_command(
     posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store."),
     posterior_sigma: float = Sigma, device: str = Device,
     dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>."),
+    drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random: auto, a fraction, or 0 (default: each method's own)."),
+    strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own)."),
+    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row)."),
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
     from prune.bench import BenchConfig, run_bench
@@ -414,6 +417,7 @@ def bench_command(
         seeds=tuple(int(s) for s in _floats(seeds, "--seeds")), model=model, warmup_epochs=warmup_epochs,
         train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
+        drop_hard=drop_hard, strata=strata, full=full,
     )
     run_bench(config, resolve_device(device))
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")
