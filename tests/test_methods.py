@@ -200,3 +200,13 @@ def test_crest_drops_learned_examples_and_splits_into_subsets():
     # too few unlearned examples: the highest-loss learned ones come back
     pools = crest.pools(rows, 35, torch.Generator().manual_seed(0))
     assert len(torch.cat([p for p, _ in pools])) == 35
+
+
+def test_crest_keeps_learned_examples_by_default():
+    """A static subset is trained from scratch: by default nothing is dropped as learned."""
+    store = random_store(n=40)
+    store.loss_per_epoch[:10] = 0.01  # would be learned under alpha 0.1
+    crest = method("crest", store, subset_size=7)
+    assert MethodOptions().learned_window == 0 and crest.params()["learned_window"] == 0
+    pools = crest.pools(torch.arange(40), 9, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat([p for p, _ in pools]).tolist()) == list(range(40)) and crest.dropped == 0

@@ -28,7 +28,7 @@ class MethodOptions:
     hessian_batch: int = 64
     subset_size: int = 500
     learned_loss: float = 0.1
-    learned_window: int = 2
+    learned_window: int = 0  # crest: 0 = keep every example (static subsets; see methods/crest.py)
 
     def __post_init__(self):
         for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
