@@ -4,6 +4,8 @@ Warm-up (before feature extraction) and ``prune train`` (a fresh model on a subs
 ``fit``. Defaults follow the papers' protocol (methods.md, "Evaluation protocol"): SGD with
 momentum 0.9, weight decay 5e-4, batch 128, cosine-annealed learning rate; the base learning
 rate is 0.05 (the papers' 0.1 is tuned for ResNets on CIFAR and overshoots on small MLPs).
+``schedule="constant"`` keeps the learning rate fixed instead, as DeepCore and LCMat do for
+the warm-up before selection.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
 
+SCHEDULES = ("cosine", "constant")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,8 +37,11 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    schedule: str = "cosine"  # "cosine": anneal to 0 over the epochs; "constant": keep lr
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise PruneError(f"unknown learning-rate schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise PruneError(f"the number of epochs must be a whole number >= 0, got {self.epochs!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -44,7 +51,12 @@ class TrainConfig:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``schedule`` only when it is not the default "cosine", so the records of
+        stores, manifests and ``--resume`` work folders written before it existed stay equal."""
+        out = asdict(self)
+        if out["schedule"] == "cosine":
+            del out["schedule"]
+        return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,7 +109,7 @@ def fit(
 
     ``weights`` (per example) turn the loss into the weighted mean ``sum w_i l_i / sum w_i``
     over each batch (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs after every epoch
-    (warm-up checkpoints). Returns a per-epoch history of mean training loss and accuracy.
+    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch). Returns a per-epoch history of mean training loss and accuracy.
     """
     model.to(device)
     x, y = x.to(device), y.to(device)
@@ -107,7 +119,10 @@ def fit(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    else:
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     generator = torch.Generator().manual_seed(seed)
     steps = (n + config.batch_size - 1) // config.batch_size
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -72,14 +72,15 @@ def test_ensemble_refuses_a_store_without_posterior_samples():
         method("ensemble", random_store(samples=1))
 
 
-def test_adacore_preconditions_smoothed_gradients_with_damping():
+def test_adacore_per_sample_hessian_preconditions_smoothed_gradients_with_damping():
+    """hessian_batch=1: each example divided by its own H-bar (the per-sample variant)."""
     store = random_store(samples=1)
     store.hess_logit_ema[0, 0] = 0.0  # a dead unit: damping must keep it finite
     gbar, hbar = store.grad_logit_ema.double().numpy(), store.hess_logit_ema.double().numpy()
     eps = 1e-3 * hbar.mean()
     u = gbar / (hbar + eps)
     direct = pairwise(lambda i, j: np.linalg.norm(u[i] - u[j]))
-    got = method("adacore", store).distances(ROWS).numpy()
+    got = method("adacore", store, hessian_batch=1).distances(ROWS).numpy()
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
 
@@ -89,7 +90,70 @@ def test_adacore_posterior_averages_per_sample_preconditioned_gradients():
     g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
     u = g / (a + 1e-3 * a.mean())
     direct = pairwise(lambda i, j: np.mean([np.linalg.norm(u[i, m] - u[j, m]) for m in range(M)]))
-    np.testing.assert_allclose(method("adacore", store).distances(ROWS).numpy(), direct, rtol=1e-5, atol=1e-6)
+    got = method("adacore", store, hessian_batch=1).distances(ROWS).numpy()
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+
+
+def direct_batch_hessian(hess: np.ndarray, batch: int, seed: int) -> np.ndarray:
+    """H-bar by a loop over the mini-batches of the seeded permutation (AdaCore §5.2)."""
+    from prune.features.build import stream_seed
+    from prune.selection.methods.adacore import HESSIAN_STREAM
+
+    n = len(hess)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, HESSIAN_STREAM))).numpy()
+    out = np.empty_like(hess)
+    for start in range(0, n, batch):
+        members = perm[start:start + batch]
+        out[members] = hess[members].mean(0)
+    return out
+
+
+@pytest.mark.parametrize("samples, batch", [(1, 5), (M, 5), (M, 4), (1, 100)])
+def test_adacore_batch_averaged_hessian_matches_a_loop_over_batches(samples, batch):
+    store = random_store(seed=3, samples=samples, n=23)  # 5 does not divide 23: a short last batch
+    store.meta["seed"] = 7
+    if samples == 1:
+        g, a = store.grad_logit_ema.double().numpy()[:, None], store.hess_logit_ema.double().numpy()[:, None]
+    else:
+        g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
+    hbar = direct_batch_hessian(a, batch, seed=7)
+    adacore = method("adacore", store, hessian_batch=batch)
+    np.testing.assert_allclose(adacore.hess.numpy(), hbar, rtol=1e-12)
+    assert adacore.params()["hessian_batch"] == batch
+    assert len({tuple(np.round(h.ravel(), 12)) for h in hbar}) == -(-23 // batch)  # one H-bar per batch
+    u = g / (hbar + 1e-3 * hbar.mean())
+    n = len(u)
+    direct = pairwise(lambda i, j: np.mean([np.linalg.norm(u[i, m] - u[j, m]) for m in range(samples)]), n=n)
+    np.testing.assert_allclose(adacore.distances(torch.arange(n)).numpy(), direct, rtol=1e-5, atol=1e-6)
+    # the permutation depends on the store's seed
+    store.meta["seed"] = 8
+    assert not np.allclose(method("adacore", store, hessian_batch=batch).hess.numpy(), hbar) or batch >= 23
+
+
+def test_adacore_batch_hessian_does_not_blow_up_confidently_mislabelled_examples():
+    """Per-sample H makes u ~ -1/p_y: confident mistakes (p(1 - p) ~ 0) become extreme outliers."""
+    n, bad = 128, torch.tensor([5, 40, 77])
+    store = random_store(seed=1, samples=1, n=n)
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(n, C, generator=g)
+    logits[bad] = 0.0
+    wrong = (store.labels[bad] + 1) % C
+    logits[bad, wrong] = 25.0  # p(wrong) ~ 1, p(label) ~ 0
+    p = logits.softmax(-1)
+    store.grad_logit_ema = p - torch.nn.functional.one_hot(store.labels, C).float()
+    store.hess_logit_ema = p * (1 - p)
+    assert torch.allclose(store.grad_logit_ema[bad].abs().sum(1), torch.full((3,), 2.0), atol=1e-6)
+    good = torch.ones(n, dtype=torch.bool)
+    good[bad] = False
+
+    def norms(batch):
+        u = method("adacore", store, hessian_batch=batch).preconditioned[:, 0].double().norm(dim=1)
+        return u[bad], u[good].median()
+
+    outliers, typical = norms(1)
+    assert (outliers / typical).min() > 100  # per-sample: the mislabelled ones are far from everything
+    outliers, typical = norms(64)
+    assert (outliers / typical).max() < 5  # batch-averaged: within a small factor of the others
 
 
 def materialised_lcmat(store, rho, top_k):
@@ -136,3 +200,13 @@ def test_crest_drops_learned_examples_and_splits_into_subsets():
     # too few unlearned examples: the highest-loss learned ones come back
     pools = crest.pools(rows, 35, torch.Generator().manual_seed(0))
     assert len(torch.cat([p for p, _ in pools])) == 35
+
+
+def test_crest_keeps_learned_examples_by_default():
+    """A static subset is trained from scratch: by default nothing is dropped as learned."""
+    store = random_store(n=40)
+    store.loss_per_epoch[:10] = 0.01  # would be learned under alpha 0.1
+    crest = method("crest", store, subset_size=7)
+    assert MethodOptions().learned_window == 0 and crest.params()["learned_window"] == 0
+    pools = crest.pools(torch.arange(40), 9, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat([p for p, _ in pools]).tolist()) == list(range(40)) and crest.dropped == 0

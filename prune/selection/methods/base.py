@@ -25,13 +25,15 @@ class MethodOptions:
     top_k: int = 100
     top_k_scope: str = "all"
     damping: float = 1e-3
+    hessian_batch: int = 64
     subset_size: int = 500
     learned_loss: float = 0.1
-    learned_window: int = 2
+    learned_window: int = 0  # crest: 0 = keep every example (static subsets; see methods/crest.py)
 
     def __post_init__(self):
         for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
-                                 ("--subset-size", self.subset_size, 1), ("--learned-window", self.learned_window, 0)):
+                                 ("--subset-size", self.subset_size, 1), ("--learned-window", self.learned_window, 0),
+                                 ("--hessian-batch", self.hessian_batch, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
         for flag, value in (("--rho", self.rho), ("--damping", self.damping)):

@@ -1,12 +1,18 @@
 """CREST (static form): mini-batch coresets from random subsets (CREST eq. 11, §4.3).
 
-Within each class: drop *learned* examples -- loss below ``learned_loss`` (alpha) at each of
-the last ``learned_window`` (T2, capped at the checkpoints stored) warm-up checkpoints; 0 turns
-dropping off -- then split the
-rest into random subsets of ``subset_size`` (r), select from each by facility location on
-logit gradients with budgets proportional to subset size, and take the union. If dropping
-would leave fewer examples than the class budget, the learned examples with the highest last
-loss are kept back in.
+Within each class: split the examples into random subsets of ``subset_size`` (r), select from
+each by facility location on logit gradients with budgets proportional to subset size, and take
+the union.
+
+Dropping *learned* examples is optional and off by default (``learned_window`` T2 = 0). CREST
+§4.3 drops an example whose loss stayed below alpha (``learned_loss``) for T2 steps *during*
+training, because the model that is being trained has learned it and its gradient no longer
+matters to that model. A static subset is instead trained on by a fresh model from scratch, for
+which those examples are not learned yet; on Fashion-MNIST the rule (alpha 0.1, T2 2 warm-up
+checkpoints) would drop 67 % of the data before selection. With ``learned_window`` >= 1 the rule
+is applied to the warm-up model: an example is dropped when its loss is below alpha at each of the
+last T2 (capped at the checkpoints stored) warm-up checkpoints; if dropping would leave fewer
+examples than the class budget, the learned examples with the highest last loss are kept back in.
 """
 
 from __future__ import annotations
