@@ -103,13 +103,18 @@ def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str,
 
 def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str, fraction: float, noise: float,
                   seed: int, device) -> dict:
-    """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets."""
+    """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets.
+
+    ``dyn-crest`` runs CREST's own rule (Algorithm 1): re-selection when rho exceeds tau, learned
+    examples (loss below alpha = 0.1 over T2 selections) dropped, and gamma-weighted training.
+    """
     from prune.dynamic import DynamicConfig, run_dynamic
 
+    crest = {"update_rule": "crest", "learned_loss": 0.1, "weighted": True} if kind == "crest" else {}
     cfg = DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
                         lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), len(labels)),
                         posterior_samples=config.posterior_samples if kind == "ensemble" else None,
-                        posterior_sigma=config.posterior_sigma)
+                        posterior_sigma=config.posterior_sigma, **crest)
     result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
                          description=f"dyn-{kind}")
     facts = result.log["result"]
