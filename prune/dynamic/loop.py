@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from prune import __version__, features
-from prune.selection.budget import _exact_fraction, class_budgets
+from prune.selection.budget import class_budgets, exact_fraction
 from prune.selection.engine import facility_location
 from prune.errors import PruneError
 from prune.features.build import stream_seed
@@ -127,7 +127,7 @@ class DynamicConfig:
             raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}")
         if self.update_rule not in UPDATE_RULES:
             raise PruneError(f"unknown --update-rule {self.update_rule!r}; choose one of: {', '.join(UPDATE_RULES)}")
-        f = _exact_fraction(self.fraction)
+        f = exact_fraction(self.fraction)
         if not 0 < f <= 1:
             raise PruneError(f"--fraction must be in (0, 1] (the fraction of full-data backprops), got {self.fraction}")
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
@@ -188,7 +188,7 @@ class Budget:
 
 def plan_budget(fraction, n: int, epochs: int, batch_size: int) -> Budget:
     """B = round(f n E) backprops, split over epochs and into steps of at most ``batch_size``."""
-    f = _exact_fraction(fraction)
+    f = exact_fraction(fraction)
     if not 0 < f <= 1:
         raise PruneError(f"--fraction must be in (0, 1], got {fraction}")
     if f * n < 1:
