@@ -3,9 +3,9 @@
 One run measures, over the whole training set, with the same batch size:
 
 * ``plain``  — ``model(x)`` in eval mode under ``torch.no_grad()``, outputs discarded;
-* ``M = 1``  — :func:`prune.features.extract_batches` (closed-form features, CPU float32 output);
-* ``M = 4``  — four :func:`~prune.features.extract_batches` passes, each inside
-  :func:`~prune.features.perturbed` (spherical Gaussian on the BatchNorm affine parameters).
+* ``M = 1``  — :func:`prune.features.extract.extract_batches` (closed-form features, CPU float32 output);
+* ``M = 4``  — four :func:`~prune.features.extract.extract_batches` passes, each inside
+  :func:`~prune.features.posterior.perturbed` (spherical Gaussian on the BatchNorm affine parameters).
 
 and reports ``features_time / (M * plain_time)`` (goal <= 1.3). Every measurement is repeated
 and interleaved chunk by chunk (against load from other processes sharing the cores); minimum

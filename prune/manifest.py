@@ -139,7 +139,7 @@ class Manifest:
         manifest's split. The labels are the clean ones: apply any recorded label noise
         yourself with ``training_labels``.
         """
-        from prune.data.hf import apply_manifest
+        from prune.data.hf_filter import apply_manifest
 
         return apply_manifest(self, dataset, label_column=label_column, force=force, keep_in_memory=keep_in_memory)
 

@@ -32,7 +32,7 @@ def fashion_slice(tmp_path_factory) -> Path:
     """The first 2000 training and 500 test images of Fashion-MNIST, as an npz source."""
     if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"Fashion-MNIST not found at {FASHION_ROOT} (CI has ../shared beside the repo)")
-    from prune.data.sources import _read_idx
+    from prune.data.idx import _read_idx
 
     path = tmp_path_factory.mktemp("fashion") / "fashion-slice.npz"
     np.savez(

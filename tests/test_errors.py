@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import prune.features.closed_form
+import prune.features.build
 from prune.cli import app
 from prune.data import load_dataset
 from prune.errors import PruneError
@@ -241,14 +241,14 @@ def test_diverged_warmup_is_reported_and_writes_nothing(tmp_path):
 
 
 def test_nan_features_are_caught_while_writing(tmp_path, monkeypatch):
-    original = prune.features.closed_form.extract_batches
+    original = prune.features.build.extract_batches
 
     def poisoned(*args, **kwargs):
         for batch in original(*args, **kwargs):
             batch["embedding"][0, 0] = float("nan")
             yield batch
 
-    monkeypatch.setattr(prune.features.closed_form, "extract_batches", poisoned)
+    monkeypatch.setattr(prune.features.build, "extract_batches", poisoned)
     fails("features", "--warmup-epochs", "1", "--out", tmp_path / "nan.h5", match="embedding became NaN or inf")
     assert os.listdir(tmp_path) == []  # neither the store nor its unfinished work
 
@@ -527,7 +527,7 @@ def _build(resumable, path, **kwargs):
 # right after sample 0, and in the last sample
 @pytest.mark.parametrize("stop_after", [5, 14, 18, 27])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
-    original = prune.features.closed_form.extract_batches
+    original = prune.features.build.extract_batches
     batches = 0
 
     def interrupted(*args, **kwargs):
@@ -539,10 +539,10 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, 
             yield batch
 
     out = tmp_path / "store.h5"
-    monkeypatch.setattr(prune.features.closed_form, "extract_batches", interrupted)
+    monkeypatch.setattr(prune.features.build, "extract_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _build(resumable, out)
-    monkeypatch.setattr(prune.features.closed_form, "extract_batches", original)
+    monkeypatch.setattr(prune.features.build, "extract_batches", original)
     assert not out.exists() and partial_path(out).is_dir()
     _build(resumable, out, resume=True)
     assert _store_bytes(out) == resumable[2]
@@ -555,7 +555,7 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_work(tmp_path,
 
     out = tmp_path / "s.h5"
     with monkeypatch.context() as patch:
-        patch.setattr(prune.features.closed_form, "extract_batches", interrupt)
+        patch.setattr(prune.features.build, "extract_batches", interrupt)
         result = runner.invoke(app, ["features", "--warmup-epochs", "1", "--out", str(out)])
     assert result.exit_code == 130 and "--resume" in result.output
     assert partial_path(out).is_dir() and not out.exists()

@@ -11,22 +11,11 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
 from prune.errors import PruneError
-from prune.features.closed_form import (
-    FEATURE_KEYS,
-    CheckpointAverage,
-    ema,
-    extract_batches,
-    extract_features,
-    hessian_noise_scale,
-    hutchinson_hess_logit,
-    hutchinson_param_hess_diag,
-    last_layer_grad,
-    last_layer_hess_diag,
-    logit_quantities,
-    perturbed,
-    posterior_parameters,
-    with_bias,
-)
+from prune.features.averaging import CheckpointAverage, ema
+from prune.features.closed_form import last_layer_grad, last_layer_hess_diag, logit_quantities, with_bias
+from prune.features.extract import FEATURE_KEYS, extract_batches, extract_features
+from prune.features.hutchinson import hutchinson_hess_logit, hutchinson_param_hess_diag
+from prune.features.posterior import hessian_noise_scale, perturbed, posterior_parameters
 
 D_IN, HIDDEN, EMB, C = 6, 12, 8, 5
 DT = torch.float64

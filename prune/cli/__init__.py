@@ -343,7 +343,7 @@ def inspect_command(
         classes.add_row(str(c), str(k))
     console.print(classes)
     if dataset and dataset.strip()[:3].lower() == "hf:":  # labels only: no images are read
-        from prune.data.hf import check_saved
+        from prune.data.hf_filter import check_saved
 
         console.print(f"[green]matches[/] {check_saved(chosen, dataset, split=split, label_column=label_column)}")
     elif dataset:
@@ -366,7 +366,7 @@ def filter_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ):
     """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder."""
-    from prune.data.hf import write_filtered
+    from prune.data.hf_filter import write_filtered
 
     chosen = Manifest.load(manifest)
     source = dataset or chosen.dataset["source"]

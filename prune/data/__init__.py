@@ -1,5 +1,12 @@
-"""Data: every source (digits, IDX, torchvision sets, npz, Hugging Face) loaded into one ``LoadedData``."""
+"""Data: every source loaded into one ``LoadedData`` of normalised float32 tensors.
 
-from prune.data.sources import DATASETS, LoadedData, Split, flip_labels, label_fingerprint, load_dataset, take
+``sources`` (``load_dataset``: digits, and the dispatch to ``idx``, ``torchvision_sets``,
+``npz`` and ``hf``), ``loaded`` (``LoadedData``, ``Split``, normalisation), ``labels`` (label
+fingerprint, label noise), ``hf_filter`` (a manifest applied to a Hugging Face dataset).
+"""
+
+from prune.data.labels import flip_labels, label_fingerprint
+from prune.data.loaded import LoadedData, Split, take
+from prune.data.sources import DATASETS, load_dataset
 
 __all__ = ["DATASETS", "LoadedData", "Split", "flip_labels", "label_fingerprint", "load_dataset", "take"]

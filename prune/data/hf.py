@@ -1,4 +1,4 @@
-"""Hugging Face ``datasets``: a source (``hf:PATH``) to select from, and a target to filter.
+"""Hugging Face ``datasets`` as a source (``hf:PATH``): opened, checked and read in batches.
 
 Source ``hf:PATH`` (``prune.data.load_dataset("hf:PATH", split=..., image_column=...,
 label_column=..., feature_column=...)``)
@@ -17,28 +17,20 @@ label_column=..., feature_column=...)``)
     size) *or* ``feature_column`` (one precomputed vector per example, all one length --
     embeddings of text or of a large model; the data are then vectors and the default
     model is ``mlp``, a head over them). Both are normalised like the other sources
-    (``prune.data``). Everything is read in batches of ``BATCH`` rows through the numpy
+    (``prune.data.loaded``). Everything is read in batches of ``BATCH`` rows through the numpy
     format; the dataset is never materialised as Python objects.
 
-Target: ``apply_manifest`` (``Manifest.apply``) checks a dataset against a manifest (size,
-then the label fingerprint; with the class counts a manifest records, a mismatch is told
-apart as *order* -- same labels, shuffled or sorted -- or *labels*) and returns
-``dataset.select(indices).flatten_indices()``. ``write_filtered`` (``prune filter``) writes
-the selected rows with ``save_to_disk``, atomically.
+Writing the selected rows back out (``Manifest.apply``, ``prune filter``) is ``prune.data.hf_filter``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from prune.data.sources import channels_first
+from prune.data.loaded import channels_first, from_arrays
 from prune.errors import PruneError
 
 PREFIX = "hf:"
@@ -46,7 +38,6 @@ BATCH = 1000
 DEFAULT_SPLIT = "train"
 DEFAULT_LABEL = "label"
 DEFAULT_IMAGE = "image"
-WEIGHT_COLUMN = "prune_weight"
 
 
 # ----------------------------------------------------------------------------- opening
@@ -238,8 +229,6 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     """``hf:PATH`` as a ``LoadedData`` (see the module docstring)."""
     import datasets
 
-    from prune.data.sources import _finish
-
     if image_column is not None and feature_column is not None:
         raise PruneError("give either --image-column or --feature-column, not both")
     loaded, path = open_saved(spec)
@@ -309,118 +298,5 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     if num_classes < 2:
         raise PruneError(f"{source} has only one class; labels must span at least 0..1")
     columns = {"label": label, kind: column}
-    data = _finish(source, x_train, y_train, x_test, y_test, num_classes)
+    data = from_arrays(source, x_train, y_train, x_test, y_test, num_classes)
     return replace(data, split=split_name or DEFAULT_SPLIT, columns=columns)
-
-
-# ----------------------------------------------------------------------------- manifests
-
-
-def _label_column(manifest, label_column: str | None) -> str:
-    if label_column:
-        return label_column
-    return (manifest.dataset.get("columns") or {}).get("label", DEFAULT_LABEL)
-
-
-def checked_subset(manifest, dataset, *, label_column: str | None = None, force: bool = False,
-                   where: str = "the dataset"):
-    """Check ``dataset`` against ``manifest``; return (``dataset.select(indices)``, warning)."""
-    import datasets
-
-    if isinstance(dataset, datasets.DatasetDict):
-        dataset, _ = pick_split(dataset, manifest.dataset.get("split", DEFAULT_SPLIT), where)
-    if not isinstance(dataset, datasets.Dataset):
-        raise PruneError(
-            f"Manifest.apply takes a datasets.Dataset (or DatasetDict), got {type(dataset).__name__}; "
-            "for arrays or tensors index them with manifest.indices"
-        )
-    column = _label_column(manifest, label_column)
-    if len(dataset) != manifest.dataset["num_examples"]:
-        warning = manifest.check_dataset(fingerprint="", num_examples=len(dataset), force=force)
-    else:
-        labels = read_labels(dataset, column, where)
-        counts = np.bincount(labels[labels >= 0], minlength=manifest.dataset["num_classes"]).tolist()
-        from prune.data.sources import label_fingerprint
-
-        warning = manifest.check_dataset(fingerprint=label_fingerprint(labels), num_examples=len(labels),
-                                         force=force, class_counts=counts)
-    return dataset.select(manifest.indices), warning
-
-
-def check_saved(manifest, spec: str, *, split: str | None = None, label_column: str | None = None) -> str:
-    """Check ``hf:PATH`` against ``manifest`` reading its labels only; return what was checked."""
-    import datasets
-
-    loaded, path = open_saved(spec)
-    if isinstance(loaded, datasets.DatasetDict) and split is None:
-        split = manifest.dataset.get("split", DEFAULT_SPLIT)
-    ds, split_name = pick_split(loaded, split, f"{PREFIX}{path}")
-    where = f"{PREFIX}{path}" + (f" (split {split_name})" if split_name else "")
-    checked_subset(manifest, ds, label_column=label_column, where=where)
-    return where
-
-
-def apply_manifest(manifest, dataset, *, label_column: str | None = None, force: bool = False,
-                   keep_in_memory: bool = False):
-    """``Manifest.apply``: check, then select once and flatten once."""
-    subset, warning = checked_subset(manifest, dataset, label_column=label_column, force=force)
-    if warning:
-        warnings.warn(warning, UserWarning, stacklevel=3)
-    return subset.flatten_indices(keep_in_memory=keep_in_memory)
-
-
-def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | None = None,
-                   label_column: str | None = None, weight_column: bool = False, force: bool = False,
-                   overwrite: bool = False) -> tuple[Path, int, str | None]:
-    """``prune filter``: write the manifest's rows of ``hf:PATH`` to ``out`` with save_to_disk.
-
-    A ``DatasetDict`` is written as a ``DatasetDict`` whose split (default: the manifest's)
-    is filtered and whose other splits are copied unchanged. The result appears at ``out``
-    only when complete (temporary folder beside it, then renamed). Returns
-    (out, rows written, warning or None).
-    """
-    import datasets
-
-    from prune.atomic import atomic_path
-
-    loaded, path = open_saved(spec)
-    where = f"{PREFIX}{path}"
-    out = Path(out).expanduser()
-    target = out.resolve()
-    if target == path or path in target.parents or target in path.parents:
-        raise PruneError(f"--out {out} overlaps the dataset being filtered ({path}); write somewhere else")
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise PruneError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
-    is_dict = isinstance(loaded, datasets.DatasetDict)
-    if is_dict and split is None:
-        split = manifest.dataset.get("split", DEFAULT_SPLIT)
-    ds, split_name = pick_split(loaded, split, where)
-    if split_name:
-        where = f"{where} (split {split_name})"
-    subset, warning = checked_subset(manifest, ds, label_column=label_column, force=force, where=where)
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    backup = None
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.work-") as work:
-        if weight_column:
-            if WEIGHT_COLUMN in subset.column_names:
-                raise PruneError(f"{where} already has a column {WEIGHT_COLUMN!r}; drop it first or leave out --weight-column")
-            # add_column needs contiguous rows: flatten into the work folder, not the source's
-            subset = subset.flatten_indices(cache_file_name=str(Path(work) / "flat.arrow"))
-            subset = subset.add_column(WEIGHT_COLUMN, manifest.weights.astype(np.float64),
-                                       feature=datasets.Value("float64"))
-        result = datasets.DatasetDict({**loaded, split_name: subset}) if is_dict else subset
-        try:
-            with atomic_path(target) as tmp:
-                result.save_to_disk(str(tmp))
-                if target.exists() or target.is_symlink():  # --overwrite: move the old one aside last
-                    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-                    os.replace(target, backup)
-        except BaseException:
-            if backup is not None and not target.exists():
-                os.replace(backup, target)
-                backup = None
-            raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink()
-    return out, len(subset), warning

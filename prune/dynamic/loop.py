@@ -74,14 +74,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from prune import __version__
-from prune.features import closed_form as features
-from prune.selection.budget import _exact_fraction, class_budgets
+from prune import __version__, features
+from prune.selection.budget import class_budgets, exact_fraction
 from prune.selection.engine import facility_location
 from prune.errors import PruneError
 from prune.features.build import stream_seed
 from prune.selection.methods.distances import expected_euclidean
-from prune.models import build_model
+from prune.models import build_model, last_layer_matrix
 from prune.training import console, evaluate, seed_everything
 
 DYNAMIC_KINDS = ("ensemble", "crest", "random")
@@ -128,7 +127,7 @@ class DynamicConfig:
             raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}")
         if self.update_rule not in UPDATE_RULES:
             raise PruneError(f"unknown --update-rule {self.update_rule!r}; choose one of: {', '.join(UPDATE_RULES)}")
-        f = _exact_fraction(self.fraction)
+        f = exact_fraction(self.fraction)
         if not 0 < f <= 1:
             raise PruneError(f"--fraction must be in (0, 1] (the fraction of full-data backprops), got {self.fraction}")
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
@@ -189,7 +188,7 @@ class Budget:
 
 def plan_budget(fraction, n: int, epochs: int, batch_size: int) -> Budget:
     """B = round(f n E) backprops, split over epochs and into steps of at most ``batch_size``."""
-    f = _exact_fraction(fraction)
+    f = exact_fraction(fraction)
     if not 0 < f <= 1:
         raise PruneError(f"--fraction must be in (0, 1], got {fraction}")
     if f * n < 1:
@@ -357,13 +356,6 @@ class Selector:
 # --------------------------------------------------------------------------------------------
 
 
-def _fc(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last layer as one (C, e + 1) matrix [W, b] (a copy)."""
-    fc = model.fc
-    bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features, device=fc.weight.device)
-    return torch.cat([fc.weight.detach(), bias.detach()[:, None]], 1).double().cpu()
-
-
 class Quadratic:
     """F(delta) = L_r(w) + <g_S, delta> + 1/2 sum lambda_S delta^2 on the last layer, built at selection."""
 
@@ -374,7 +366,7 @@ class Quadratic:
         h = features.with_bias(feats["embedding"].double())
         self.grad = (w * feats["grad_logit"].double()).T @ h          # (C, e + 1)
         self.hess = (w * feats["hess_logit"].double()).T @ (h * h)     # (C, e + 1)
-        self.w0 = _fc(model)
+        self.w0 = last_layer_matrix(model)
         self.sample = sample
         self.loss0, self.hess_norm = self.sample_loss(model, x, labels, batch_size, device)
         self.forward_examples = len(union) + len(sample)
@@ -388,7 +380,7 @@ class Quadratic:
         return float(feats["loss"].double().mean()), float(hess.norm())
 
     def rho(self, model, x, labels, batch_size, device) -> tuple[float, float]:
-        delta = _fc(model) - self.w0
+        delta = last_layer_matrix(model) - self.w0
         model_value = self.loss0 + float((self.grad * delta).sum()) + 0.5 * float((self.hess * delta * delta).sum())
         actual, hess_norm = self.sample_loss(model, x, labels, batch_size, device)
         return abs(model_value - actual) / max(actual, 1e-12), hess_norm

@@ -1,8 +1,17 @@
-"""Features: warm-up, per-sample last-layer quantities, and the HDF5 store they are written to."""
+"""Features: warm-up, per-sample last-layer quantities, and the HDF5 store they are written to.
+
+``closed_form`` (g, a, h and the last-layer forms; the notation), ``hutchinson`` (Hessian
+diagonal estimates), ``averaging`` (exponential averages over checkpoints), ``posterior``
+(weight perturbations), ``extract`` (one pass over the data), ``build`` (warm-up and the
+pipeline of ``prune features``), ``store`` (the HDF5 layout, ``FeatureStore``), ``partial``
+(the resumable work folder).
+"""
 
 from prune.features.build import FeatureConfig, build_store, store_bytes, stream_seed
-from prune.features.closed_form import extract_batches, extract_features, perturbed, posterior_parameters, with_bias
+from prune.features.closed_form import with_bias
+from prune.features.extract import extract_batches, extract_features
 from prune.features.partial import partial_path
+from prune.features.posterior import perturbed, posterior_parameters
 from prune.features.store import FeatureStore
 
 __all__ = ["FeatureConfig", "FeatureStore", "build_store", "extract_batches", "extract_features", "partial_path",

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prune.features import closed_form as features
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
-from prune.models import build_model
+from prune.features.averaging import CheckpointAverage
+from prune.features.extract import extract_batches
 from prune.features.partial import PartialStore
+from prune.features.posterior import hessian_noise_scale, perturbed, posterior_parameters
+from prune.models import build_model
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
@@ -116,7 +118,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         """One feature pass over the training split from row ``start``: yields (start, batch-features)."""
         with progress() as bars:
             task = bars.add_task(description, total=n, completed=start, status="")
-            for batch in features.extract_batches(
+            for batch in extract_batches(
                 model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
                 hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
             ):
@@ -135,7 +137,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         if part.warmup_done:
             model = part.load_model(build_model(config.model, data.input_shape, data.num_classes)).to(device).eval()
         else:
-            average = features.CheckpointAverage(config.beta1, config.beta2)
+            average = CheckpointAverage(config.beta1, config.beta2)
 
             def checkpoint(epoch: int, model) -> None:
                 grads, hessians, losses = [], [], []
@@ -190,13 +192,13 @@ def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, 
                                tag=f" (seed member {m + 1})")
             yield other, nullcontext()
         return
-    params, used = features.posterior_parameters(model, config.posterior_layers)
+    params, used = posterior_parameters(model, config.posterior_layers)
     if used != config.posterior_layers:
         console.print(f"[yellow]note:[/] model {config.model!r} has no BatchNorm; perturbing the last linear layer (fc) instead")
     sigma = config.posterior_sigma
     if config.posterior_kind == "hessian":
         batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
-        sigma = features.hessian_noise_scale(model, params, batches, config.posterior_sigma, 20,
+        sigma = hessian_noise_scale(model, params, batches, config.posterior_sigma, 20,
                                              torch.Generator().manual_seed(stream_seed(seed, 5)))
     for m in range(first, config.posterior_samples):
-        yield model, features.perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))
+        yield model, perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))

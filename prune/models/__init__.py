@@ -1,5 +1,12 @@
-"""Models: classifiers with a linear head over an embedding, so last-layer features come in closed form."""
+"""Models: classifiers with a linear head ``fc`` over an embedding, and access to that head.
+
+``architectures`` (MLP, LeNet, ResNets; ``build_model``, ``default_model``), ``last_layer``
+(the head, its parameters, its matrix), ``modes`` (eval mode for a block).
+"""
 
 from prune.models.architectures import MODELS, Classifier, build_model, default_model
+from prune.models.last_layer import last_layer, last_layer_matrix, last_layer_parameters
+from prune.models.modes import eval_mode
 
-__all__ = ["MODELS", "Classifier", "build_model", "default_model"]
+__all__ = ["MODELS", "Classifier", "build_model", "default_model", "eval_mode", "last_layer", "last_layer_matrix",
+           "last_layer_parameters"]

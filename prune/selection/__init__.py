@@ -1,8 +1,18 @@
-"""Selection: class-balanced budgets, the greedy engine, the methods, and the manifest they produce."""
+"""Selection: class-balanced greedy facility location over a feature store, written as a manifest.
 
-from prune.selection.coreset import Candidates, SelectionPlan, default_difficulty, plan_selection, select
+``budget`` (examples per class), ``difficulty`` (the stage every method runs through first:
+scores, dropping, strata), ``engine`` (the one greedy), ``methods/`` (one distance per method),
+``coreset`` (``Candidates`` and ``select``: from candidates to a ``Manifest``), ``plan`` (what
+``select`` would do, for ``--dry-run``).
+"""
+
+from prune.selection.budget import BALANCES, class_budgets, exact_fraction, largest_remainder
+from prune.selection.coreset import Candidates, default_difficulty, select
 from prune.selection.difficulty import DifficultyOptions
+from prune.selection.engine import facility_location, split_pool
 from prune.selection.methods import FACILITY_LOCATION, METHODS, MethodOptions
+from prune.selection.plan import SelectionPlan, plan_selection
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "Candidates", "DifficultyOptions", "MethodOptions", "SelectionPlan",
-           "default_difficulty", "plan_selection", "select"]
+__all__ = ["BALANCES", "FACILITY_LOCATION", "METHODS", "Candidates", "DifficultyOptions", "MethodOptions",
+           "SelectionPlan", "class_budgets", "default_difficulty", "exact_fraction", "facility_location",
+           "largest_remainder", "plan_selection", "select", "split_pool"]

@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from prune.errors import PruneError
 
-__all__ = ["BALANCES", "class_budgets", "largest_remainder"]
+__all__ = ["BALANCES", "class_budgets", "exact_fraction", "largest_remainder"]
 
 BALANCES = ("proportional", "equal")
 
@@ -66,7 +66,8 @@ def largest_remainder(sizes: Sequence[int], total: int) -> list[int]:
     return _apportion([Fraction(int(total) * s, n) for s in sizes], int(total))
 
 
-def _exact_fraction(fraction) -> Fraction:
+def exact_fraction(fraction) -> Fraction:
+    """``--fraction`` as an exact ``Fraction``, a float read as its shortest decimal; ``PruneError`` if not a number."""
     if isinstance(fraction, bool):
         raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
     if isinstance(fraction, Fraction):
@@ -133,7 +134,7 @@ def class_budgets(
         raise PruneError("there are no examples to select from; check the dataset and its labels")
 
     if fraction is not None:
-        f = _exact_fraction(fraction)
+        f = exact_fraction(fraction)
         if not 0 < f <= 1:
             raise PruneError(
                 f"--fraction must be in (0, 1], got {fraction}; e.g. --fraction 0.1 keeps 10%"

@@ -1,0 +1,78 @@
+"""Sets torchvision provides (``cifar10``, ``cifar100``), and its downloader the IDX sets use too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prune.data.loaded import LoadedData, from_arrays
+from prune.errors import PruneError
+
+# canonical name -> (display name, torchvision class name, folder, classes)
+CIFAR_SETS = {
+    "cifar10": ("CIFAR-10", "CIFAR10", "cifar-10-batches-py", 10),
+    "cifar100": ("CIFAR-100", "CIFAR100", "cifar-100-python", 100),
+}
+
+
+def root_folder(data_root, display: str, hint: str) -> Path:
+    """``data_root`` as a path; a ``PruneError`` saying what it should hold when it is not given."""
+    if data_root is None or str(data_root).strip() == "":
+        raise PruneError(
+            f"{display} needs --data-root DIR ({hint}); add --download to fetch the files into DIR"
+        )
+    return Path(data_root).expanduser()
+
+
+def torchvision_download(cls_name: str, root: Path, display: str, **kwargs) -> object:
+    """torchvision's ``cls_name`` dataset downloaded into ``root``; a failure is one ``PruneError``."""
+    import torchvision.datasets as tvd
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return getattr(tvd, cls_name)(root=str(root), download=True, **kwargs)
+    except PruneError:
+        raise
+    except Exception as exc:  # network errors come in many types
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PruneError(
+            f"downloading {display} into {root} failed ({msg}); "
+            f"check the network, or put the files there yourself and drop --download"
+        ) from None
+
+
+def load_cifar(name: str, data_root, download: bool) -> LoadedData:
+    """``cifar10`` or ``cifar100`` through torchvision from ``data_root`` (downloaded if asked and absent)."""
+    import torchvision.datasets as tvd
+
+    display, cls_name, folder, classes = CIFAR_SETS[name]
+    root = root_folder(data_root, display, f"the folder holding {folder}")
+    if root.name == folder and not (root / folder).exists():
+        root = root.parent  # the user pointed at the batches folder itself
+    cls = getattr(tvd, cls_name)
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(root=str(root), train=train, download=False)
+        except RuntimeError:
+            if not download and (root / folder).is_dir():
+                raise PruneError(
+                    f"the {display} files in {root / folder} are incomplete or corrupt "
+                    f"(checksum mismatch); delete them and pass --download, or replace them"
+                ) from None
+            if not download:
+                raise PruneError(
+                    f"no {display} files in {root} (expected {root / folder}); "
+                    f"pass --data-root DIR or --download"
+                ) from None
+            ds = torchvision_download(cls_name, root, display, train=train)
+        except Exception as exc:  # present but unreadable (truncated pickle, permissions, ...)
+            raise PruneError(
+                f"cannot read the {display} files in {root / folder} "
+                f"({type(exc).__name__}: {exc}); delete them and pass --download, or replace them"
+            ) from None
+        images = np.asarray(ds.data).transpose(0, 3, 1, 2)  # N x 32 x 32 x 3 -> N x 3 x 32 x 32
+        splits.append((images, np.asarray(ds.targets, dtype=np.int64)))
+    (xtr, ytr), (xte, yte) = splits
+    return from_arrays(name, xtr, ytr, xte, yte, classes)
