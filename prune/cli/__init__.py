@@ -12,12 +12,14 @@ import torch
 import typer
 from rich.table import Table
 
-from prune.api import feature_config, load_training_data, recorded_options, select_coreset, source_options
+from prune.api import (dataset_record, feature_config, load_training_data, recorded_options, select_coreset,
+                       source_options)
 from prune.atomic import ensure_writable, write_text
 from prune.data import DATASETS, load_dataset
+from prune.dynamic import DynamicConfig, replay, run_dynamic, subset_log
 from prune.errors import PruneError
 from prune.features.build import build_store
-from prune.manifest import Manifest
+from prune.manifest import Manifest, dataset_mismatch
 from prune.selection.methods import METHODS, MethodOptions
 from prune.features.partial import partial_path
 from prune.models import MODELS, build_model, default_model
@@ -227,12 +229,8 @@ def train_command(
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest)."),
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
-    from prune.dynamic.subset_log import is_subset_log
-
-    if dynamic is not None or (manifest is not None and is_subset_log(manifest)):
-        from prune.dynamic import train_cli
-
-        train_cli(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
+    if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
+        train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
                   model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
                   metrics=metrics, seed=seed, device=device,
                   source_options=source_options(split, image_column, label_column, feature_column),
@@ -312,12 +310,8 @@ def inspect_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram here (default: beside the log)."),
 ):
     """Summarise a manifest: method, budget, per-class counts; check it against data."""
-    from prune.dynamic.subset_log import is_subset_log
-
-    if is_subset_log(manifest):  # the log of a dynamic run (prune train --dynamic --log)
-        from prune.dynamic import inspect_cli
-
-        inspect_cli(manifest, plot)
+    if subset_log.is_subset_log(manifest):  # the log of a dynamic run (prune train --dynamic --log)
+        inspect_log(manifest, plot)
         return
     chosen = Manifest.load(manifest)
     info = Table(title=str(manifest), show_header=False)
@@ -417,6 +411,132 @@ def bench_command(
     )
     run_bench(config, resolve_device(device))
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")
+
+
+def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
+                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
+                  device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
+                  posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
+                  tau: float, learned_loss: float, learned_window: int, log) -> dict:
+    """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
+    torch_device = resolve_device(device)
+    if dynamic is not None and manifest is not None:
+        raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
+    for path in (log, metrics):
+        if path is not None:
+            ensure_writable(path)
+    if manifest is not None:  # replay a subset log
+        if log is not None:
+            raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
+        recorded = subset_log.load(manifest)
+        record = recorded["dataset"]
+        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
+        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
+        problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
+                                   class_counts=counts, what="subset log")
+        if problem is not None:
+            message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
+            if not force:
+                raise PruneError(message + "; pass the dataset the log was made from, or --force")
+            console.print(f"[yellow]warning:[/] {message} (continuing because of --force)")
+        s = recorded["settings"]
+        console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "
+                      f"{recorded['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
+                      highlight=False)
+        start = time.perf_counter()
+        result = replay(recorded, data, device=torch_device)
+        wall = time.perf_counter() - start
+        kind, model_name, run_epochs = s["kind"], s["model"], len(recorded["budget"]["epoch_steps"])
+        extra = {"replayed": str(manifest), "selections": len(recorded["selections"])}
+        fraction_used, run_seed = s["fraction"], s["seed"]
+    else:
+        data = load_dataset(dataset or "digits", data_root, download, **source_options)
+        model_name = model or default_model(data.source, data.input_shape)
+        cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
+                            batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
+                            update_rule=update_rule, tau=tau, posterior_samples=posterior_samples,
+                            posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, weighted=weighted,
+                            learned_loss=learned_loss, learned_window=learned_window)
+        cfg.check()
+        if subset_size > len(data.train):
+            console.print(f"[yellow]note:[/] --subset-size {subset_size} exceeds the {len(data.train)} training "
+                          "examples; each subset is the whole training set", highlight=False)
+        start = time.perf_counter()
+        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device,
+                             dataset_record=dataset_record(data, data_root), description=f"dynamic {dynamic}")
+        wall = time.perf_counter() - start
+        if log is not None:
+            subset_log.save(result.log, log)
+        kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
+        r = result.log["result"]
+        extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
+                 "selection_seconds": r["selection_seconds"], "log": str(log) if log else None,
+                 "checks": len(result.log["checks"])}
+    test = result.test
+    n = len(data.train)
+    out = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "dynamic": kind, "fraction": fraction_used,
+           "backprops": result.backprops, "full_data_backprops": n * run_epochs,
+           "train_examples": len({i for p in result.log["selections"] for b in p["batches"] for i in b}),
+           "epochs": run_epochs, "wall_seconds": wall, "model": model_name, "weighted": bool(weighted), "seed": run_seed,
+           "manifest": str(manifest) if manifest else None, "dataset": data.source, **extra,
+           "history": result.history}
+    table = Table(title="prune train (dynamic)")
+    for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):
+        table.add_column(column)
+    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
+    table.add_row(data.source, f"{kind} {float(fraction_used):g}", model_name, str(run_epochs),
+                  f"{result.backprops} ({result.backprops / (n * run_epochs):.1%})", accuracy, f"{wall:.1f}")
+    console.print(table)
+    if log is not None and manifest is None:
+        console.print(f"subset log -> {log}", highlight=False)
+    if metrics:
+        write_text(metrics, json.dumps(out, indent=1) + "\n")
+    return out
+
+
+
+def inspect_log(path, plot=None) -> dict:
+    """``prune inspect LOG``: summary table and a PNG histogram of selection counts."""
+    log = subset_log.load(path)
+    facts = subset_log.summary(log)
+    s, d, b = log["settings"], log["dataset"], log["budget"]
+    info = Table(title=str(path), show_header=False)
+    info.add_row("dataset", f"{d['source']} ({d['num_examples']} examples, {d['num_classes']} classes)")
+    info.add_row("fingerprint", d["fingerprint"])
+    info.add_row("dynamic", f"{s['kind']}, update rule {s['update_rule']}"
+                 + (f" (every {s['every']} epochs)" if s["update_rule"] == "every" else f" (tau {s['tau']})"))
+    knobs = {k: s[k] for k in ("subset_size", "batch_size", "posterior_samples", "posterior_sigma", "class_balance",
+                               "weighted", "learned_loss") if k in s}
+    info.add_row("settings", json.dumps(knobs))
+    info.add_row("budget", f"fraction {b['fraction']}: {facts['backprops']} backprops "
+                 f"(planned {b['backprops']} = {b['fraction']} x {d['num_examples']} x {b['epochs']} epochs) "
+                 f"in {facts['steps']} steps")
+    reasons = ", ".join(f"{k} {v}" for k, v in facts["reasons"].items())
+    info.add_row("selection points", f"{facts['selection_points']} ({reasons}); {facts['coresets']} coresets")
+    if facts["checks"]:
+        info.add_row("crest checks", f"{facts['checks']} evaluations of rho, {facts['reselections_by_rho']} re-selections")
+    info.add_row("examples selected", f"{facts['distinct_selected']} distinct ({facts['distinct_selected'] / d['num_examples']:.1%}); "
+                 f"each {facts['mean_selected']:.2f} times on average, at most {facts['max_selected']}")
+    info.add_row("examples trained", f"{facts['distinct_trained']} distinct")
+    result = log.get("result") or {}
+    if result.get("test_accuracy") is not None:
+        info.add_row("test accuracy", f"{result['test_accuracy']:.4f}")
+    info.add_row("model, seed", f"{s['model']}, {s['seed']}")
+    info.add_row("created", f"{log['created_at']} by prune {log['prune_version']}")
+    console.print(info)
+    hist = subset_log.counts_histogram(log)
+    counts = Table(title="times selected")
+    counts.add_column("times", justify="right")
+    counts.add_column("examples", justify="right")
+    for times, number in enumerate(hist.tolist()):
+        if number:
+            counts.add_row(str(times), str(number))
+    console.print(counts)
+    target = plot or subset_log.default_plot_path(path)
+    subset_log.plot_counts(log, target)
+    console.print(f"histogram -> {target}", highlight=False)
+    return {**facts, "plot": str(target)}
 
 
 def main() -> None:
