@@ -322,7 +322,7 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
         raise AssertionError("the output should have been refused first")
 
     monkeypatch.setattr(prune.features.build, "warm_start", no_work)
-    monkeypatch.setattr("prune.cli.fit", no_work)
+    monkeypatch.setattr("prune.cli.train.fit", no_work)
     blocker = tmp_path / "file"
     blocker.write_text("")
     fails("select", "--out", blocker / "m.json", match="cannot write")

@@ -1,8 +1,14 @@
-"""Dynamic selection: mini-batch coresets chosen during training, their subset log and its replay."""
+"""Dynamic selection: mini-batch coresets selected during training, their subset log, its replay.
 
-from prune.dynamic.loop import (
-    DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, inspect_cli, plan_budget, replay, run_dynamic, state_equal, train_cli,
-)
+``loop`` (``run_dynamic`` and the algorithm), ``config``, ``budget``, ``selector``,
+``quadratic`` (CREST's rule), ``trainer`` (SGD on given batches; ``replay``), ``subset_log``.
+"""
 
-__all__ = ["DYNAMIC_KINDS", "UPDATE_RULES", "DynamicConfig", "inspect_cli", "plan_budget", "replay", "run_dynamic",
-           "state_equal", "train_cli"]
+from prune.dynamic.budget import Budget, plan_budget
+from prune.dynamic.config import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig
+from prune.dynamic.loop import run_dynamic
+from prune.dynamic.selector import Coreset, Selector
+from prune.dynamic.trainer import DynamicResult, replay, state_equal
+
+__all__ = ["DYNAMIC_KINDS", "UPDATE_RULES", "Budget", "Coreset", "DynamicConfig", "DynamicResult", "Selector",
+           "plan_budget", "replay", "run_dynamic", "state_equal"]

@@ -248,3 +248,9 @@ def summary(log: dict) -> dict:
         "checks": len(checks),
         "reselections_by_rho": sum(1 for c in checks if c.get("reselect")),
     }
+
+
+def counts_histogram(log: dict) -> np.ndarray:
+    """How many examples were selected 0, 1, 2, ... times (for quick checks)."""
+    selected, _ = selection_counts(log)
+    return np.bincount(selected)

@@ -1,0 +1,39 @@
+"""`prune filter`: write a manifest's rows of a Hugging Face dataset to a new save_to_disk folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prune.data.hf_filter import write_filtered
+from prune.errors import PruneError
+from prune.manifest import Manifest
+from prune.training import console
+
+
+def filter_command(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest whose rows to keep."),
+    out: Path = typer.Option(..., "--out", help="Folder to write with save_to_disk (written beside it, then renamed)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="hf:PATH, a save_to_disk folder (default: the manifest's source)."),
+    split: Optional[str] = typer.Option(None, "--split", help="DatasetDict split to filter (default: the manifest's); other splits are copied."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Column of labels checked against the manifest (default: the manifest's, else label)."),
+    weight_column: bool = typer.Option(False, "--weight-column", help="Add a prune_weight column holding each row's gamma."),
+    force: bool = typer.Option(False, "--force", help="Write even if the data do not match the manifest (warns)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+):
+    """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder."""
+    chosen = Manifest.load(manifest)
+    source = dataset or chosen.dataset["source"]
+    if not source.strip().lower().startswith("hf:"):
+        raise PruneError(f"prune filter writes Hugging Face datasets; pass --dataset hf:PATH "
+                         f"(the manifest was made from {chosen.dataset['source']!r})")
+    start = time.perf_counter()
+    written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
+                                            weight_column=weight_column, force=force, overwrite=overwrite)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"wrote {rows} of {chosen.dataset['num_examples']} rows to {written} "
+                  f"in {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,109 @@
+"""`prune select`: select a coreset and write its manifest (or, with --dry-run, print the plan)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from prune.api import select_coreset
+from prune.atomic import ensure_writable
+from prune.cli.options import (BatchSize, DataRoot, Dataset, Device, Download, FeatureColumn, Hessian,
+                               HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers, LearningRate,
+                               Model, NoiseSeed, Samples, Seed, Sigma, Split, WarmupEpochs)
+from prune.selection import METHODS, MethodOptions, SelectionPlan
+from prune.training import console
+
+
+def select_command(
+    ctx: typer.Context,
+    method: str = typer.Option("craig", "--method", help=f"One of {', '.join(METHODS)}."),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1)."),
+    count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction)."),
+    balance: str = typer.Option("proportional", "--balance", help="proportional (class shares kept) or equal."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Select from this feature store (no model is run)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file)."),
+    dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
+    model: Optional[str] = Model, warmup_epochs: int = WarmupEpochs, lr: float = LearningRate,
+    batch_size: int = BatchSize, posterior_samples: int = Samples, posterior_sigma: float = Sigma,
+    posterior_layers: str = Layers, posterior_kind: str = Kind, hessian: str = Hessian,
+    hutchinson_samples: int = HutchinsonSamples,
+    label_noise: float = LabelNoise, noise_seed: int = NoiseSeed, seed: int = Seed, device: str = Device,
+    max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random."),
+    rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term."),
+    top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance)."),
+    top_k_scope: str = typer.Option("all", "--top-k-scope", help="lcmat: choose the top-K over all data or per class."),
+    damping: float = typer.Option(1e-3, "--damping", help="adacore: eps = damping * mean Hessian diagonal."),
+    subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets."),
+    learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned."),
+    learned_window: int = typer.Option(2, "--learned-window", help="crest: checkpoints the loss must stay low (0 = keep all)."),
+    split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
+    feature_column: Optional[str] = FeatureColumn,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written."),
+):
+    """Select a coreset and write its manifest."""
+    if fraction is None and count is None:
+        fraction = 0.1
+    if out is not None and not dry_run:
+        ensure_writable(out)  # fail now, not after the warm-up
+    # --dataset with --features: check the store against that dataset (its default means "the store's")
+    source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
+    given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+    start = time.perf_counter()
+    # one code path with the Python API (prune.select_coreset)
+    manifest = select_coreset(
+        dataset if given or features is None else None, method, dry_run=dry_run,
+        fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
+        data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
+        feature_column=feature_column, model=model, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
+        posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
+        label_noise=label_noise, noise_seed=noise_seed, device=device,
+        options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
+                              subset_size=subset_size, learned_loss=learned_loss, learned_window=learned_window),
+    )
+    seconds = time.perf_counter() - start
+    if out is None:
+        budget = f"{fraction:g}" if fraction is not None else f"n{count}"
+        source = manifest.dataset["source"]
+        out = Path("manifests") / f"{Path(source).stem.replace('npz:', '')}-{method}-{budget}.json"
+    if dry_run:
+        print_plan(manifest, out)
+        return
+    manifest.save(out)
+    console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
+                  f"in {seconds:.1f} s -> {out}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def print_plan(plan: SelectionPlan, out: Path) -> None:
+    """``prune select --dry-run``: the budget per class, the greedy pools and the memory they need."""
+    total, n = sum(plan.budgets), sum(plan.class_sizes)
+    table = Table(title=f"plan: {plan.method} on {plan.dataset['source']}, {total} of {n} examples ({total / n:.2%})")
+    for column in ("class", "examples", "budget", "pools (size: budget)"):
+        table.add_column(column, justify="left" if column.startswith("pools") else "right")
+    for c, (size, budget) in enumerate(zip(plan.class_sizes, plan.budgets)):
+        if plan.pools is None:
+            pools = "-"
+        else:
+            pools = ", ".join(f"{p}: {b}" for p, b in plan.pools[c][:4]) + (
+                f", ... ({len(plan.pools[c])} pools)" if len(plan.pools[c]) > 4 else "") or "-"
+        table.add_row(str(c), str(size), str(budget), pools)
+    console.print(table)
+    if plan.pools is not None:
+        count = sum(len(p) for p in plan.pools)
+        console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
+                      + ("" if plan.exact_pools else " (before crest drops learned examples)"), highlight=False)
+        console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
+                      f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
+    console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)

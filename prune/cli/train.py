@@ -1,0 +1,202 @@
+"""`prune train`: train a fresh model on a manifest's subset, on all data, or with dynamic selection."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from prune.api import dataset_record, recorded_options, source_options
+from prune.atomic import ensure_writable, write_text
+from prune.cli.options import (BatchSize, DataRoot, Device, Download, FeatureColumn, ImageColumn, LabelColumn, Layers,
+                               LearningRate, Model, Seed, Sigma, Split)
+from prune.data import load_dataset
+from prune.dynamic import DynamicConfig, replay, run_dynamic, subset_log
+from prune.errors import PruneError
+from prune.manifest import Manifest, dataset_mismatch
+from prune.models import build_model, default_model
+from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
+
+
+def train_command(
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Train on this manifest's subset."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits)."),
+    data_root: Optional[str] = DataRoot, download: bool = Download,
+    model: Optional[str] = Model,
+    epochs: int = typer.Option(20, "--epochs", help="Training epochs."),
+    lr: float = LearningRate, batch_size: int = BatchSize,
+    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma."),
+    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON."),
+    seed: int = Seed, device: str = Device,
+    split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
+    feature_column: Optional[str] = FeatureColumn,
+    dynamic: Optional[str] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training: ensemble, crest or random (README, \"Dynamic selection\")."),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1)."),
+    every: int = typer.Option(1, "--every", help="--dynamic: re-select every R epochs (update rule every)."),
+    subset_size: int = typer.Option(500, "--subset-size", help="--dynamic: size r of each random subset a coreset is selected from."),
+    posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4)."),
+    posterior_sigma: float = Sigma, posterior_layers: str = Layers,
+    update_rule: str = typer.Option("every", "--update-rule", help="--dynamic: every (each R epochs) or crest (quadratic-approximation rule)."),
+    tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau."),
+    learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all)."),
+    learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example."),
+    log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest)."),
+):
+    """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
+    if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
+        train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
+                  model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
+                  metrics=metrics, seed=seed, device=device,
+                  source_options=source_options(split, image_column, label_column, feature_column),
+                  fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
+                  posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
+                  tau=tau, learned_loss=learned_loss, learned_window=learned_window, log=log)
+        return
+    if fraction is not None or log is not None:
+        raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
+                         "(or select a static subset with `prune select --fraction`)")
+    torch_device = resolve_device(device)
+    if metrics:
+        ensure_writable(metrics)  # fail now, not after training
+    chosen = Manifest.load(manifest) if manifest else None
+    options = source_options(split, image_column, label_column, feature_column)
+    if chosen is not None:
+        dataset = dataset or chosen.dataset["source"]
+        data_root = data_root or chosen.dataset.get("root")
+        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+            recorded = recorded_options(chosen.dataset)
+            if "image_column" in options or "feature_column" in options:
+                recorded.pop("image_column", None), recorded.pop("feature_column", None)
+            options = {**recorded, **options}
+    data = load_dataset(dataset or "digits", data_root, download, **options)
+    labels = data.train.y
+    indices = torch.arange(len(labels))
+    weights = None
+    if chosen is not None:
+        counts = torch.bincount(labels, minlength=data.num_classes).tolist()
+        warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
+                                       class_counts=counts)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
+        labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
+        indices = torch.from_numpy(chosen.indices)
+        if weighted:
+            weights = torch.from_numpy(chosen.weights)
+        if model is None and chosen.model:
+            model = chosen.model.get("features", {}).get("model")
+    model_name = model or default_model(data.source, data.input_shape)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    seed_everything(seed)
+    net = build_model(model_name, data.input_shape, data.num_classes)
+    start = time.perf_counter()
+    history = fit(net, data.train.x[indices], labels[indices], config, device=torch_device, seed=seed,
+                  weights=weights, description=f"train {model_name}")
+    wall = time.perf_counter() - start
+    if len(data.test):
+        test = evaluate(net, data.test.x, data.test.y, device=torch_device)
+    else:  # an hf: dataset without a test split
+        test = {"accuracy": None, "loss": None}
+        console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
+    result = {
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
+        "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
+        "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
+        "history": history,
+    }
+    table = Table(title="prune train")
+    for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
+        table.add_column(column)
+    subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
+    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
+    table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
+    console.print(table)
+    if metrics:
+        write_text(metrics, json.dumps(result, indent=1) + "\n")
+
+
+def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
+                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
+                  device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
+                  posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
+                  tau: float, learned_loss: float, learned_window: int, log) -> dict:
+    """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
+    torch_device = resolve_device(device)
+    if dynamic is not None and manifest is not None:
+        raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
+    for path in (log, metrics):
+        if path is not None:
+            ensure_writable(path)
+    if manifest is not None:  # replay a subset log
+        if log is not None:
+            raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
+        recorded = subset_log.load(manifest)
+        record = recorded["dataset"]
+        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
+        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
+        problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
+                                   class_counts=counts, what="subset log")
+        if problem is not None:
+            message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
+            if not force:
+                raise PruneError(message + "; pass the dataset the log was made from, or --force")
+            console.print(f"[yellow]warning:[/] {message} (continuing because of --force)")
+        s = recorded["settings"]
+        console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "
+                      f"{recorded['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
+                      highlight=False)
+        start = time.perf_counter()
+        result = replay(recorded, data, device=torch_device)
+        wall = time.perf_counter() - start
+        kind, model_name, run_epochs = s["kind"], s["model"], len(recorded["budget"]["epoch_steps"])
+        extra = {"replayed": str(manifest), "selections": len(recorded["selections"])}
+        fraction_used, run_seed = s["fraction"], s["seed"]
+    else:
+        data = load_dataset(dataset or "digits", data_root, download, **source_options)
+        model_name = model or default_model(data.source, data.input_shape)
+        cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
+                            batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
+                            update_rule=update_rule, tau=tau, posterior_samples=posterior_samples,
+                            posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, weighted=weighted,
+                            learned_loss=learned_loss, learned_window=learned_window)
+        cfg.check()
+        if subset_size > len(data.train):
+            console.print(f"[yellow]note:[/] --subset-size {subset_size} exceeds the {len(data.train)} training "
+                          "examples; each subset is the whole training set", highlight=False)
+        start = time.perf_counter()
+        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device,
+                             dataset_record=dataset_record(data, data_root), description=f"dynamic {dynamic}")
+        wall = time.perf_counter() - start
+        if log is not None:
+            subset_log.save(result.log, log)
+        kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
+        r = result.log["result"]
+        extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
+                 "selection_seconds": r["selection_seconds"], "log": str(log) if log else None,
+                 "checks": len(result.log["checks"])}
+    test = result.test
+    n = len(data.train)
+    out = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "dynamic": kind, "fraction": fraction_used,
+           "backprops": result.backprops, "full_data_backprops": n * run_epochs,
+           "train_examples": len({i for p in result.log["selections"] for b in p["batches"] for i in b}),
+           "epochs": run_epochs, "wall_seconds": wall, "model": model_name, "weighted": bool(weighted), "seed": run_seed,
+           "manifest": str(manifest) if manifest else None, "dataset": data.source, **extra,
+           "history": result.history}
+    table = Table(title="prune train (dynamic)")
+    for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):
+        table.add_column(column)
+    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
+    table.add_row(data.source, f"{kind} {float(fraction_used):g}", model_name, str(run_epochs),
+                  f"{result.backprops} ({result.backprops / (n * run_epochs):.1%})", accuracy, f"{wall:.1f}")
+    console.print(table)
+    if log is not None and manifest is None:
+        console.print(f"subset log -> {log}", highlight=False)
+    if metrics:
+        write_text(metrics, json.dumps(out, indent=1) + "\n")
+    return out
