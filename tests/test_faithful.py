@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from prune.dynamic.quadratic import Quadratic
 from prune.errors import PruneError
 from prune.training import TrainConfig, fit
 
@@ -73,22 +74,6 @@ def test_schedule_is_validated_and_recorded_only_when_not_the_default():
 # ----------------------------------------------------------------------------- CREST's quadratic model
 
 
-def _quadratic_class():
-    """``Quadratic`` from ``prune.dynamic`` (package level if exported, else the submodule holding it)."""
-    import importlib
-    import pkgutil
-
-    import prune.dynamic
-
-    if hasattr(prune.dynamic, "Quadratic"):
-        return prune.dynamic.Quadratic
-    for info in pkgutil.iter_modules(prune.dynamic.__path__):
-        module = importlib.import_module(f"prune.dynamic.{info.name}")
-        if hasattr(module, "Quadratic"):
-            return module.Quadratic
-    raise AssertionError("no Quadratic in prune.dynamic")
-
-
 def _small_digits(n: int):
     from prune.data import load_dataset, take
 
@@ -102,7 +87,6 @@ def test_crest_quadratic_model_rho_matches_autograd():
     gamma-weighted coreset loss w.r.t. the last layer [W, b] (CREST eq. 6, 10), by autograd."""
     from prune.models import build_model
 
-    Quadratic = _quadratic_class()
     data = _small_digits(300)
     x, labels = data.train.x, data.train.y
     torch.manual_seed(0)
@@ -151,7 +135,7 @@ def test_crest_quadratic_model_rho_matches_autograd():
 def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_recomputation(tmp_path):
     from prune.features import FeatureConfig, FeatureStore, build_store, extract_features, stream_seed
     from prune.features.build import warm_start
-    from prune.features.closed_form import perturbed, posterior_parameters
+    from prune.features.posterior import perturbed, posterior_parameters
 
     data = _small_digits(240)
     labels = data.train.y
