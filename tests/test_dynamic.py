@@ -47,7 +47,9 @@ def test_budget_is_exact_and_steps_fit_the_batch(fraction, n, epochs, m):
 @pytest.mark.parametrize("kind,rule", [("ensemble", "every"), ("crest", "every"), ("crest", "crest"),
                                        ("random", "every")])
 def test_loop_respects_budget_logs_and_replays_bit_exactly(digits, kind, rule):
-    result = run(digits, kind=kind, update_rule=rule, **({"posterior_samples": 2} if kind == "ensemble" else {}))
+    # the papers' algorithms as published: no difficulty stage (tested on its own below)
+    result = run(digits, kind=kind, update_rule=rule, drop_hard=0,
+                 **({"posterior_samples": 2} if kind == "ensemble" else {}))
     log = result.log
     budget = log["budget"]
     # the budget in backprops, counted
@@ -194,3 +196,17 @@ def test_noisy_labels_are_logged_and_replayed(digits):
     assert result.log["label_noise"]["flipped"] == flipped.tolist()
     subset_log.validate(result.log, source="t")
     assert state_equal(replay(result.log, digits, device=CPU).model, result.model)
+
+
+def test_difficulty_stage_leaves_out_what_the_current_model_misclassifies(digits):
+    """With drop_hard auto (the default) each coreset comes from the examples of V_p whose
+    posterior-mean prediction is their label, topped up with the least hard to fill m."""
+    result = run(digits, kind="ensemble", posterior_samples=2)
+    off = run(digits, kind="ensemble", posterior_samples=2, drop_hard=0)
+    assert result.log["settings"]["drop_hard"] == "auto" and off.log["result"]["dropped_hard"] == 0
+    dropped = result.log["result"]["dropped_hard"]
+    assert 0 < dropped < result.log["selections"][0]["subsets"] * 4 * 96
+    for point in result.log["selections"]:
+        for core in point["coresets"]:
+            assert len(core["indices"]) == 32 and sum(core["weights"]) <= 96  # gamma: kept examples only
+    assert result.log["selections"] != off.log["selections"]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from prune.errors import PruneError
 from prune.selection import exact_fraction
+from prune.selection.difficulty import parse_drop_hard
 
 DYNAMIC_KINDS = ("ensemble", "crest", "random")
 UPDATE_RULES = ("every", "crest")
@@ -39,6 +40,7 @@ class DynamicConfig:
     weighted: bool = False         # weight each example's loss by its gamma
     learned_loss: float = 0.0      # CREST's alpha; 0 = never drop
     learned_window: int = 2        # CREST's T2, in selections of the example
+    drop_hard: str | float = "auto"  # difficulty stage in each V_p (prune.selection.difficulty); 0 = off
     feature_batch_size: int = 1024
 
     @property
@@ -48,6 +50,7 @@ class DynamicConfig:
         return 4 if self.kind == "ensemble" else 1
 
     def check(self) -> None:
+        parse_drop_hard(self.drop_hard)
         if self.kind not in DYNAMIC_KINDS:
             raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}")
         if self.update_rule not in UPDATE_RULES:

@@ -195,6 +195,7 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     selection_seconds = sum(s["seconds"] for s in selections)
     result = {"backprops": trainer.backprops, "steps": step, "selections": len(selections),
               "forward_examples": selector.forward_examples + forward_extra,
+              "dropped_hard": selector.dropped_hard,
               "selection_seconds": selection_seconds, "wall_seconds": wall,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
     log = {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),

@@ -2,7 +2,10 @@
 
 Class-balanced within V_p; ``ensemble`` on the expected distance of logit gradients over M
 posterior samples, ``crest`` at the current weights, ``random`` uniformly (``prune.dynamic.loop``
-describes the whole algorithm).
+describes the whole algorithm). ``ensemble`` and ``crest`` first run the difficulty stage
+(``prune.selection.difficulty``) inside each class of V_p, scored by the current model's
+posterior samples: with ``drop_hard="auto"`` the examples whose posterior-mean prediction is
+another class are left out of that coreset (never below its budget).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from prune import features
 from prune.dynamic.config import STREAM_PERTURB, STREAM_SUBSETS, DynamicConfig
 from prune.features import stream_seed
 from prune.selection import class_budgets, facility_location
+from prune.selection.difficulty import hard_examples, parse_drop_hard, scores_from_gradients
 from prune.selection.methods.distances import expected_euclidean
 from prune.training import console
 
@@ -80,6 +84,7 @@ class Selector:
         self.random = torch.Generator().manual_seed(stream_seed(seed, STREAM_SUBSETS, 1))
         self.low_streak = torch.zeros(len(labels), dtype=torch.int64)  # consecutive selections with loss < alpha
         self.forward_examples = 0
+        self.dropped_hard = 0
         self.points = 0
         self.layers_used: str | None = None
 
@@ -142,19 +147,28 @@ class Selector:
             if cfg.learned_loss > 0:
                 low = loss < cfg.learned_loss
                 self.low_streak[rows_all] = torch.where(low, self.low_streak[rows_all] + 1, torch.zeros_like(low, dtype=torch.int64))
+            drop_hard = parse_drop_hard(cfg.drop_hard)
+            if drop_hard != 0:
+                margin = scores_from_gradients(grads, self.labels[rows_all], "margin")
+                score = margin if drop_hard == "auto" else scores_from_gradients(grads, self.labels[rows_all], "el2n")
             offset = 0
             with _one_thread():  # many tiny greedy runs: no thread-pool switch per call (engine.CPU_THREADS)
                 for v in subsets:
                     g = grads[offset:offset + len(v)]
-                    offset += len(v)
                     chosen, weights = [], []
                     for rows, k in _class_split(self.labels[v], m, self.num_classes, cfg.class_balanced):
+                        if drop_hard != 0:
+                            at = offset + rows
+                            hard = hard_examples(drop_hard, score[at], margin[at], k)
+                            self.dropped_hard += int(hard.sum())
+                            rows = rows[~hard]
                         distances = expected_euclidean(g[rows]).to(self.device, torch.float32)
                         result = facility_location(distances, k)
                         chosen.append(v[rows[result.order.cpu()]])
                         weights.append(result.weights.cpu().double())
                         objective += result.objective
                     coresets.append(Coreset(torch.cat(chosen), torch.cat(weights)))
+                    offset += len(v)
         self.points += 1
         info = {"subsets": count, "subset_size": r, "objective": objective,
                 "candidates": len(pool), "seconds": time.perf_counter() - start}

@@ -26,7 +26,8 @@ Layout (JSON object)::
                       (the batches trained from this point until the next, in order),
                       objective, seconds, and for the crest rule t1 and hessian_norm
     checks          the crest rule's evaluations: step, rho, reselect
-    result          backprops (counted), steps, forward_examples, selection_seconds, ...
+    result          backprops (counted), steps, forward_examples, dropped_hard (examples the
+                      difficulty stage left out, summed over coresets), selection_seconds, ...
 """
 
 from __future__ import annotations

@@ -44,21 +44,17 @@ from prune.errors import PruneError
 SCORES = ("el2n", "loss", "margin", "trajectory")
 
 
-def posterior_probabilities(grad_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(n, M, C) logit gradients g = p - y -> (n, M, C) probabilities p, in float64."""
-    onehot = torch.nn.functional.one_hot(labels, grad_logit.shape[-1]).to(torch.float64)
-    return grad_logit.to(torch.float64) + onehot[:, None, :]
+def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
+    """(n, M, C) logit gradients g = p - y of labelled examples -> (n,) float64 score ``name``.
 
-
-def difficulty_scores(store, name: str) -> torch.Tensor:
-    """(n,) float64 score ``name`` (one of ``SCORES``) of every example in ``store``; higher is harder."""
-    if name == "trajectory":
-        return store.loss_per_epoch.to(torch.float64).mean(1)
-    g = store.grad_logit.to(torch.float64)
+    p^(m) = g^(m) + y is recovered exactly, so every score but ``trajectory`` (which needs the
+    warm-up losses, ``difficulty_scores``) comes from the gradients alone.
+    """
+    g = grad_logit.to(torch.float64)
     if name == "el2n":
         return g.norm(dim=2).mean(1)
-    p = posterior_probabilities(g, store.labels)
-    label = store.labels[:, None]
+    p = g + torch.nn.functional.one_hot(labels, g.shape[-1]).to(torch.float64)[:, None, :]
+    label = labels[:, None]
     if name == "loss":
         p_label = p.gather(2, label[:, None, :].expand(-1, p.shape[1], 1)).squeeze(2)
         return -p_label.clamp_min(torch.finfo(torch.float64).tiny).log().mean(1)
@@ -68,6 +64,32 @@ def difficulty_scores(store, name: str) -> torch.Tensor:
         others = mean.scatter(1, label, -math.inf).max(1).values
         return others - p_label
     raise PruneError(f"unknown difficulty score {name!r}; choose one of: {', '.join(SCORES)}")
+
+
+def difficulty_scores(store, name: str) -> torch.Tensor:
+    """(n,) float64 score ``name`` (one of ``SCORES``) of every example in ``store``; higher is harder."""
+    if name == "trajectory":
+        return store.loss_per_epoch.to(torch.float64).mean(1)
+    return scores_from_gradients(store.grad_logit, store.labels, name)
+
+
+def hard_examples(drop_hard: str | float, score: torch.Tensor, margin: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Which of one class's examples to drop: a bool mask, leaving at least ``k`` examples.
+
+    ``auto``: those with ``margin`` > 0 (the posterior mean predicts another class); a fraction
+    f: the floor(f n) with the highest ``score``; 0: none. If fewer than ``k`` would remain,
+    the least hard (by ``score``) of the dropped are kept.
+    """
+    if drop_hard == "auto":
+        hard = margin > 0
+    else:
+        hard = torch.zeros(len(score), dtype=torch.bool)
+        hard[torch.argsort(score, descending=True, stable=True)[: math.floor(drop_hard * len(score))]] = True
+    missing = k - int((~hard).sum())
+    if missing > 0:
+        dropped = torch.nonzero(hard).flatten()
+        hard[dropped[torch.argsort(score[dropped], stable=True)[:missing]]] = False
+    return hard
 
 
 def parse_drop_hard(value) -> str | float:
@@ -135,23 +157,13 @@ class Difficulty:
     def __init__(self, store, options: DifficultyOptions):
         self.options = options
         self.score = difficulty_scores(store, options.score)
-        self.misclassified = difficulty_scores(store, "margin") > 0 if options.drop_hard == "auto" else None
+        self.margin = difficulty_scores(store, "margin") if options.drop_hard == "auto" else None
         self.dropped: list[int] = []
 
     def kept(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """``rows`` less the examples dropped as too hard, never fewer than ``k`` (sorted)."""
-        drop_hard, score = self.options.drop_hard, self.score[rows]
-        if drop_hard == "auto":
-            hard = self.misclassified[rows]
-        elif drop_hard > 0:
-            hard = torch.zeros(len(rows), dtype=torch.bool)
-            hard[torch.argsort(score, descending=True, stable=True)[: math.floor(drop_hard * len(rows))]] = True
-        else:
-            hard = torch.zeros(len(rows), dtype=torch.bool)
-        missing = k - int((~hard).sum())
-        if missing > 0:  # keep the least hard of the dropped, so the class still meets its budget
-            candidates = torch.nonzero(hard).flatten()
-            hard[candidates[torch.argsort(score[candidates], stable=True)[:missing]]] = False
+        margin = None if self.margin is None else self.margin[rows]
+        hard = hard_examples(self.options.drop_hard, self.score[rows], margin, k)
         self.dropped.append(int(hard.sum()))
         return rows[~hard]
 
