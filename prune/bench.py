@@ -57,6 +57,7 @@ class BenchConfig:
     drop_hard: str | float | None = None
     strata: int | None = None
     full: bool = True  # train the full-data reference row
+    weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
     def difficulty(self, method: str) -> DifficultyOptions:
         default = default_difficulty(method)
@@ -89,13 +90,14 @@ def _noise_tag(noise: float) -> str:
     return f"noise{noise:g}"
 
 
-def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str, seed: int, device) -> dict:
+def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str, seed: int, device,
+                    weights: torch.Tensor | None = None) -> dict:
     seed_everything(seed)
     model = build_model(model_name, data.input_shape, data.num_classes)
     start = time.perf_counter()
     fit(model, data.train.x[indices], labels[indices],
         TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size, lr=config.lr),
-        device=device, seed=seed, description="train")
+        device=device, seed=seed, weights=weights, description="train")
     seconds = time.perf_counter() - start
     return {"test_accuracy": evaluate(model, data.test.x, data.test.y, device=device)["accuracy"],
             "train_seconds": seconds, "train_examples": len(indices)}
@@ -158,26 +160,30 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                 return stores[samples]
 
             for method in config.methods:
-                for fraction in config.fractions:
-                    stage = config.difficulty(method)
-
-                    def cell(method=method, fraction=fraction, stage=stage):
-                        if method in SAMPLING and not stage.active:
-                            candidates = Candidates(labels, {"source": data.source, "split": "train",
-                                                             "num_examples": len(labels), "num_classes": data.num_classes,
-                                                             "fingerprint": data.fingerprint})
-                        else:
-                            candidates = Candidates.from_store(store_for(method))
-                        start = time.perf_counter()
-                        manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options,
-                                          difficulty=stage, device=device)
-                        seconds = time.perf_counter() - start
-                        indices = torch.from_numpy(manifest.indices)
-                        return {"method": method, "fraction": fraction, "noise": noise, "seed": seed,
-                                "selection_seconds": seconds, "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
-                                **_train_and_test(data, labels, indices, config, model_name, seed, device)}
-                    tag = "" if stage == default_difficulty(method) else f"-drop{stage.drop_hard:g}-strata{stage.strata}"
-                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-{method}{tag}-{fraction:g}.json", cell))
+                stage = config.difficulty(method)
+                tag = "" if stage == default_difficulty(method) else f"-drop{stage.drop_hard}-strata{stage.strata}"
+                for weighted in (False, True) if config.weighted and method != "random" else (False,):
+                    name = method + ("+γ" if weighted else "")
+                    for fraction in config.fractions:
+                        def cell(method=method, fraction=fraction, stage=stage, name=name, weighted=weighted):
+                            if method in SAMPLING and not stage.active:
+                                candidates = Candidates(labels, {"source": data.source, "split": "train",
+                                                                 "num_examples": len(labels), "num_classes": data.num_classes,
+                                                                 "fingerprint": data.fingerprint})
+                            else:
+                                candidates = Candidates.from_store(store_for(method))
+                            start = time.perf_counter()
+                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options,
+                                              difficulty=stage, device=device)
+                            seconds = time.perf_counter() - start
+                            gamma = torch.from_numpy(manifest.weights) if weighted else None
+                            return {"method": name, "fraction": fraction, "noise": noise, "seed": seed,
+                                    "selection_seconds": seconds,
+                                    "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
+                                    **_train_and_test(data, labels, torch.from_numpy(manifest.indices), config,
+                                                      model_name, seed, device, weights=gamma)}
+                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{method}{tag}{'-weighted' if weighted else ''}-{fraction:g}.json"
+                        rows.append(_cell(cells / cell_name, cell))
             for kind in config.dynamic:  # selected during training, at the same budget in backprops
                 for fraction in config.fractions:
                     rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}.json",

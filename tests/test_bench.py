@@ -13,14 +13,15 @@ def test_bench_smoke_writes_reports_and_resumes(tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--methods", "random,craig,ensemble", "--fractions", "0.1", "--seeds", "0,1",
             "--label-noise", "0,0.3", "--warmup-epochs", "1", "--train-epochs", "2", "--posterior-samples", "2",
-            "--out", str(out)]
+            "--weighted", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("results.csv", "results.json", "results.md", "config.json"):
         assert (out / name).stat().st_size > 0
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "results.json").read_text())
-    assert len(report["rows"]) == 2 * 2 * (3 + 1)  # noise x seeds x (methods + full reference)
+    assert len(report["rows"]) == 2 * 2 * (3 + 2 + 1)  # noise x seeds x (methods + weighted + full reference)
+    assert {r["method"] for r in report["rows"]} == {"full", "random", "craig", "craig+γ", "ensemble", "ensemble+γ"}
     craig = [s for s in report["summary"] if s["method"] == "craig" and s["noise"] == 0][0]
     assert craig["seeds"] == 2 and 0 <= craig["accuracy_mean"] <= 1
     assert "| craig |" in (out / "results.md").read_text()

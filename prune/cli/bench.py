@@ -36,6 +36,7 @@ def bench_command(
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random: auto, a fraction, or 0 (default: each method's own)."),
     strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own)."),
     full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row)."),
+    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ)."),
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
     config = BenchConfig(
@@ -44,7 +45,7 @@ def bench_command(
         seeds=tuple(int(s) for s in _floats(seeds, "--seeds")), model=model, warmup_epochs=warmup_epochs,
         train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
-        drop_hard=drop_hard, strata=strata, full=full,
+        drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
     )
     run_bench(config, resolve_device(device))
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")
