@@ -23,6 +23,9 @@ from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
 
+#: the names ``resolve_device`` takes
+DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

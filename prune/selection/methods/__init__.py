@@ -5,11 +5,11 @@ from prune.selection.methods.base import FacilityLocationMethod, MethodOptions
 from prune.selection.methods.craig import Craig
 from prune.selection.methods.crest import Crest
 from prune.selection.methods.ensemble import Ensemble
-from prune.selection.methods.lcmat import LCMat
+from prune.selection.methods.lcmat import TOP_K_SCOPES, LCMat
 
 FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
     cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)
 }
 METHODS = ("random", *FACILITY_LOCATION)
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "MethodOptions"]
+__all__ = ["FACILITY_LOCATION", "METHODS", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]
