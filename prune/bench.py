@@ -23,11 +23,9 @@ import torch
 from prune.atomic import atomic_path, write_text
 from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig, build_store
-from prune.selection.methods import METHODS, MethodOptions
+from prune.features import FeatureConfig, FeatureStore, build_store
 from prune.models import build_model, default_model
-from prune.selection import Candidates, select
-from prune.features.store import FeatureStore
+from prune.selection import METHODS, Candidates, MethodOptions, select
 from prune.training import TrainConfig, console, evaluate, fit, seed_everything
 
 

@@ -60,14 +60,13 @@ def test_features_then_select_equals_one_step_and_runs_no_model(tmp_path, monkey
     one_step = tmp_path / "one.json"
     run("select", *FAST, "--posterior-samples", "2", "--method", "craig", "--out", one_step)
 
-    import prune.features.build
     import prune.models
 
     def no_model(*args, **kwargs):
         raise AssertionError("selection from a store must not build or run a model")
 
     monkeypatch.setattr(prune.models, "build_model", no_model)
-    monkeypatch.setattr(prune.features.build, "build_store", no_model)
+    monkeypatch.setattr("prune.api.build_store", no_model)
     monkeypatch.setattr("prune.cli.features.build_store", no_model)
     two_step = tmp_path / "two.json"
     run("select", "--features", store, "--method", "craig", "--out", two_step)

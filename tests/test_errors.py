@@ -27,9 +27,9 @@ from prune.cli import app
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
-from prune.manifest import Manifest
 from prune.features.partial import PartialStore, partial_path
 from prune.features.store import FeatureStore
+from prune.manifest import Manifest
 from prune.training import TrainConfig
 
 runner = CliRunner()
@@ -431,7 +431,7 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     def no_features(*args, **kwargs):
         raise AssertionError("a dry run must not compute features")
 
-    monkeypatch.setattr("prune.features.build.build_store", no_features)
+    monkeypatch.setattr("prune.api.build_store", no_features)
     monkeypatch.setattr("prune.features.build.warm_start", no_features)
     monkeypatch.chdir(tmp_path)
     text = run("select", "--dry-run", "--max-pool", "100", "--posterior-samples", "2")
