@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 
 from prune.data import load_dataset
-from prune.features.build import FeatureConfig, build_store
+from prune.features import FeatureConfig, FeatureStore, build_store
 from prune.models import build_model
 from prune.selection import Candidates, select
-from prune.features.store import FeatureStore
 from prune.training import TrainConfig, evaluate, fit, seed_everything
 
 

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import torch
 
-from prune.features import build as featurize
-from prune.data import LoadedData, flip_labels, load_dataset
 from prune.atomic import ensure_writable
+from prune.data import LoadedData, flip_labels, load_dataset
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig
+from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest
-from prune.selection.methods import METHODS, SAMPLING, MethodOptions
 from prune.models import default_model
-from prune.selection import Candidates, DifficultyOptions, SelectionPlan, default_difficulty, plan_selection, select
-from prune.features.store import FeatureStore
+from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, SelectionPlan,
+                             default_difficulty, plan_selection, select)
+from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, resolve_device
 
 
@@ -127,7 +126,7 @@ def select_coreset(
     given; ``features`` selects from an existing store instead, running no model;
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
-    ``prune.selection.methods.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
+    ``prune.selection.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
     saves the manifest there. ``drop_hard``, ``strata`` and ``difficulty_score`` set the
     difficulty stage (``prune.selection.difficulty``; None keeps the method's default, see
     ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
@@ -165,13 +164,13 @@ def select_coreset(
             if needs_features:  # dry run: the size the features would have
                 config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                         posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
-                feature_bytes = featurize.store_bytes(data, config)
+                feature_bytes = store_bytes(data, config)
         else:
             config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                     posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
             with tempfile.TemporaryDirectory() as tmp:
                 path = store or Path(tmp) / "features.h5"
-                featurize.build_store(data, labels, path, config, seed=seed, device=torch_device,
+                build_store(data, labels, path, config, seed=seed, device=torch_device,
                                       label_noise=noise, flipped=flipped)
                 candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
     if dry_run:

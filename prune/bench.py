@@ -26,11 +26,10 @@ import torch
 from prune.atomic import atomic_path, write_text
 from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig, build_store
-from prune.selection.methods import METHODS, SAMPLING, MethodOptions
+from prune.features import FeatureConfig, FeatureStore, build_store
 from prune.models import build_model, default_model
-from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
-from prune.features.store import FeatureStore
+from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
+from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, console, evaluate, fit, seed_everything
 
 

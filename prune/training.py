@@ -26,6 +26,8 @@ from prune.errors import PruneError
 console = Console(stderr=True, soft_wrap=True)
 
 SCHEDULES = ("cosine", "constant")
+#: the names ``resolve_device`` takes
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prune.selection.budget import class_budgets, largest_remainder
 from prune.errors import PruneError
+from prune.selection.budget import class_budgets, largest_remainder
 
 counts_st = st.lists(st.integers(min_value=0, max_value=2000), min_size=1, max_size=12).filter(
     lambda c: sum(c) > 0

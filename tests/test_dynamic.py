@@ -11,10 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from prune.dynamic import subset_log
 from prune.cli import app
 from prune.data import load_dataset
-from prune.dynamic import DynamicConfig, plan_budget, replay, run_dynamic, state_equal
+from prune.dynamic import DynamicConfig, plan_budget, replay, run_dynamic, state_equal, subset_log
 from prune.errors import PruneError
 
 CPU = torch.device("cpu")

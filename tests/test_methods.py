@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from prune.features.store import FeatureStore
 from prune.selection.methods import FACILITY_LOCATION, MethodOptions
 from prune.selection.methods.lcmat import top_variance_coordinates
-from prune.features.store import FeatureStore
 
 N, M, C, E = 12, 3, 4, 5
 

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import BatchSize, DataRoot, Dataset, Device, LearningRate, Model, Sigma, WarmupEpochs
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
+                               batch_size_option, lr_option, model_option, value, warmup_epochs_option)
 from prune.errors import PruneError
 from prune.training import console, resolve_device
 
@@ -20,25 +21,35 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         raise PruneError(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
+GRID = "Grid"
+
+
 def bench_command(
-    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes."),
+    # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot,
-    methods: str = typer.Option("random,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods."),
-    fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions."),
-    label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions."),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training)."),
-    model: Optional[str] = Model, warmup_epochs: int = WarmupEpochs,
-    train_epochs: int = typer.Option(20, "--train-epochs", help="Epochs of each fresh training run."),
-    lr: float = LearningRate, batch_size: int = BatchSize,
-    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store."),
-    posterior_sigma: float = Sigma, device: str = Device,
-    dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>."),
-    drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random: auto, a fraction, or 0 (default: each method's own)."),
-    strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own)."),
-    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row)."),
-    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ)."),
+    # the grid
+    methods: str = typer.Option("random,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods.", rich_help_panel=GRID),
+    fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions.", rich_help_panel=GRID),
+    label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions.", rich_help_panel=GRID),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),
+    dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>.", rich_help_panel=GRID),
+    drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random: auto, a fraction, or 0 (default: each method's own).", rich_help_panel=GRID),
+    strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own).", rich_help_panel=GRID),
+    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row).", rich_help_panel=GRID),
+    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
+    # model, warm-up and training
+    model: Optional[ModelName] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
+    train_epochs: int = typer.Option(20, "--train-epochs", help="Epochs of each fresh training run.", rich_help_panel=TRAINING),
+    lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
+    # posterior
+    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store.", rich_help_panel=POSTERIOR),
+    posterior_sigma: float = Sigma,
+    # output
+    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes.", rich_help_panel=OUTPUT),
+    device: DeviceName = Device,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
+    model, device = value(model), value(device)
     config = BenchConfig(
         dataset=dataset, out=out, data_root=data_root, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),

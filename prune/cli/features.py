@@ -9,26 +9,33 @@ from typing import Optional
 import typer
 
 from prune.api import feature_config, load_training_data, source_options
-from prune.cli.options import (BatchSize, DataRoot, Dataset, Device, Download, Dtype, FeatureColumn, Hessian,
-                               HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers, LearningRate,
-                               Model, NoiseSeed, Samples, Seed, Sigma, Split, WarmupEpochs)
+from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
+                               HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
+                               ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
+                               StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option)
 from prune.features import build_store, partial_path
 from prune.training import console, resolve_device
 
 
 def features_command(
-    out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed)."),
+    # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
-    model: Optional[str] = Model, warmup_epochs: int = WarmupEpochs, lr: float = LearningRate,
-    batch_size: int = BatchSize, posterior_samples: int = Samples, posterior_sigma: float = Sigma,
-    posterior_layers: str = Layers, posterior_kind: str = Kind, hessian: str = Hessian,
-    hutchinson_samples: int = HutchinsonSamples, dtype: str = Dtype,
-    label_noise: float = LabelNoise, noise_seed: int = NoiseSeed, seed: int = Seed, device: str = Device,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block."),
+    feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    # model, warm-up and posterior
+    model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
+    batch_size: int = batch_size_option(), posterior_samples: int = Samples, posterior_sigma: float = Sigma,
+    posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
+    hutchinson_samples: int = HutchinsonSamples,
+    # output
+    out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed).", rich_help_panel=OUTPUT),
+    dtype: StorageType = typer.Option("float32", "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block.", rich_help_panel=OUTPUT),
+    seed: int = Seed, device: DeviceName = Device,
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
+    model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
+    dtype, device = value(dtype), value(device)
     torch_device = resolve_device(device)
     data, labels, noise, flipped = load_training_data(
         dataset, data_root, download, label_noise, noise_seed,

@@ -1,34 +1,100 @@
-"""Options several commands share, defined once."""
+"""Options several commands share, each defined once with the help panel it is listed under.
+
+``--help`` groups options by stage: Data, Model & warm-up (Model & training for ``train`` and
+``bench``), Posterior, Method, Budget, Output; ``--seed`` and ``--device`` stay in the general
+Options panel. Fixed choices are ``choice`` enums, so ``--help`` lists them and the parser
+refuses any other value with a usage error (exit 2). Commands turn a chosen member back into
+its name with ``value`` before calling the library, which checks the same names itself for
+Python callers.
+"""
 
 from __future__ import annotations
+
+from enum import Enum
 
 import typer
 
 from prune.data import DATASETS
+from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
 from prune.models import MODELS
+from prune.training import DEVICES
 
-Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.")
-DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.")
-Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.")
-Device = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
-Seed = typer.Option(0, "--seed", help="Seed for warm-up, posterior draws and selection.")
-Model = typer.Option(None, "--model", help=f"One of {', '.join(MODELS)}; default: mlp for small inputs, lenet for images, resnet20 for CIFAR.")
-WarmupEpochs = typer.Option(5, "--warmup-epochs", help="Epochs of warm-up on the full training split.")
-LearningRate = typer.Option(0.05, "--lr", help="SGD learning rate (momentum 0.9, weight decay 5e-4, cosine schedule).")
-BatchSize = typer.Option(128, "--batch-size", help="SGD batch size.")
-Samples = typer.Option(1, "--posterior-samples", help="M posterior samples (1 = none).")
-Sigma = typer.Option(0.01, "--posterior-sigma", help="Std of the Gaussian weight perturbations.")
-Layers = typer.Option("bn", "--posterior-layers", help="bn, fc or all: the parameters perturbed.")
-Kind = typer.Option("gaussian", "--posterior-kind", help="gaussian, hessian or seeds.")
-Hessian = typer.Option("exact", "--hessian", help="exact (closed form) or hutchinson.")
-HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.")
-Dtype = typer.Option("float32", "--dtype", help="Storage type of features: float32 or float16.")
-LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.")
-NoiseSeed = typer.Option(0, "--noise-seed", help="Seed of the label flips.")
+DATA = "Data"
+WARMUP = "Model & warm-up"
+TRAINING = "Model & training"
+POSTERIOR = "Posterior"
+METHOD = "Method"
+BUDGET = "Budget"
+OUTPUT = "Output"
 
 
+def choice(name: str, values) -> type[Enum]:
+    """A str-valued enum of ``values``: typer lists them in ``--help`` and refuses any other value."""
+    return Enum(name, [(v, v) for v in values], type=str)
+
+
+def value(chosen: Enum | None) -> str | None:
+    """The name a ``choice`` member stands for (``None`` stays ``None``)."""
+    return None if chosen is None else chosen.value
+
+
+ModelName = choice("ModelName", MODELS)
+DeviceName = choice("DeviceName", DEVICES)
+PosteriorLayers = choice("PosteriorLayers", POSTERIOR_LAYERS)
+PosteriorKind = choice("PosteriorKind", POSTERIOR_KINDS)
+HessianKind = choice("HessianKind", HESSIANS)
+StorageType = choice("StorageType", DTYPES)
+
+# -- data ----------------------------------------------------------------------------------
+Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
+DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.", rich_help_panel=DATA)
+Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
+                        rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
-Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).")
-ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).")
-LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).")
-FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).")
+Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).", rich_help_panel=DATA)
+ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).", rich_help_panel=DATA)
+LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).",
+                           rich_help_panel=DATA)
+FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).",
+                             rich_help_panel=DATA)
+LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
+                          rich_help_panel=DATA)
+NoiseSeed = typer.Option(0, "--noise-seed", help="Seed of the label flips.", rich_help_panel=DATA)
+
+
+# -- model and its training: under "Model & warm-up" (select, features) or "Model & training" --
+def model_option(panel: str = WARMUP):
+    return typer.Option(None, "--model", help="Default: mlp for small inputs, lenet for images, resnet20 for CIFAR.",
+                        rich_help_panel=panel)
+
+
+def lr_option(panel: str = WARMUP):
+    return typer.Option(0.05, "--lr", help="SGD learning rate (momentum 0.9, weight decay 5e-4, cosine schedule).",
+                        rich_help_panel=panel)
+
+
+def batch_size_option(panel: str = WARMUP):
+    return typer.Option(128, "--batch-size", help="SGD batch size.", rich_help_panel=panel)
+
+
+def warmup_epochs_option(panel: str = WARMUP):
+    return typer.Option(5, "--warmup-epochs", help="Epochs of warm-up on the full training split.",
+                        rich_help_panel=panel)
+
+
+# -- posterior and curvature ---------------------------------------------------------------
+Samples = typer.Option(1, "--posterior-samples", help="M posterior samples (1 = none).", rich_help_panel=POSTERIOR)
+Sigma = typer.Option(0.01, "--posterior-sigma", help="Std of the Gaussian weight perturbations.",
+                     rich_help_panel=POSTERIOR)
+Layers = typer.Option("bn", "--posterior-layers", help="The parameters perturbed: BatchNorm (bn), last layer (fc), all.",
+                      rich_help_panel=POSTERIOR)
+Kind = typer.Option("gaussian", "--posterior-kind", help="Gaussian noise, noise scaled by the Hessian, or seeds.",
+                    rich_help_panel=POSTERIOR)
+Hessian = typer.Option("exact", "--hessian", help="Logit Hessian diagonal: closed form, or Hutchinson probes.",
+                       rich_help_panel=POSTERIOR)
+HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.",
+                                 rich_help_panel=POSTERIOR)
+
+# -- general -------------------------------------------------------------------------------
+Seed = typer.Option(0, "--seed", help="Seed for warm-up, posterior draws and selection.")
+Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

@@ -11,41 +11,58 @@ from rich.table import Table
 
 from prune.api import select_coreset
 from prune.atomic import ensure_writable
-from prune.cli.options import (BatchSize, DataRoot, Dataset, Device, Download, FeatureColumn, Hessian,
-                               HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers, LearningRate,
-                               Model, NoiseSeed, Samples, Seed, Sigma, Split, WarmupEpochs)
-from prune.selection import METHODS, MethodOptions, SelectionPlan
+from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, Download,
+                               FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn,
+                               LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed,
+                               Sigma, Split, batch_size_option, choice, lr_option, model_option, value,
+                               warmup_epochs_option)
+from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
+from prune.selection.methods import TOP_K_SCOPES
 from prune.training import console
+
+
+Method = choice("Method", METHODS)
+Balance = choice("Balance", BALANCES)
+TopKScope = choice("TopKScope", TOP_K_SCOPES)
 
 
 def select_command(
     ctx: typer.Context,
-    method: str = typer.Option("craig", "--method", help=f"One of {', '.join(METHODS)}."),
-    fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1)."),
-    count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction)."),
-    balance: str = typer.Option("proportional", "--balance", help="proportional (class shares kept) or equal."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json."),
-    features: Optional[Path] = typer.Option(None, "--features", help="Select from this feature store (no model is run)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file)."),
+    # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
-    model: Optional[str] = Model, warmup_epochs: int = WarmupEpochs, lr: float = LearningRate,
-    batch_size: int = BatchSize, posterior_samples: int = Samples, posterior_sigma: float = Sigma,
-    posterior_layers: str = Layers, posterior_kind: str = Kind, hessian: str = Hessian,
-    hutchinson_samples: int = HutchinsonSamples,
-    label_noise: float = LabelNoise, noise_seed: int = NoiseSeed, seed: int = Seed, device: str = Device,
-    max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random."),
-    rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term."),
-    top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance)."),
-    top_k_scope: str = typer.Option("all", "--top-k-scope", help="lcmat: choose the top-K over all data or per class."),
-    damping: float = typer.Option(1e-3, "--damping", help="adacore: eps = damping * mean Hessian diagonal."),
-    subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets."),
-    learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned."),
-    learned_window: int = typer.Option(2, "--learned-window", help="crest: checkpoints the loss must stay low (0 = keep all)."),
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written."),
+    feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    features: Optional[Path] = typer.Option(None, "--features", help="Select from this feature store (no model is run).",
+                                            rich_help_panel=DATA),
+    # model, warm-up and posterior: the features computed when --features is not given
+    model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
+    batch_size: int = batch_size_option(), posterior_samples: int = Samples, posterior_sigma: float = Sigma,
+    posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
+    hutchinson_samples: int = HutchinsonSamples,
+    # method
+    method: Method = typer.Option("craig", "--method", help="Selection method (README, \"Methods\").",
+                                  rich_help_panel=METHOD),
+    max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),
+    rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term.", rich_help_panel=METHOD),
+    top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance).", rich_help_panel=METHOD),
+    top_k_scope: TopKScope = typer.Option("all", "--top-k-scope", help="lcmat: choose the top-K over all data or per class.", rich_help_panel=METHOD),
+    damping: float = typer.Option(1e-3, "--damping", help="adacore: eps = damping * mean Hessian diagonal.", rich_help_panel=METHOD),
+    subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets.", rich_help_panel=METHOD),
+    learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned.", rich_help_panel=METHOD),
+    learned_window: int = typer.Option(2, "--learned-window", help="crest: checkpoints the loss must stay low (0 = keep all).", rich_help_panel=METHOD),
+    # budget
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1).", rich_help_panel=BUDGET),
+    count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction).", rich_help_panel=BUDGET),
+    balance: Balance = typer.Option("proportional", "--balance", help="proportional keeps the class shares; equal gives every class the same count.", rich_help_panel=BUDGET),
+    # output
+    out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json.", rich_help_panel=OUTPUT),
+    store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file).", rich_help_panel=OUTPUT),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
+    seed: int = Seed, device: DeviceName = Device,
 ):
     """Select a coreset and write its manifest."""
+    method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
+    model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
     if fraction is None and count is None:
         fraction = 0.1
     if out is not None and not dry_run:

@@ -13,50 +13,62 @@ from rich.table import Table
 
 from prune.api import dataset_record, recorded_options, source_options
 from prune.atomic import ensure_writable, write_text
-from prune.cli.options import (BatchSize, DataRoot, Device, Download, FeatureColumn, ImageColumn, LabelColumn, Layers,
-                               LearningRate, Model, Seed, Sigma, Split)
+from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
+                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
+                               batch_size_option, choice, lr_option, model_option, value)
 from prune.data import load_dataset
-from prune.dynamic import DynamicConfig, replay, run_dynamic, subset_log
+from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
 from prune.models import build_model, default_model
 from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
 
 
+DYNAMIC = "Dynamic selection"
+DynamicKind = choice("DynamicKind", DYNAMIC_KINDS)
+UpdateRule = choice("UpdateRule", UPDATE_RULES)
+
+
 def train_command(
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Train on this manifest's subset."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits)."),
+    # data
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Train on this manifest's subset.", rich_help_panel=DATA),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
-    model: Optional[str] = Model,
-    epochs: int = typer.Option(20, "--epochs", help="Training epochs."),
-    lr: float = LearningRate, batch_size: int = BatchSize,
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma."),
-    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest."),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON."),
-    seed: int = Seed, device: str = Device,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
     feature_column: Optional[str] = FeatureColumn,
-    dynamic: Optional[str] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training: ensemble, crest or random (README, \"Dynamic selection\")."),
-    fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1)."),
-    every: int = typer.Option(1, "--every", help="--dynamic: re-select every R epochs (update rule every)."),
-    subset_size: int = typer.Option(500, "--subset-size", help="--dynamic: size r of each random subset a coreset is selected from."),
-    posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4)."),
-    posterior_sigma: float = Sigma, posterior_layers: str = Layers,
-    update_rule: str = typer.Option("every", "--update-rule", help="--dynamic: every (each R epochs) or crest (quadratic-approximation rule)."),
-    tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau."),
-    learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all)."),
-    learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example."),
-    log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest)."),
+    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
+    # model and training
+    model: Optional[ModelName] = model_option(TRAINING),
+    epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
+    lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
+    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    # dynamic selection
+    dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
+    every: int = typer.Option(1, "--every", help="--dynamic: re-select every R epochs (update rule every).", rich_help_panel=DYNAMIC),
+    subset_size: int = typer.Option(500, "--subset-size", help="--dynamic: size r of each random subset a coreset is selected from.", rich_help_panel=DYNAMIC),
+    update_rule: UpdateRule = typer.Option("every", "--update-rule", help="--dynamic: every (each R epochs) or crest (quadratic-approximation rule).", rich_help_panel=DYNAMIC),
+    tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau.", rich_help_panel=DYNAMIC),
+    learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all).", rich_help_panel=DYNAMIC),
+    learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example.", rich_help_panel=DYNAMIC),
+    posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4).", rich_help_panel=POSTERIOR),
+    posterior_sigma: float = Sigma, posterior_layers: PosteriorLayers = Layers,
+    # output
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
+    log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
+    seed: int = Seed, device: DeviceName = Device,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
+    model, device, dynamic = value(model), value(device), value(dynamic)
+    posterior_layers, update_rule = value(posterior_layers), value(update_rule)
     if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
-                  model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
-                  metrics=metrics, seed=seed, device=device,
-                  source_options=source_options(split, image_column, label_column, feature_column),
-                  fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
-                  posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
-                  tau=tau, learned_loss=learned_loss, learned_window=learned_window, log=log)
+                      model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
+                      metrics=metrics, seed=seed, device=device,
+                      source_options=source_options(split, image_column, label_column, feature_column),
+                      fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
+                      posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
+                      tau=tau, learned_loss=learned_loss, learned_window=learned_window, log=log)
         return
     if fraction is not None or log is not None:
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from prune.errors import PruneError
+from prune.features import POSTERIOR_LAYERS
 from prune.selection import exact_fraction
 from prune.selection.difficulty import parse_drop_hard
 
@@ -80,7 +81,7 @@ class DynamicConfig:
         if self.kind != "ensemble" and m != 1:
             raise PruneError(f"--dynamic {self.kind} uses the gradients at the current weights (M = 1); "
                              "drop --posterior-samples or use --dynamic ensemble")
-        if self.posterior_layers not in ("bn", "fc", "all"):
+        if self.posterior_layers not in POSTERIOR_LAYERS:
             raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose bn, fc or all")
 
     def to_dict(self) -> dict:

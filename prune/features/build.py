@@ -18,14 +18,14 @@ import torch
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage
-from prune.features.extract import extract_batches
+from prune.features.extract import HESSIANS, extract_batches
 from prune.features.partial import PartialStore
-from prune.features.posterior import hessian_noise_scale, perturbed, posterior_parameters
+from prune.features.posterior import POSTERIOR_LAYERS, hessian_noise_scale, perturbed, posterior_parameters
 from prune.models import build_model
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
-POSTERIOR_LAYERS = ("bn", "fc", "all")
+DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ class FeatureConfig:
             raise PruneError(f"unknown --posterior-kind {self.posterior_kind!r}; choose one of: {', '.join(POSTERIOR_KINDS)}")
         if self.posterior_layers not in POSTERIOR_LAYERS:
             raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose one of: {', '.join(POSTERIOR_LAYERS)}")
-        if self.hessian not in ("exact", "hutchinson"):
+        if self.hessian not in HESSIANS:
             raise PruneError(f"unknown --hessian {self.hessian!r}; choose exact or hutchinson")
-        if self.dtype not in ("float32", "float16"):
+        if self.dtype not in DTYPES:
             raise PruneError(f"unknown --dtype {self.dtype!r}; choose float32 or float16")
         if self.warmup.epochs < 0:
             raise PruneError("--warmup-epochs must be >= 0")

@@ -16,10 +16,12 @@ from prune.features.closed_form import logit_quantities
 from prune.features.hutchinson import cpu_generator, hutchinson_hess_logit
 from prune.models.modes import eval_mode
 
-__all__ = ["FEATURE_KEYS", "extract_batches", "extract_features"]
+__all__ = ["FEATURE_KEYS", "HESSIANS", "extract_batches", "extract_features"]
 
 #: keys of the dictionaries yielded by :func:`extract_batches`
 FEATURE_KEYS = ("grad_logit", "hess_logit", "embedding", "loss", "logits")
+#: how ``hess_logit`` is computed: in closed form, or by Hutchinson probes
+HESSIANS = ("exact", "hutchinson")
 
 
 def _check_device(model: nn.Module, device: torch.device) -> None:
@@ -63,7 +65,7 @@ def extract_batches(
     """
     if batch_size < 1:
         raise PruneError(f"batch size must be >= 1, got {batch_size}")
-    if hessian not in ("exact", "hutchinson"):
+    if hessian not in HESSIANS:
         raise PruneError(f"unknown hessian {hessian!r}; choose exact or hutchinson")
     if x.shape[0] != y.shape[0]:
         raise PruneError(f"{x.shape[0]} inputs but {y.shape[0]} labels")

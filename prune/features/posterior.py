@@ -19,7 +19,10 @@ from prune.errors import PruneError
 from prune.features.hutchinson import hutchinson_param_hess_diag
 from prune.models.last_layer import last_layer_parameters
 
-__all__ = ["posterior_parameters", "hessian_noise_scale", "perturbed"]
+__all__ = ["POSTERIOR_LAYERS", "posterior_parameters", "hessian_noise_scale", "perturbed"]
+
+#: the parameter groups ``posterior_parameters`` knows
+POSTERIOR_LAYERS = ("bn", "fc", "all")
 
 _BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 

@@ -5,7 +5,7 @@ from prune.selection.methods.base import FacilityLocationMethod, MethodOptions
 from prune.selection.methods.craig import Craig
 from prune.selection.methods.crest import Crest
 from prune.selection.methods.ensemble import Ensemble
-from prune.selection.methods.lcmat import LCMat
+from prune.selection.methods.lcmat import TOP_K_SCOPES, LCMat
 
 FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
     cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)
@@ -13,4 +13,4 @@ FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
 SAMPLING = ("random", "ccs")  # uniform sampling (within difficulty strata, for ccs): no features needed
 METHODS = (*SAMPLING, *FACILITY_LOCATION)
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "SAMPLING", "MethodOptions"]
+__all__ = ["FACILITY_LOCATION", "METHODS", "SAMPLING", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]

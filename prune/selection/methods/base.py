@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from prune.selection.budget import largest_remainder
-from prune.selection.engine import facility_location, split_pool
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
+from prune.selection.budget import largest_remainder
+from prune.selection.engine import facility_location, split_pool
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from prune.errors import PruneError
 from prune.selection.budget import largest_remainder
 from prune.selection.engine import split_pool
-from prune.errors import PruneError
 from prune.selection.methods.craig import Craig
 
 

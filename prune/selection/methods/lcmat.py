@@ -16,6 +16,9 @@ from prune.errors import PruneError
 from prune.selection.methods.base import FacilityLocationMethod
 from prune.selection.methods.distances import last_layer_gradient, manhattan
 
+#: where the top-K curvature coordinates are chosen: over the whole training set, or per class
+TOP_K_SCOPES = ("all", "class")
+
 
 def with_bias(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, torch.ones(*h.shape[:-1], 1, dtype=h.dtype)], -1)
@@ -41,7 +44,7 @@ class LCMat(FacilityLocationMethod):
 
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
-        if options.top_k_scope not in ("all", "class"):
+        if options.top_k_scope not in TOP_K_SCOPES:
             raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
         width = store.num_classes * (store.embedding.shape[-1] + 1)
         if not 0 < options.top_k <= width:
