@@ -59,10 +59,10 @@ def load_training_data(dataset: str, data_root: str | None = None, download: boo
 
 
 def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
-                   hutchinson_samples, dtype) -> FeatureConfig:
+                   hutchinson_samples, dtype, warmup_schedule: str = "cosine") -> FeatureConfig:
     return FeatureConfig(
         model=model or default_model(data.source, data.input_shape),
-        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr),
+        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr, schedule=warmup_schedule),
         posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
         hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
     )
@@ -111,6 +111,7 @@ def select_coreset(
     split: str | None = None, image_column: str | None = None, label_column: str | None = None,
     feature_column: str | None = None,
     model: str | None = None, warmup_epochs: int = 5, lr: float = 0.05, batch_size: int = 128,
+    warmup_schedule: str = "cosine",
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
@@ -163,11 +164,11 @@ def select_coreset(
             candidates = Candidates(labels, record, noise_record)
             if needs_features:  # dry run: the size the features would have
                 config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
+                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule)
                 feature_bytes = store_bytes(data, config)
         else:
             config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32")
+                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule)
             with tempfile.TemporaryDirectory() as tmp:
                 path = store or Path(tmp) / "features.h5"
                 build_store(data, labels, path, config, seed=seed, device=torch_device,

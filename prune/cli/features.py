@@ -12,7 +12,8 @@ from prune.api import feature_config, load_training_data, source_options
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
                                ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
-                               StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+                               Schedule, StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option,
+                               warmup_schedule_option)
 from prune.features import build_store, partial_path
 from prune.training import console, resolve_device
 
@@ -24,7 +25,8 @@ def features_command(
     feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
     # model, warm-up and posterior
     model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
-    batch_size: int = batch_size_option(), posterior_samples: int = Samples, posterior_sigma: float = Sigma,
+    batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
+    posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # output
@@ -35,13 +37,13 @@ def features_command(
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
-    dtype, device = value(dtype), value(device)
+    dtype, device, warmup_schedule = value(dtype), value(device), value(warmup_schedule)
     torch_device = resolve_device(device)
     data, labels, noise, flipped = load_training_data(
         dataset, data_root, download, label_noise, noise_seed,
         **source_options(split, image_column, label_column, feature_column))
     config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                            posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype)
+                            posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule)
     start = time.perf_counter()
     try:
         build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,

@@ -17,13 +17,15 @@ import typer
 from prune.data import DATASETS
 from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
 from prune.models import MODELS
-from prune.training import DEVICES
+from prune.selection.difficulty import SCORES
+from prune.training import DEVICES, SCHEDULES
 
 DATA = "Data"
 WARMUP = "Model & warm-up"
 TRAINING = "Model & training"
 POSTERIOR = "Posterior"
 METHOD = "Method"
+DIFFICULTY = "Difficulty stage"
 BUDGET = "Budget"
 OUTPUT = "Output"
 
@@ -44,6 +46,8 @@ PosteriorLayers = choice("PosteriorLayers", POSTERIOR_LAYERS)
 PosteriorKind = choice("PosteriorKind", POSTERIOR_KINDS)
 HessianKind = choice("HessianKind", HESSIANS)
 StorageType = choice("StorageType", DTYPES)
+Schedule = choice("Schedule", SCHEDULES)
+DifficultyScore = choice("DifficultyScore", SCORES)
 
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
@@ -80,6 +84,17 @@ def batch_size_option(panel: str = WARMUP):
 def warmup_epochs_option(panel: str = WARMUP):
     return typer.Option(5, "--warmup-epochs", help="Epochs of warm-up on the full training split.",
                         rich_help_panel=panel)
+
+
+def warmup_schedule_option(panel: str = WARMUP):
+    return typer.Option("cosine", "--warmup-schedule", help="Learning rate of the warm-up: cosine (anneal to 0) or constant (DeepCore, LCMat).",
+                        rich_help_panel=panel)
+
+
+# -- the difficulty stage (prune.selection.difficulty) ----------------------------------------
+DropHard = typer.Option(None, "--drop-hard", help="Drop the hard examples before selecting: auto (those the warm model's posterior mean misclassifies), a fraction of each class (hardest by --difficulty-score), or 0. Default: auto, 0 for random.", rich_help_panel=DIFFICULTY)
+Strata = typer.Option(None, "--strata", help="Split each class into N equal-width difficulty strata with equal budgets, the method runs in each (coverage). Default: 10 for ccs, else 1.", rich_help_panel=DIFFICULTY)
+Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a fractional --drop-hard, averaged over the posterior samples (default el2n).", rich_help_panel=DIFFICULTY)
 
 
 # -- posterior and curvature ---------------------------------------------------------------

@@ -11,11 +11,11 @@ from rich.table import Table
 
 from prune.api import select_coreset
 from prune.atomic import ensure_writable
-from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, Download,
-                               FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn,
-                               LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed,
-                               Sigma, Split, batch_size_option, choice, lr_option, model_option, value,
-                               warmup_epochs_option)
+from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
+                               Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
+                               Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind,
+                               PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
+                               choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option)
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
 from prune.selection.methods import TOP_K_SCOPES
 from prune.training import console
@@ -36,7 +36,8 @@ def select_command(
                                             rich_help_panel=DATA),
     # model, warm-up and posterior: the features computed when --features is not given
     model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
-    batch_size: int = batch_size_option(), posterior_samples: int = Samples, posterior_sigma: float = Sigma,
+    batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
+    posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # method
@@ -47,9 +48,12 @@ def select_command(
     top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance).", rich_help_panel=METHOD),
     top_k_scope: TopKScope = typer.Option("all", "--top-k-scope", help="lcmat: choose the top-K over all data or per class.", rich_help_panel=METHOD),
     damping: float = typer.Option(1e-3, "--damping", help="adacore: eps = damping * mean Hessian diagonal.", rich_help_panel=METHOD),
+    hessian_batch: int = typer.Option(64, "--hessian-batch", help="adacore: examples per mini-batch over which the Hessian diagonal is averaged (AdaCore §5.2, b_H); 1 = each example's own.", rich_help_panel=METHOD),
     subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets.", rich_help_panel=METHOD),
     learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned.", rich_help_panel=METHOD),
-    learned_window: int = typer.Option(2, "--learned-window", help="crest: checkpoints the loss must stay low (0 = keep all).", rich_help_panel=METHOD),
+    learned_window: int = typer.Option(0, "--learned-window", help="crest: warm-up checkpoints the loss must stay below --learned-loss to drop an example (0 = keep all: the default, since a static subset trains a fresh model).", rich_help_panel=METHOD),
+    # the difficulty stage
+    drop_hard: Optional[str] = DropHard, strata: Optional[int] = Strata, difficulty_score: Optional[DifficultyScore] = Score,
     # budget
     fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1).", rich_help_panel=BUDGET),
     count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction).", rich_help_panel=BUDGET),
@@ -63,6 +67,7 @@ def select_command(
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
     model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
+    warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
     if fraction is None and count is None:
         fraction = 0.1
     if out is not None and not dry_run:
@@ -77,11 +82,13 @@ def select_command(
         fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
         data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
         feature_column=feature_column, model=model, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
         label_noise=label_noise, noise_seed=noise_seed, device=device,
         options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
-                              subset_size=subset_size, learned_loss=learned_loss, learned_window=learned_window),
+                              hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
+                              learned_window=learned_window),
     )
     seconds = time.perf_counter() - start
     if out is None:

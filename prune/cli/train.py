@@ -18,6 +18,7 @@ from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Devi
                                batch_size_option, choice, lr_option, model_option, value)
 from prune.data import load_dataset
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
+from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
 from prune.models import build_model, default_model
@@ -51,6 +52,7 @@ def train_command(
     tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau.", rich_help_panel=DYNAMIC),
     learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all).", rich_help_panel=DYNAMIC),
     learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example.", rich_help_panel=DYNAMIC),
+    drop_hard: str = typer.Option("auto", "--drop-hard", help="--dynamic ensemble|crest: difficulty stage in each subset, on the current model: auto (leave out what its posterior mean misclassifies), a fraction, or 0.", rich_help_panel=DYNAMIC),
     posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4).", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma, posterior_layers: PosteriorLayers = Layers,
     # output
@@ -68,7 +70,7 @@ def train_command(
                       source_options=source_options(split, image_column, label_column, feature_column),
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
-                      tau=tau, learned_loss=learned_loss, learned_window=learned_window, log=log)
+                      tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
         return
     if fraction is not None or log is not None:
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
@@ -136,7 +138,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
                   epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
                   device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
                   posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
-                  tau: float, learned_loss: float, learned_window: int, log) -> dict:
+                  tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
     """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
     torch_device = resolve_device(device)
     if dynamic is not None and manifest is not None:
@@ -176,7 +178,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
                             batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
                             update_rule=update_rule, tau=tau, posterior_samples=posterior_samples,
                             posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, weighted=weighted,
-                            learned_loss=learned_loss, learned_window=learned_window)
+                            learned_loss=learned_loss, learned_window=learned_window, drop_hard=parse_drop_hard(drop_hard))
         cfg.check()
         if subset_size > len(data.train):
             console.print(f"[yellow]note:[/] --subset-size {subset_size} exceeds the {len(data.train)} training "
