@@ -104,7 +104,7 @@ def difficulty_options(method: str, drop_hard=None, strata: int | None = None,
 
 
 def select_coreset(
-    dataset: str | None = None, method: str = "craig", *, fraction: float | None = None, count: int | None = None,
+    dataset: str | None = None, method: str = "ccs", *, fraction: float | None = None, count: int | None = None,
     balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
     features: str | Path | None = None, store: str | Path | None = None,
     data_root: str | None = None, download: bool = False,

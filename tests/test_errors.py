@@ -434,7 +434,7 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     monkeypatch.setattr("prune.api.build_store", no_features)
     monkeypatch.setattr("prune.features.build.warm_start", no_features)
     monkeypatch.chdir(tmp_path)
-    text = run("select", "--dry-run", "--max-pool", "100", "--posterior-samples", "2")
+    text = run("select", "--dry-run", "--method", "craig", "--max-pool", "100", "--posterior-samples", "2")
     # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
     assert "largest pool p = 78" in text and "24.3 KB" in text
     # features: 1437 x 2 x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels

@@ -41,7 +41,7 @@ def select_command(
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # method
-    method: Method = typer.Option("craig", "--method", help="Selection method (README, \"Methods\").",
+    method: Method = typer.Option("ccs", "--method", help="Selection method (README, \"Methods\"; ccs: the default that beats random in docs/results.md).",
                                   rich_help_panel=METHOD),
     max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),
     rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term.", rich_help_panel=METHOD),
@@ -127,7 +127,7 @@ def print_plan(plan: SelectionPlan, out: Path) -> None:
     if plan.pools is not None:
         count = sum(len(p) for p in plan.pools)
         console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
-                      + ("" if plan.exact_pools else " (before crest drops learned examples)"), highlight=False)
+                      + ("" if plan.exact_pools else " (sized before examples are dropped)"), highlight=False)
         console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
                       f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
     console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)
