@@ -52,7 +52,7 @@ class BenchConfig:
     options: MethodOptions = field(default_factory=MethodOptions)
     # dynamic selection during training (prune.dynamic), reported as methods "dyn-<kind>"
     dynamic: tuple[str, ...] = ()
-    # the difficulty stage of every method but random (None: each method's default)
+    # the difficulty stage of every method but random, and inside dynamic ensemble|crest (None: defaults)
     drop_hard: str | float | None = None
     strata: int | None = None
     full: bool = True  # train the full-data reference row
@@ -112,6 +112,8 @@ def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str,
     from prune.dynamic import DynamicConfig, run_dynamic
 
     crest = {"update_rule": "crest", "learned_loss": 0.1, "weighted": True} if kind == "crest" else {}
+    if config.drop_hard is not None:  # the difficulty stage inside each subset (default auto)
+        crest["drop_hard"] = config.drop_hard
     cfg = DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
                         lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), len(labels)),
                         posterior_samples=config.posterior_samples if kind == "ensemble" else None,
@@ -185,7 +187,8 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                         rows.append(_cell(cells / cell_name, cell))
             for kind in config.dynamic:  # selected during training, at the same budget in backprops
                 for fraction in config.fractions:
-                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}.json",
+                    tag = "" if config.drop_hard is None else f"-drop{config.drop_hard}"
+                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}{tag}-{fraction:g}.json",
                                       lambda kind=kind, fraction=fraction: _dynamic_cell(
                                           data, labels, config, model_name, kind, fraction, noise, seed, device)))
     write_reports(rows, config, model_name)
