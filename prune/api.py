@@ -5,8 +5,8 @@ and the printing); ``load_training_data``, ``feature_config`` and ``dataset_reco
 pieces ``prune features`` and ``prune train`` share with it.
 
     import prune
-    manifest = prune.select_coreset("digits", "craig", fraction=0.1, seed=0)
-    manifest.save("manifests/digits-craig-0.1.json")
+    manifest = prune.select_coreset("digits", "ccs", fraction=0.1, seed=0)
+    manifest.save("manifests/digits-ccs-0.1.json")
 """
 
 from __future__ import annotations
