@@ -14,7 +14,7 @@ import prune
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.selection import Candidates, DifficultyOptions, select
-from prune.selection.difficulty import Difficulty, coverage_budgets, difficulty_scores
+from prune.selection.difficulty import Difficulty, below_chance, coverage_budgets, difficulty_scores
 from tests.test_methods import C, M, N, random_store
 
 
@@ -41,6 +41,16 @@ def test_margin_is_positive_exactly_when_the_posterior_mean_predicts_another_cla
     store = random_store(seed=3, n=200)
     mean_prediction = (store.grad_logit.double() + torch.nn.functional.one_hot(store.labels, C)[:, None]).mean(1).argmax(1)
     assert torch.equal(difficulty_scores(store, "margin") > 0, mean_prediction != store.labels)
+
+
+def test_auto_drops_labels_believed_less_than_chance():
+    store = random_store(seed=4, n=300)
+    g, y = store.grad_logit.double().numpy(), store.labels.numpy()
+    direct = [np.mean([g[i, m, y[i]] + 1 for m in range(g.shape[1])]) < 1 / C for i in range(len(y))]
+    assert below_chance(store.grad_logit, store.labels).tolist() == direct
+    stage = Difficulty(store, DifficultyOptions())
+    rows = torch.nonzero(store.labels == 1).flatten()
+    assert stage.kept(rows, 1).tolist() == rows[~torch.tensor(direct)[rows]].tolist()
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,7 +144,8 @@ def test_auto_finds_known_flips(tmp_path):
     manifest = prune.select_coreset(blobs(tmp_path), "ccs", fraction=0.1, warmup_epochs=3, posterior_samples=2,
                                     label_noise=0.2, noise_seed=1, device="cpu", store=path)
     flipped = set(manifest.label_noise["flipped"])
-    hard = set(torch.nonzero(difficulty_scores(FeatureStore.open(path), "margin") > 0).flatten().tolist())
+    opened = FeatureStore.open(path)
+    hard = set(torch.nonzero(below_chance(opened.grad_logit, opened.labels)).flatten().tolist())
     assert len(flipped) == 160 and sum(manifest.selection["dropped_hard"]) == len(hard)
     assert len(hard & flipped) >= 0.9 * len(flipped)  # recall
     assert len(hard & flipped) >= 0.9 * len(hard)     # precision

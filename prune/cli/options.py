@@ -92,7 +92,7 @@ def warmup_schedule_option(panel: str = WARMUP):
 
 
 # -- the difficulty stage (prune.selection.difficulty) ----------------------------------------
-DropHard = typer.Option(None, "--drop-hard", help="Drop the hard examples before selecting: auto (those the warm model's posterior mean misclassifies), a fraction of each class (hardest by --difficulty-score), or 0. Default: auto, 0 for random.", rich_help_panel=DIFFICULTY)
+DropHard = typer.Option(None, "--drop-hard", help="Drop the hard examples before selecting: auto (those whose label the warm model's posterior mean believes less than chance, p < 1/C), a fraction of each class (hardest by --difficulty-score), or 0. Default: auto, 0 for random.", rich_help_panel=DIFFICULTY)
 Strata = typer.Option(None, "--strata", help="Split each class into N equal-width difficulty strata with equal budgets, the method runs in each (coverage). Default: 10 for ccs, else 1.", rich_help_panel=DIFFICULTY)
 Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a fractional --drop-hard, averaged over the posterior samples (default el2n).", rich_help_panel=DIFFICULTY)
 

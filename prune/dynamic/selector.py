@@ -4,8 +4,9 @@ Class-balanced within V_p; ``ensemble`` on the expected distance of logit gradie
 posterior samples, ``crest`` at the current weights, ``random`` uniformly (``prune.dynamic.loop``
 describes the whole algorithm). ``ensemble`` and ``crest`` first run the difficulty stage
 (``prune.selection.difficulty``) inside each class of V_p, scored by the current model's
-posterior samples: with ``drop_hard="auto"`` the examples whose posterior-mean prediction is
-another class are left out of that coreset (never below its budget).
+posterior samples: with ``drop_hard="auto"`` the examples whose label the posterior mean
+believes less than a uniform guess (p̄_y < 1/C) are left out of that coreset (never below its
+budget).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prune import features
 from prune.dynamic.config import STREAM_PERTURB, STREAM_SUBSETS, DynamicConfig
 from prune.features import stream_seed
 from prune.selection import class_budgets, facility_location
-from prune.selection.difficulty import hard_examples, parse_drop_hard, scores_from_gradients
+from prune.selection.difficulty import below_chance, hard_examples, parse_drop_hard, scores_from_gradients
 from prune.selection.methods.distances import expected_euclidean
 from prune.training import console
 
@@ -149,8 +150,8 @@ class Selector:
                 self.low_streak[rows_all] = torch.where(low, self.low_streak[rows_all] + 1, torch.zeros_like(low, dtype=torch.int64))
             drop_hard = parse_drop_hard(cfg.drop_hard)
             if drop_hard != 0:
-                margin = scores_from_gradients(grads, self.labels[rows_all], "margin")
-                score = margin if drop_hard == "auto" else scores_from_gradients(grads, self.labels[rows_all], "el2n")
+                unlikely = below_chance(grads, self.labels[rows_all])
+                score = scores_from_gradients(grads, self.labels[rows_all], "loss" if drop_hard == "auto" else "el2n")
             offset = 0
             with _one_thread():  # many tiny greedy runs: no thread-pool switch per call (engine.CPU_THREADS)
                 for v in subsets:
@@ -159,7 +160,7 @@ class Selector:
                     for rows, k in _class_split(self.labels[v], m, self.num_classes, cfg.class_balanced):
                         if drop_hard != 0:
                             at = offset + rows
-                            hard = hard_examples(drop_hard, score[at], margin[at], k)
+                            hard = hard_examples(drop_hard, score[at], unlikely[at], k)
                             self.dropped_hard += int(hard.sum())
                             rows = rows[~hard]
                         distances = expected_euclidean(g[rows]).to(self.device, torch.float32)

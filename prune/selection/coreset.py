@@ -47,8 +47,8 @@ def default_difficulty(method: str) -> DifficultyOptions:
 
     ``random`` is the plain baseline (no stage); ``ccs`` samples across 10 difficulty strata
     after dropping (coverage-centric selection); every facility-location method drops the
-    examples the warm model's posterior misclassifies (``auto``), which is what keeps it from
-    spending the budget on mislabelled and unlearnable examples (docs/results.md).
+    examples whose label the warm model's posterior believes less than chance (``auto``),
+    which keeps it from spending the budget on mislabelled examples (docs/results.md).
     """
     if method == "random":
         return DifficultyOptions(drop_hard=0)
