@@ -5,8 +5,8 @@ and the printing); ``load_training_data``, ``feature_config`` and ``dataset_reco
 pieces ``prune features`` and ``prune train`` share with it.
 
     import prune
-    manifest = prune.select_coreset("digits", "ccs", fraction=0.1, seed=0)
-    manifest.save("manifests/digits-ccs-0.1.json")
+    manifest = prune.select_coreset("digits", "clean", fraction=0.1, seed=0)
+    manifest.save("manifests/digits-clean-0.1.json")
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def difficulty_options(method: str, drop_hard=None, strata: int | None = None,
 
 
 def select_coreset(
-    dataset: str | None = None, method: str = "ccs", *, fraction: float | None = None, count: int | None = None,
+    dataset: str | None = None, method: str = "clean", *, fraction: float | None = None, count: int | None = None,
     balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
     features: str | Path | None = None, store: str | Path | None = None,
     data_root: str | None = None, download: bool = False,

@@ -41,7 +41,7 @@ def select_command(
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # method
-    method: Method = typer.Option("ccs", "--method", help="Selection method (README, \"Methods\"; ccs: the default that beats random in docs/results.md).",
+    method: Method = typer.Option("clean", "--method", help="Selection method (README, \"Methods\"; clean, the default, is random sampling without the labels the warm model disbelieves).",
                                   rich_help_panel=METHOD),
     max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),
     rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term.", rich_help_panel=METHOD),

@@ -45,9 +45,10 @@ class Candidates:
 def default_difficulty(method: str) -> DifficultyOptions:
     """The stage each method runs with unless told otherwise.
 
-    ``random`` is the plain baseline (no stage); ``ccs`` samples across 10 difficulty strata
-    after dropping (coverage-centric selection); every facility-location method drops the
-    examples whose label the warm model's posterior believes less than chance (``auto``),
+    ``random`` is the plain baseline (no stage); ``clean`` is uniform sampling after dropping
+    the examples whose label the warm model's posterior believes less than chance (``auto``);
+    ``ccs`` samples across 10 equal-width difficulty strata with equal budgets after the same
+    dropping (coverage-centric selection); every facility-location method drops (``auto``),
     which keeps it from spending the budget on mislabelled examples (docs/results.md).
     """
     if method == "random":

@@ -10,7 +10,8 @@ from prune.selection.methods.lcmat import TOP_K_SCOPES, LCMat
 FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
     cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)
 }
-SAMPLING = ("random", "ccs")  # uniform sampling (within difficulty strata, for ccs): no features needed
+# uniform sampling per class (after the difficulty stage for clean and ccs; within its strata for ccs)
+SAMPLING = ("random", "clean", "ccs")
 METHODS = (*SAMPLING, *FACILITY_LOCATION)
 
 __all__ = ["FACILITY_LOCATION", "METHODS", "SAMPLING", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]
