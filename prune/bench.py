@@ -209,9 +209,9 @@ def _cell(path: Path, compute) -> dict:
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and std over seeds per (noise, method, fraction), and the paired difference to random.
 
-    ``diff_mean``/``diff_std``: over the seeds that both this method and ``random`` ran, the
-    mean and std of (accuracy - random's accuracy on the same seed); ``tie`` when the mean lies
-    within one std of 0 (or only one seed was paired).
+    ``diff_mean``/``diff_std``: over the seeds that both this method and ``random`` (for
+    ``dyn-*`` rows: ``dyn-random``) ran, the mean and std of (accuracy - the baseline's accuracy
+    on the same seed); ``tie`` when the mean lies within one std of 0 (or only one seed was paired).
     """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -223,9 +223,10 @@ def summarise(rows: list[dict]) -> list[dict]:
                  "accuracy_mean": float(accuracy.mean()), "accuracy_std": _std(accuracy),
                  "selection_seconds": float(np.mean([r["selection_seconds"] for r in group])),
                  "train_seconds": float(np.mean([r["train_seconds"] for r in group]))}
-        baseline = {r["seed"]: r["test_accuracy"] for r in groups.get((noise, "random", fraction), [])}
+        reference = "dyn-random" if method.startswith("dyn-") else "random"  # same budget in backprops
+        baseline = {r["seed"]: r["test_accuracy"] for r in groups.get((noise, reference, fraction), [])}
         diffs = np.array([r["test_accuracy"] - baseline[r["seed"]] for r in group if r["seed"] in baseline])
-        if method not in ("random", "full") and len(diffs):
+        if method not in (reference, "full") and len(diffs):
             entry.update(diff_mean=float(diffs.mean()), diff_std=_std(diffs), paired_seeds=len(diffs),
                          tie=bool(len(diffs) < 2 or abs(diffs.mean()) <= _std(diffs)))
         out.append(entry)
