@@ -254,7 +254,8 @@ def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) ->
     fractions = sorted({s["fraction"] for s in summary if s["method"] != "full"})
     lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; {config.dataset}, {model_name}, "
              f"warm-up {config.warmup_epochs} epochs, training {config.train_epochs} epochs. In brackets: the paired "
-             "difference to random on the same seeds, mean ± std, in points; *tie* where |mean| <= std.", ""]
+             "difference to random (dyn-* rows: to dyn-random) on the same seeds, mean ± std, in points; *tie* where "
+             "|mean| <= std.", ""]
     for noise in sorted({s["noise"] for s in summary}):
         lines += [f"**label noise {noise:g}**", "",
                   "| method | " + " | ".join(f"{f:g}" for f in fractions) + " | selection s | training s |",
