@@ -151,7 +151,7 @@ class Selector:
             drop_hard = parse_drop_hard(cfg.drop_hard)
             if drop_hard != 0:
                 unlikely = below_chance(grads, self.labels[rows_all])
-                score = scores_from_gradients(grads, self.labels[rows_all], "loss" if drop_hard == "auto" else "el2n")
+                score = scores_from_gradients(grads, self.labels[rows_all], "el2n")  # the static stage's default
             offset = 0
             with _one_thread():  # many tiny greedy runs: no thread-pool switch per call (engine.CPU_THREADS)
                 for v in subsets:

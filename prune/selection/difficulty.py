@@ -188,7 +188,3 @@ class Difficulty:
         bins = ((score - low) / width).floor().long().clamp_(0, strata - 1) if width > 0 else torch.zeros(len(rows), dtype=torch.long)
         parts = [rows[bins == b] for b in range(strata)]
         return [(part, budget) for part, budget in zip(parts, coverage_budgets([len(p) for p in parts], k))]
-
-    def record(self) -> dict:
-        """What the manifest keeps: the options and how many examples each class dropped."""
-        return {**self.options.to_dict(), "dropped_per_class": list(self.dropped)}
