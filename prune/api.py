@@ -23,7 +23,7 @@ from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest
 from prune.models import default_model
-from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, SelectionPlan,
+from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, resolve_device
@@ -94,15 +94,6 @@ def method_options(options: MethodOptions | dict | None = None, **overrides) -> 
     return MethodOptions(**base)
 
 
-def difficulty_options(method: str, drop_hard=None, strata: int | None = None,
-                       score: str | None = None) -> DifficultyOptions:
-    """``method``'s default difficulty stage with the options given (None: the default's)."""
-    default = default_difficulty(method)
-    return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
-                             strata=default.strata if strata is None else strata,
-                             score=default.score if score is None else score)
-
-
 def select_coreset(
     dataset: str | None = None, method: str = "clean", *, fraction: float | None = None, count: int | None = None,
     balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
@@ -142,7 +133,7 @@ def select_coreset(
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     opts = method_options(options, **method_overrides)
-    stage = difficulty_options(method, drop_hard, strata, difficulty_score)
+    stage = default_difficulty(method, drop_hard, strata, difficulty_score)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     if out is not None and not dry_run:

@@ -59,11 +59,9 @@ class BenchConfig:
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
     def difficulty(self, method: str) -> DifficultyOptions:
-        default = default_difficulty(method)
-        if method == "random":
-            return default
-        return DifficultyOptions(drop_hard=default.drop_hard if self.drop_hard is None else self.drop_hard,
-                                 strata=default.strata if self.strata is None else self.strata)
+        if method == "random":  # the baseline stays plain
+            return default_difficulty(method)
+        return default_difficulty(method, self.drop_hard, self.strata)
 
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS

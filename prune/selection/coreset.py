@@ -42,8 +42,9 @@ class Candidates:
         return cls(store.labels, dataset, noise, {"features": meta["features"], "feature_seed": meta["seed"]}, store)
 
 
-def default_difficulty(method: str) -> DifficultyOptions:
-    """The stage each method runs with unless told otherwise.
+def default_difficulty(method: str, drop_hard: str | float | None = None, strata: int | None = None,
+                       score: str | None = None) -> DifficultyOptions:
+    """The stage ``method`` runs with, with the options given replacing its defaults (None: keep).
 
     ``random`` is the plain baseline (no stage); ``clean`` is uniform sampling after dropping
     the examples whose label the warm model's posterior believes less than chance (``auto``);
@@ -51,11 +52,11 @@ def default_difficulty(method: str) -> DifficultyOptions:
     dropping (coverage-centric selection); every facility-location method drops (``auto``),
     which keeps it from spending the budget on mislabelled examples (docs/results.md).
     """
-    if method == "random":
-        return DifficultyOptions(drop_hard=0)
-    if method == "ccs":
-        return DifficultyOptions(drop_hard="auto", strata=10)
-    return DifficultyOptions()
+    default = {"random": DifficultyOptions(drop_hard=0), "ccs": DifficultyOptions(strata=10)}.get(method,
+                                                                                                 DifficultyOptions())
+    return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
+                             strata=default.strata if strata is None else strata,
+                             score=default.score if score is None else score)
 
 
 def difficulty_stage(candidates: Candidates, method: str, difficulty: DifficultyOptions | None) -> Difficulty | None:
