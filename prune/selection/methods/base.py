@@ -23,7 +23,7 @@ class MethodOptions:
     max_pool: int = 10_000
     rho: float = 0.05
     top_k: int = 100
-    top_k_scope: str = "all"
+    top_k_scope: str = "class"
     damping: float = 1e-3
     hessian_batch: int = 64
     subset_size: int = 500

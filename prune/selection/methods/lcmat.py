@@ -2,8 +2,10 @@
 
 LCMat eq. 10, with G = (p - y) (x) [h; 1] the last-layer gradient and lambda = p(1 - p) (x)
 [h; 1]^2 the diagonal of the last-layer Hessian. K holds the ``top_k`` coordinates of lambda
-with the largest variance over the whole training set (LCMat §3.3, B.2), or within each class
-with ``top_k_scope="class"`` (what the authors' code does). Neither G nor lambda is ever built
+with the largest variance within each class pool (``top_k_scope="class"``, the default and what
+the authors' code does), or over the whole training set (``"all"``, LCMat §3.3, B.2). Within a
+class pool, "all" leaves about 90 % of K in other classes' rows (benchmarks/lcmat_scope.py);
+"class" was not worse at any rho on digits (docs/results.md). Neither G nor lambda is ever built
 whole: the variance comes from two C x (e+1) products and only the K chosen columns of lambda
 are formed. With M > 1 the distance is the expectation over posterior samples.
 """
