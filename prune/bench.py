@@ -1,8 +1,9 @@
 """`prune bench`: the papers' evaluation protocol on the user's data (methods.md, "Evaluation protocol").
 
 For every (label noise, seed): warm up once and write a feature store (a second one with M
-posterior samples when ``ensemble`` is asked for), select every method at every fraction from
-it (each with its default difficulty stage unless ``drop_hard``/``strata`` say otherwise),
+posterior samples, from the same warm-up, when ``ensemble`` is asked for), select every method
+at every fraction from it (each with its default difficulty stage unless ``drop_hard``/``strata``
+say otherwise),
 train a fresh model per cell and test it; train once on the full (noisy) data as the
 reference row (``full=False`` skips it). Every cell is written to ``OUT/cells/`` as soon as it
 is done, so a re-run skips finished cells (resume). Aggregates: ``results.csv``,
@@ -26,7 +27,7 @@ import torch
 from prune.atomic import atomic_path, write_text
 from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
-from prune.features import FeatureConfig, FeatureStore, build_store
+from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
 from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
 from prune.selection.methods import SAMPLING
@@ -143,7 +144,7 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                 rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-full.json", lambda: {
                     "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
                     **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
-            stores = {}
+            stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
 
             def store_for(method: str) -> FeatureStore:
                 samples = config.posterior_samples if method == "ensemble" else 1
@@ -153,8 +154,10 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                         feature_config = FeatureConfig(
                             model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
                             warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
+                        if not warm:
+                            warm.append(warm_up(data, labels, feature_config, seed=seed, device=device))
                         build_store(data, labels, path, feature_config, seed=seed, device=device,
-                                    label_noise=noise_record, flipped=flipped)
+                                    label_noise=noise_record, flipped=flipped, warm=warm[0])
                     stores[samples] = FeatureStore.open(path)
                 return stores[samples]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from typer.testing import CliRunner
 
 from prune.cli import app
@@ -40,3 +42,21 @@ def test_bench_smoke_writes_reports_and_resumes(tmp_path):
 def test_bench_refuses_unknown_method(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--methods", "craig,nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
+    """craig (M = 1) and ensemble (M = 2) stores come from one warm-up, so their rows differ only in selection."""
+    import prune.bench
+    from prune.features import FeatureStore
+
+    calls = []
+    real = prune.bench.warm_up
+    monkeypatch.setattr(prune.bench, "warm_up", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--methods", "craig,ensemble", "--fractions", "0.1", "--seeds", "0",
+                                      "--warmup-epochs", "1", "--train-epochs", "1", "--posterior-samples", "2",
+                                      "--no-full", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    one, two = (FeatureStore.open(out / "stores" / f"noise0-seed0-M{m}.h5") for m in (1, 2))
+    assert torch.equal(one.grad_logit_ema, two.grad_logit_ema) and torch.equal(one.loss_per_epoch, two.loss_per_epoch)

@@ -90,15 +90,70 @@ def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
     return 4 * floats + 8 * n  # + the int64 labels
 
 
+def _passes(model, x, labels, config: FeatureConfig, device, description: str, generator=None, start: int = 0):
+    """One feature pass over (x, labels) from row ``start``: yields (start, batch-features)."""
+    with progress() as bars:
+        task = bars.add_task(description, total=len(labels), completed=start, status="")
+        for batch in extract_batches(
+            model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
+            hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
+        ):
+            yield start, batch
+            start += len(batch["loss"])
+            bars.update(task, advance=len(batch["loss"]))
+
+
+@dataclass
+class WarmUp:
+    """A finished warm-up: the warm weights and what its checkpoints left per example.
+
+    ``grad_ema`` and ``hess_ema`` (n, C) are the averages over the checkpoints (AdaCore eq. 7, 9),
+    ``losses`` (n, T) the loss at each checkpoint. Stores built from one ``WarmUp`` (``prune bench``:
+    one per label noise and seed, for every method) differ only in their posterior samples.
+    """
+
+    state: dict
+    grad_ema: torch.Tensor
+    hess_ema: torch.Tensor
+    losses: torch.Tensor
+
+    def model(self, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        model.load_state_dict(self.state)
+        return model.to(device).eval()
+
+
+def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device) -> WarmUp:
+    """Warm up a fresh model with a checkpoint pass at every epoch end (the first part of ``build_store``)."""
+    config.check()
+    average = CheckpointAverage(config.beta1, config.beta2)
+    losses = torch.zeros(len(labels), max(config.warmup.epochs, 1))
+
+    def checkpoint(epoch: int, model) -> None:
+        grads, hessians, epoch_losses = [], [], []
+        generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
+        for _, batch in _passes(model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator):
+            grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); epoch_losses.append(batch["loss"])
+        average.update(torch.cat(grads), torch.cat(hessians))
+        losses[:, epoch - 1] = torch.cat(epoch_losses)
+
+    model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
+    if config.warmup.epochs == 0:
+        checkpoint(1, model)  # the initial weights are the only checkpoint
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return WarmUp(state, average.grad, average.hess, losses)
+
+
 def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
                 seed: int, device: torch.device, label_noise: dict | None = None,
-                flipped: torch.Tensor | None = None, resume: bool = False) -> Path:
+                flipped: torch.Tensor | None = None, resume: bool = False, warm: WarmUp | None = None) -> Path:
     """Warm up, extract features, and write them to ``out`` (atomically). Returns the path.
 
     The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.features.partial``), committed after
     every block of rows; ``resume=True`` continues an interrupted run from its last committed
     block (same settings required) and gives the same store, byte for byte, as an
-    uninterrupted run.
+    uninterrupted run. ``warm`` (from ``warm_up`` with the same data, labels, model and warm-up
+    settings) skips the warm-up and uses that one.
     """
     config.check()
     x, n, samples = data.train.x, len(labels), config.posterior_samples
@@ -114,18 +169,6 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         "label_noise": label_noise,
     }
 
-    def passes(model, description, generator=None, start=0):
-        """One feature pass over the training split from row ``start``: yields (start, batch-features)."""
-        with progress() as bars:
-            task = bars.add_task(description, total=n, completed=start, status="")
-            for batch in extract_batches(
-                model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
-                hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
-            ):
-                yield start, batch
-                start += len(batch["loss"])
-                bars.update(task, advance=len(batch["loss"]))
-
     shape = dict(samples=samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
                  checkpoints=checkpoints, dtype=config.dtype)
     # what resuming must agree with: the store's attributes, its size and the labels used
@@ -137,21 +180,12 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         if part.warmup_done:
             model = part.load_model(build_model(config.model, data.input_shape, data.num_classes)).to(device).eval()
         else:
-            average = CheckpointAverage(config.beta1, config.beta2)
-
-            def checkpoint(epoch: int, model) -> None:
-                grads, hessians, losses = [], [], []
-                generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
-                for _, batch in passes(model, f"checkpoint {epoch}", generator):
-                    grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); losses.append(batch["loss"])
-                average.update(torch.cat(grads), torch.cat(hessians))
-                part.write_column("loss_per_epoch", epoch - 1, torch.cat(losses))
-
-            model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
-            if config.warmup.epochs == 0:
-                checkpoint(1, model)  # the initial weights are the only checkpoint
-            part.write_rows("grad_logit_ema", 0, average.grad)
-            part.write_rows("hess_logit_ema", 0, average.hess)
+            warm = warm or warm_up(data, labels, config, seed=seed, device=device)
+            model = warm.model(config, data, device)
+            for epoch in range(warm.losses.shape[1]):
+                part.write_column("loss_per_epoch", epoch, warm.losses[:, epoch])
+            part.write_rows("grad_logit_ema", 0, warm.grad_ema)
+            part.write_rows("hess_logit_ema", 0, warm.hess_ema)
             part.save_model(model)
             part.commit(warmup_done=True)
 
@@ -163,7 +197,8 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             if rows and part.generator_state() is not None:
                 generator.set_state(part.generator_state())
             with perturbation:
-                for start, batch in passes(member, f"features {m + 1}/{samples}", generator, start=rows):
+                for start, batch in _passes(member, x, labels, config, device, f"features {m + 1}/{samples}",
+                                            generator, start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
                         part.write_rows(name, start, batch[name], sample=m)
                     part.commit(rows_done=start + len(batch["loss"]), generator=generator)
