@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
-
 from typer.testing import CliRunner
 
 from prune.cli import app
@@ -60,3 +60,27 @@ def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
     assert len(calls) == 1
     one, two = (FeatureStore.open(out / "stores" / f"noise0-seed0-M{m}.h5") for m in (1, 2))
     assert torch.equal(one.grad_logit_ema, two.grad_logit_ema) and torch.equal(one.loss_per_epoch, two.loss_per_epoch)
+
+
+def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):
+    """dyn-crest is CREST (rho/tau re-selection, learned-example dropping, gamma weights), not mini-batch CRAIG."""
+    import prune.dynamic
+    from prune.bench import BenchConfig, _dynamic_cell
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(data, cfg, **kwargs):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(prune.dynamic, "run_dynamic", capture)
+    config = BenchConfig(dataset="digits", out=None)
+    for kind in ("crest", "ensemble"):
+        with pytest.raises(Stop):
+            _dynamic_cell(None, torch.zeros(1000, dtype=torch.int64), config, "mlp", kind, 0.1, 0.0, 0, "cpu")
+    crest, ensemble = seen
+    assert (crest.update_rule, crest.weighted, crest.learned_loss) == ("crest", True, 0.1)
+    assert (ensemble.update_rule, ensemble.weighted, ensemble.learned_loss) == ("every", False, 0.0)

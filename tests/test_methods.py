@@ -210,3 +210,14 @@ def test_crest_keeps_learned_examples_by_default():
     assert MethodOptions().learned_window == 0 and crest.params()["learned_window"] == 0
     pools = crest.pools(torch.arange(40), 9, torch.Generator().manual_seed(0))
     assert sorted(torch.cat([p for p, _ in pools]).tolist()) == list(range(40)) and crest.dropped == 0
+
+
+def test_lcmat_chooses_top_k_per_class_by_default():
+    """The authors' code's scope (docs/results.md: not worse than the whole set at any rho on digits)."""
+    store = random_store(n=40)
+    lcmat = method("lcmat", store, top_k=5)
+    assert lcmat.params()["top_k_scope"] == "class"
+    rows = torch.nonzero(store.labels == 1).flatten()
+    lcmat.select_class(rows, 2, torch.Generator().manual_seed(0))
+    expected = top_variance_coordinates(store.hess_logit[rows], store.embedding[rows], 5)
+    assert lcmat.coordinates.tolist() == expected.tolist()
