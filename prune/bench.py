@@ -168,10 +168,8 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                     name = method + ("+γ" if weighted else "")
                     for fraction in config.fractions:
                         def cell(method=method, fraction=fraction, stage=stage, name=name, weighted=weighted):
-                            if method in SAMPLING and not stage.active:
-                                candidates = Candidates(labels, {"source": data.source, "split": "train",
-                                                                 "num_examples": len(labels), "num_classes": data.num_classes,
-                                                                 "fingerprint": data.fingerprint})
+                            if method in SAMPLING and not stage.active:  # random: no features needed
+                                candidates = Candidates(labels, data.record())
                             else:
                                 candidates = Candidates.from_store(store_for(method))
                             start = time.perf_counter()
