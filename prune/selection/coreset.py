@@ -121,7 +121,7 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
         selection["dropped_hard"] = stage.dropped
         dropped = sum(stage.dropped)
         if dropped:
-            console.print(f"difficulty stage: dropped {dropped} hard examples ({', '.join(map(str, stage.dropped))} "
+            console.print(f"difficulty stage: dropped {dropped} examples ({', '.join(map(str, stage.dropped))} "
                           "per class)", highlight=False)
 
     indices = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
