@@ -200,8 +200,8 @@ def test_noisy_labels_are_logged_and_replayed(digits):
 def test_difficulty_stage_leaves_out_what_the_current_model_misclassifies(digits):
     """With drop_hard auto each coreset comes from the examples of V_p whose label the current
     posterior mean believes at least as much as chance, topped up with the least hard to fill m."""
-    result = run(digits, kind="ensemble", posterior_samples=2, drop_hard="auto")
-    off = run(digits, kind="ensemble", posterior_samples=2)  # off by default
+    result = run(digits, kind="ensemble", posterior_samples=2)  # on by default
+    off = run(digits, kind="ensemble", posterior_samples=2, drop_hard=0)
     assert result.log["settings"]["drop_hard"] == "auto" and off.log["result"]["dropped_hard"] == 0
     dropped = result.log["result"]["dropped_hard"]
     assert 0 < dropped < result.log["selections"][0]["subsets"] * 4 * 96

@@ -52,7 +52,7 @@ def train_command(
     tau: float = typer.Option(0.05, "--tau", help="--update-rule crest: re-select when rho > tau.", rich_help_panel=DYNAMIC),
     learned_loss: float = typer.Option(0.0, "--learned-loss", help="--dynamic: drop examples whose loss stayed below this (0 = keep all).", rich_help_panel=DYNAMIC),
     learned_window: int = typer.Option(2, "--learned-window", help="--dynamic: selections the loss must stay low to drop an example.", rich_help_panel=DYNAMIC),
-    drop_hard: str = typer.Option("0", "--drop-hard", help="--dynamic ensemble|crest: difficulty stage in each subset, on the current model (off by default: it did not help in docs/results.md): auto (leave out the examples whose label its posterior mean believes less than chance), a fraction, or 0.", rich_help_panel=DYNAMIC),
+    drop_hard: str = typer.Option("auto", "--drop-hard", help="--dynamic ensemble|crest: difficulty stage in each subset, on the current model: auto (leave out the examples whose label its posterior mean believes less than chance), a fraction, or 0.", rich_help_panel=DYNAMIC),
     posterior_samples: Optional[int] = typer.Option(None, "--posterior-samples", help="--dynamic ensemble: M posterior samples (default 4).", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma, posterior_layers: PosteriorLayers = Layers,
     # output

@@ -41,7 +41,7 @@ class DynamicConfig:
     weighted: bool = False         # weight each example's loss by its gamma
     learned_loss: float = 0.0      # CREST's alpha; 0 = never drop
     learned_window: int = 2        # CREST's T2, in selections of the example
-    drop_hard: str | float = 0     # difficulty stage in each V_p (prune.selection.difficulty); 0 = off
+    drop_hard: str | float = "auto"  # difficulty stage in each V_p (prune.selection.difficulty); 0 = off
     feature_batch_size: int = 1024
 
     @property
