@@ -14,7 +14,8 @@ import prune
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.selection import Candidates, DifficultyOptions, select
-from prune.selection.difficulty import Difficulty, below_chance, coverage_budgets, difficulty_scores
+from prune.selection.budget import equal_split
+from prune.selection.difficulty import Difficulty, below_chance, difficulty_scores
 from tests.test_methods import C, M, N, random_store
 
 
@@ -57,7 +58,7 @@ def test_auto_drops_labels_believed_less_than_chance():
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=8), st.data())
 def test_coverage_budgets_share_equally_within_sizes(sizes, data):
     total = data.draw(st.integers(0, sum(sizes)))
-    out = coverage_budgets(sizes, total)
+    out = equal_split(sizes, total)
     assert sum(out) == total and all(0 <= b <= n for b, n in zip(out, sizes))
     open_ = [b for b, n in zip(out, sizes) if b < n]
     if open_:  # groups with room differ by at most one, and none got more than one above them
@@ -99,7 +100,7 @@ def test_strata_are_equal_width_bins_with_coverage_budgets():
     assert torch.equal(torch.sort(torch.cat([p for p, _ in parts])).values, rows)
     for b, (part, _) in enumerate(parts):
         assert bool(((score[part] >= edges[b] - 1e-12) & (score[part] <= edges[b + 1] + 1e-12)).all())
-    assert [k for _, k in parts] == coverage_budgets([len(p) for p, _ in parts], 20)
+    assert [k for _, k in parts] == equal_split([len(p) for p, _ in parts], 20)
 
 
 def test_options_are_checked():

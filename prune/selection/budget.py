@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from prune.errors import PruneError
 
-__all__ = ["BALANCES", "class_budgets", "exact_fraction", "largest_remainder"]
+__all__ = ["BALANCES", "class_budgets", "equal_split", "exact_fraction", "largest_remainder"]
 
 BALANCES = ("proportional", "equal")
 
@@ -91,8 +91,11 @@ def exact_fraction(fraction) -> Fraction:
     raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
 
 
-def _equal_split(sizes: list[int], total: int) -> list[int]:
-    """Water-filling: largest level L with sum min(n_c, L) <= total, then +1 to lowest ids with room."""
+def equal_split(sizes: list[int], total: int) -> list[int]:
+    """Water-filling: largest level L with sum min(n_c, L) <= total, then +1 to lowest ids with room.
+
+    ``balance="equal"`` over classes, and the difficulty stage's budgets over strata (CCS Alg. 1).
+    """
     lo, hi = 0, max(sizes)
     while lo < hi:  # largest L in [0, max n_c] with filled(L) <= total
         mid = (lo + hi + 1) // 2
@@ -164,5 +167,5 @@ def class_budgets(
                 f"--balance equal needs at least one example per non-empty class, but the budget "
                 f"is {total} for {nonempty} classes; raise the budget or use --balance proportional"
             )
-        return _equal_split(sizes, total)
+        return equal_split(sizes, total)
     return _apportion([f * s for s in sizes], total)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from prune.errors import PruneError
+from prune.selection.budget import equal_split
 
 SCORES = ("el2n", "loss", "margin", "trajectory")
 
@@ -114,29 +115,6 @@ def parse_drop_hard(value) -> str | float:
     return fraction
 
 
-def coverage_budgets(sizes: list[int], total: int) -> list[int]:
-    """Share ``total`` equally over groups of ``sizes``, none above its size (CCS Alg. 1).
-
-    Water-filling: the largest level L with sum_i min(n_i, L) <= total, then one more unit to
-    each of the lowest-index groups with room until the total is met.
-    """
-    if total > sum(sizes):
-        raise ValueError(f"cannot take {total} from groups of {sum(sizes)}")
-    low, high = 0, max(sizes, default=0)
-    while low < high:  # largest L with sum min(n_i, L) <= total
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if sum(min(n, mid) for n in sizes) <= total else (low, mid - 1)
-    out = [min(n, low) for n in sizes]
-    left = total - sum(out)
-    for i, n in enumerate(sizes):
-        if left == 0:
-            break
-        if n > out[i]:
-            out[i] += 1
-            left -= 1
-    return out
-
-
 @dataclass(frozen=True)
 class DifficultyOptions:
     """The stage's knobs; the defaults (``drop_hard="auto"``, ``strata=1``) are prune's."""
@@ -187,4 +165,4 @@ class Difficulty:
         width = (high - low) / strata
         bins = ((score - low) / width).floor().long().clamp_(0, strata - 1) if width > 0 else torch.zeros(len(rows), dtype=torch.long)
         parts = [rows[bins == b] for b in range(strata)]
-        return [(part, budget) for part, budget in zip(parts, coverage_budgets([len(p) for p in parts], k))]
+        return [(part, budget) for part, budget in zip(parts, equal_split([len(p) for p in parts], k))]
