@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from prune.atomic import ensure_writable
-from prune.data import LoadedData, flip_labels, load_dataset
+from prune.data import LoadedData, flip_labels, load_dataset, source_paths
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest
@@ -74,6 +74,16 @@ def dataset_record(data: LoadedData, data_root: str | None) -> dict:
     if data_root:
         record["root"] = str(Path(data_root).resolve())
     return record
+
+
+def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None) -> None:
+    """Refuse, before any work, a manifest (``out``) or store path that cannot be written or
+    that would destroy an input (``prune.atomic.ensure_writable``)."""
+    inputs = [features, *source_paths(dataset, data_root)]
+    if out is not None:
+        ensure_writable(out, inputs=[*inputs, store])
+    if store is not None and features is None:
+        ensure_writable(store, inputs=inputs)
 
 
 def method_options(options: MethodOptions | dict | None = None, **overrides) -> MethodOptions:
@@ -136,8 +146,8 @@ def select_coreset(
     stage = default_difficulty(method, drop_hard, strata, difficulty_score)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    if out is not None and not dry_run:
-        ensure_writable(out)  # before the work, not after it
+    if not dry_run:  # before the work, not after it
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
     hf = source_options(split, image_column, label_column, feature_column)
     feature_bytes = 0
     if features is not None:

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from prune.atomic import ensure_writable
 from prune.bench import BenchConfig, run_bench
 from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
                                batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
 
@@ -58,5 +60,6 @@ def bench_command(
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
         drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
     )
+    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True)
     run_bench(config, resolve_device(device))
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from prune.api import source_options
+from prune.atomic import ensure_writable, finishing
 from prune.cli.options import DataRoot, LabelColumn, Split
 from prune.data import load_dataset
 from prune.data.hf_filter import check_saved
@@ -64,6 +65,8 @@ def inspect_command(
 
 def inspect_log(path, plot=None) -> dict:
     """``prune inspect LOG``: summary table and a PNG histogram of selection counts."""
+    target = plot or subset_log.default_plot_path(path)
+    ensure_writable(target, inputs=[path])
     log = subset_log.load(path)
     facts = subset_log.summary(log)
     s, d, b = log["settings"], log["dataset"], log["budget"]
@@ -99,7 +102,7 @@ def inspect_log(path, plot=None) -> dict:
         if number:
             counts.add_row(str(times), str(number))
     console.print(counts)
-    target = plot or subset_log.default_plot_path(path)
-    subset_log.plot_counts(log, target)
+    with finishing():
+        subset_log.plot_counts(log, target)
     console.print(f"histogram -> {target}", highlight=False)
     return {**facts, "plot": str(target)}

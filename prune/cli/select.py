@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from prune.api import select_coreset
-from prune.atomic import ensure_writable
+from prune.api import check_outputs, select_coreset
+from prune.atomic import finishing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
                                Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind,
@@ -70,8 +70,8 @@ def select_command(
     warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
     if fraction is None and count is None:
         fraction = 0.1
-    if out is not None and not dry_run:
-        ensure_writable(out)  # fail now, not after the warm-up
+    if not dry_run:  # fail now, not after the warm-up
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
     # --dataset with --features: check the store against that dataset (its default means "the store's")
     source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
     given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -98,7 +98,8 @@ def select_command(
     if dry_run:
         print_plan(manifest, out)
         return
-    manifest.save(out)
+    with finishing():
+        manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
 

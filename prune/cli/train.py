@@ -12,11 +12,11 @@ import typer
 from rich.table import Table
 
 from prune.api import dataset_record, recorded_options, source_options
-from prune.atomic import ensure_writable, write_text
+from prune.atomic import ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
                                ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
                                batch_size_option, choice, lr_option, model_option, value)
-from prune.data import load_dataset
+from prune.data import load_dataset, source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
@@ -76,8 +76,6 @@ def train_command(
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
-    if metrics:
-        ensure_writable(metrics)  # fail now, not after training
     chosen = Manifest.load(manifest) if manifest else None
     options = source_options(split, image_column, label_column, feature_column)
     if chosen is not None:
@@ -88,6 +86,8 @@ def train_command(
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
+    if metrics:  # fail now, not after training
+        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
     data = load_dataset(dataset or "digits", data_root, download, **options)
     labels = data.train.y
     indices = torch.arange(len(labels))
@@ -131,7 +131,8 @@ def train_command(
     table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
     console.print(table)
     if metrics:
-        write_text(metrics, json.dumps(result, indent=1) + "\n")
+        with finishing():
+            write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
@@ -143,9 +144,11 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
     torch_device = resolve_device(device)
     if dynamic is not None and manifest is not None:
         raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
-    for path in (log, metrics):
-        if path is not None:
-            ensure_writable(path)
+    inputs = [manifest, *source_paths(dataset, data_root)]
+    if log is not None:
+        ensure_writable(log, inputs=[*inputs, metrics])
+    if metrics is not None:
+        ensure_writable(metrics, inputs=inputs)
     if manifest is not None:  # replay a subset log
         if log is not None:
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
@@ -188,7 +191,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
                              dataset_record=dataset_record(data, data_root), description=f"dynamic {dynamic}")
         wall = time.perf_counter() - start
         if log is not None:
-            subset_log.save(result.log, log)
+            with finishing():
+                subset_log.save(result.log, log)
         kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
         r = result.log["result"]
         extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
@@ -212,5 +216,6 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
     if log is not None and manifest is None:
         console.print(f"subset log -> {log}", highlight=False)
     if metrics:
-        write_text(metrics, json.dumps(out, indent=1) + "\n")
+        with finishing():
+            write_text(metrics, json.dumps(out, indent=1) + "\n")
     return out

@@ -32,7 +32,7 @@ _IDX_FILES = (
 )
 
 
-def _find_idx_files(
+def find_idx_files(
     root: Path, subfolder: str
 ) -> tuple[dict[str, Path] | None, Path | None, list[str]]:
     """Look in root, root/<Sub>/raw and root/raw. Return (files, partial_dir, missing)."""
@@ -97,10 +97,10 @@ def load_idx(name: str, data_root, download: bool) -> LoadedData:
     """``fashion-mnist`` or ``mnist`` from the IDX files in ``data_root`` (downloaded if asked and absent)."""
     display, sub = IDX_SETS[name]
     root = root_folder(data_root, display, f"the folder holding {_IDX_FILES[0]}.gz etc.")
-    files, partial, missing = _find_idx_files(root, sub)
+    files, partial, missing = find_idx_files(root, sub)
     if files is None and download:
         torchvision_download(sub, root, display, train=True)
-        files, partial, missing = _find_idx_files(root, sub)
+        files, partial, missing = find_idx_files(root, sub)
     if files is None:
         if partial is not None:
             raise PruneError(

@@ -42,10 +42,12 @@ with the training statistics (``prune.data.loaded``). Nothing is cached between 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from prune.data import hf
-from prune.data.idx import IDX_SETS, load_idx
+from prune.data.idx import IDX_SETS, find_idx_files, load_idx
 from prune.data.loaded import LoadedData, from_arrays
 from prune.data.npz import load_npz
 from prune.data.torchvision_sets import CIFAR_SETS, load_cifar
@@ -83,10 +85,7 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
         raise PruneError(f"{flags} {verb} only to hf: datasets, not to {spec!r}; drop {'it' if len(given) == 1 else 'them'}")
     if spec[:4].lower() == "npz:":
         return load_npz(spec[4:])
-    name = spec.lower().replace("_", "-")
-    name = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(
-        name, name
-    )
+    name = _canonical(spec)
     if name == "digits":
         return _load_digits()
     if name in IDX_SETS:
@@ -94,6 +93,29 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
     if name in CIFAR_SETS:
         return load_cifar(name, data_root, download)
     raise PruneError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def _canonical(name: str) -> str:
+    name = name.strip().lower().replace("_", "-")
+    return {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(name, name)
+
+
+def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
+    """The files and folders ``load_dataset(spec, data_root)`` reads: the inputs no output may replace."""
+    spec = spec.strip() if isinstance(spec, str) else ""
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+        path = spec.split(":", 1)[1].strip()
+        return [Path(path).expanduser()] if path else []
+    name = _canonical(spec)
+    if not data_root or not str(data_root).strip():
+        return []
+    root = Path(data_root).expanduser()
+    if name in IDX_SETS:
+        files = find_idx_files(root, IDX_SETS[name][1])[0]
+        return list(files.values()) if files else []
+    if name in CIFAR_SETS:
+        return [root / CIFAR_SETS[name][2]]
+    return []
 
 
 def _load_digits() -> LoadedData:

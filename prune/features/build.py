@@ -187,7 +187,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             part.write_rows("grad_logit_ema", 0, warm.grad_ema)
             part.write_rows("hess_logit_ema", 0, warm.hess_ema)
             part.save_model(model)
-            part.commit(warmup_done=True)
+            part.commit_warmup()
 
         first = part.samples_done
         for m, (member, perturbation) in enumerate(
@@ -201,7 +201,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                                             generator, start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
                         part.write_rows(name, start, batch[name], sample=m)
-                    part.commit(rows_done=start + len(batch["loss"]), generator=generator)
+                    part.commit_rows(start + len(batch["loss"]), generator=generator)
             part.commit(samples_done=m + 1, rows_done=0)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
