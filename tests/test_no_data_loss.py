@@ -328,3 +328,28 @@ def test_filter_on_a_full_disk_is_one_line(saved, tmp_path, monkeypatch):
           match="No space left on device")
     assert list(tmp_path.iterdir()) == []
 
+
+# ----------------------------------------------------------------------------- 7: a gzip bomb
+
+
+def test_an_idx_file_is_never_inflated_past_its_declared_size(tmp_path):
+    import gzip
+    import struct
+    import tracemalloc
+
+    from prune.data.idx import _read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as file:  # says 10 images, inflates to 64 MB
+        file.write(struct.pack(">4I", 2051, 10, 28, 28))
+        for _ in range(64):
+            file.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(PruneError, match="header says 10 items but it holds more data bytes"):
+            _read_idx(path, images=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
