@@ -21,12 +21,12 @@ from prune.atomic import ensure_writable
 from prune.data import LoadedData, flip_labels, load_dataset, source_paths
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
-from prune.manifest import Manifest
+from prune.manifest import Manifest, creation_time
 from prune.models import default_model
 from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, resolve_device
+from prune.training import TrainConfig, check_seed, resolve_device
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None) -> dict:
@@ -140,6 +140,8 @@ def select_coreset(
     """
     if fraction is None and count is None:
         fraction = 0.1
+    check_seed(seed), check_seed(noise_seed, "--noise-seed")
+    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after the work
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     opts = method_options(options, **method_overrides)

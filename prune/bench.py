@@ -31,7 +31,7 @@ from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
 from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
 from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, console, evaluate, fit, seed_everything
+from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class BenchConfig:
             raise PruneError(f"unknown kind(s) {', '.join(unknown)} in --dynamic; choose from {', '.join(DYNAMIC_KINDS)}")
         if not (self.methods or self.dynamic) or not self.fractions or not self.seeds or not self.label_noise:
             raise PruneError("--methods (or --dynamic), --fractions, --seeds and --label-noise each need at least one value")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
         for method in self.methods:
             self.difficulty(method)  # checks --drop-hard and --strata before any work
 

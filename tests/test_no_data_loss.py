@@ -353,3 +353,29 @@ def test_an_idx_file_is_never_inflated_past_its_declared_size(tmp_path):
         tracemalloc.stop()
     assert peak < 4 << 20, peak
 
+
+# ----------------------------------------------------------------------------- 8: seeds, SOURCE_DATE_EPOCH
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_seeds_out_of_range_are_usage_errors(seed, tmp_path, monkeypatch):
+    import prune
+
+    monkeypatch.chdir(tmp_path)
+    for command in (["select", "--method", "random"], ["features", "--out", "s.h5"], ["train"]):
+        result = runner.invoke(app, [*command, "--seed", seed])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "Invalid value for '--seed'" in " ".join(result.output.replace("│", " ").split()), result.output
+    fails("bench", "--seeds", f"0,{seed}", "--out", "b", match="--seeds must be an integer from 0 to 4294967295")
+    with pytest.raises(PruneError, match="--seed must be an integer"):
+        prune.select_coreset("digits", "random", seed=int(seed))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("epoch", ["1.5", "abc", "-1", "99999999999999999999"])
+def test_a_malformed_source_date_epoch_is_one_line_before_any_work(epoch, tmp_path, monkeypatch):
+    _no_work(monkeypatch)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    fails("select", "--out", tmp_path / "m.json", match="SOURCE_DATE_EPOCH must be a whole number of seconds")
+    fails("train", "--dynamic", "random", match="SOURCE_DATE_EPOCH must be a whole number of seconds")
+    assert list(tmp_path.iterdir()) == []

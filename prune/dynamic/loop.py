@@ -99,6 +99,7 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
                 description: str = "dynamic") -> DynamicResult:
     """Train a fresh model on coresets selected during training; returns the model, log and metrics."""
     cfg.check()
+    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after training
     x = data.train.x
     labels = data.train.y if labels is None else labels
     n = len(labels)
