@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+
+
+def pytest_configure(config):
+    """Hypothesis keeps its example database in pytest's cache (or a temporary folder), not in
+    ``.hypothesis/`` of the folder pytest runs from."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    cache = getattr(config, "cache", None)
+    set_hypothesis_home_dir(cache.mkdir("hypothesis") if cache else tempfile.mkdtemp(prefix="prune-hypothesis-"))
 
 
 @pytest.fixture(autouse=True, scope="session")
