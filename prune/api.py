@@ -140,7 +140,8 @@ def select_coreset(
     """
     if fraction is None and count is None:
         fraction = 0.1
-    check_seed(seed), check_seed(noise_seed, "--noise-seed")
+    check_seed(seed)
+    check_seed(noise_seed, "--noise-seed")
     creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after the work
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")

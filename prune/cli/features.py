@@ -22,6 +22,7 @@ from prune.training import console, resolve_device
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
+    """What tells a file at ``path`` from the one a rename puts there (None: no file)."""
     try:
         info = os.stat(path)
     except OSError:
