@@ -221,3 +221,76 @@ def test_lcmat_chooses_top_k_per_class_by_default():
     lcmat.select_class(rows, 2, torch.Generator().manual_seed(0))
     expected = top_variance_coordinates(store.hess_logit[rows], store.embedding[rows], 5)
     assert lcmat.coordinates.tolist() == expected.tolist()
+
+
+def gradients(n: int, samples: int, classes: int, seed: int) -> torch.Tensor:
+    """Logit gradients p - y of a confident model: many near-duplicates near 0, as real stores have."""
+    g = torch.Generator().manual_seed(seed)
+    p = (torch.randn(n, samples, classes, generator=g) * 4).softmax(-1)
+    return p - torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.int64), classes).float()[:, None]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocked_distances_match_the_direct_formula(monkeypatch, threads):
+    """Many blocks (and two worker threads): the upper-triangle blocks mirrored give every entry."""
+    from prune.selection.methods import distances
+
+    monkeypatch.setattr(distances, "BLOCK_ENTRIES", 300)  # 5 rows per block at p = 61
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = gradients(61, 3, 7, seed=1)
+        lam = torch.rand(61, 3, 4, generator=torch.Generator().manual_seed(2))
+        h = torch.rand(61, 3, 5, generator=torch.Generator().manual_seed(3))
+        euclid = distances.expected_euclidean(x)
+        last = distances.expected_last_layer(x, h, lam, 0.3)
+    finally:
+        torch.set_num_threads(previous)
+    xd, hd = x.double(), torch.cat([h.double(), torch.ones(61, 3, 1, dtype=torch.float64)], -1)
+    big_g = (xd[..., :, None] * hd[..., None, :]).flatten(2)  # G = g (x) [h; 1], (p, M, C (e + 1))
+    direct = torch.stack([torch.cdist(xd[:, m], xd[:, m]) for m in range(3)]).mean(0)
+    direct_last = torch.stack([torch.cdist(big_g[:, m], big_g[:, m]) + 0.3 * torch.cdist(lam[:, m].double(), lam[:, m].double(), p=1)
+                               for m in range(3)]).mean(0)
+    for got, want in ((euclid, direct), (last, direct_last)):
+        assert got.dtype == torch.float32 and torch.equal(got, got.T) and not got.diagonal().any()
+        # float32 Gram products: an entry near 0 is off by up to sqrt(eps) times the norms
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3 * float(want.max()))
+
+
+@pytest.mark.parametrize("name", ["craig", "lcmat"])
+def test_float32_distances_pick_as_float64(monkeypatch, name):
+    """float32 distances (the default) pick what float64 ones pick, up to near-ties: F within 1e-5.
+
+    On the Fashion-MNIST store of issue 13 (M = 4, 5 %) craig kept 2,991 of 3,000 picks with F
+    equal to 4e-9; here a pool of 600 confident-model gradients, whose orders may part only
+    where two candidates' float64 gains agree to 1e-5.
+    """
+    from prune.selection.engine import facility_location
+    from prune.selection.methods import distances
+
+    store = random_store(n=600, samples=2)
+    store.grad_logit = gradients(600, 2, C, seed=4)
+    chosen = method(name, store, **({"top_k": 6} if name == "lcmat" else {}))
+    if name == "lcmat":
+        chosen.coordinates = top_variance_coordinates(store.hess_logit, store.embedding, 6)
+    rows = torch.arange(600)
+    single = chosen.distances(rows)
+    for fn in ("expected_euclidean", "expected_last_layer"):
+        original = getattr(distances, fn)
+        monkeypatch.setattr(f"prune.selection.methods.{name if name == 'lcmat' else 'craig'}.{fn}",
+                            lambda *a, _f=original, **k: _f(*a, **k, dtype=torch.float64), raising=False)
+    double = chosen.distances(rows)
+    assert single.dtype == torch.float32 and double.dtype == torch.float64
+    picks32, picks64 = facility_location(single, 60).order.tolist(), facility_location(double, 60).order.tolist()
+    top = float(double.max())
+
+    def f(order):  # F(S) under the float64 distances
+        return float((top - double[order]).clamp_min(0).max(0).values.sum()) if order else 0.0
+
+    # identical up to a near-tie: where the orders part, both candidates gain the same to 1e-5
+    t = next((i for i, (a, b) in enumerate(zip(picks32, picks64)) if a != b), len(picks64))
+    if t < len(picks64):
+        prefix = f(picks64[:t])
+        gains = [f(picks64[:t] + [j]) - prefix for j in (picks32[t], picks64[t])]
+        assert gains[0] == pytest.approx(gains[1], rel=1e-5)
+    assert f(picks32) == pytest.approx(f(picks64), rel=1e-5)

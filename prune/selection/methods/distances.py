@@ -1,47 +1,122 @@
-"""Pairwise distances shared by the methods, computed from Gram matrices in float64.
+"""Pairwise distances shared by the methods: float32, blocked, posterior samples summed in place.
 
 Every function takes per-sample features of one pool with a posterior axis, shape (p, M, d),
-and returns the *expected* distance over the M samples, (1/M) sum_m d_m(i, j) (seed 000
-eq. 6) -- never the distance of averaged features. The diagonal is exactly 0.
+and returns the float32 (p, p) *expected* distance over the M samples, (1/M) sum_m d_m(i, j)
+(seed 000 eq. 6) -- never the distance of averaged features. The diagonal is exactly 0.
+
+The result is the only p x p matrix alive: it is filled a block of rows at a time (about
+``BLOCK_ENTRIES`` numbers, so a block stays in cache), and every posterior sample's term is
+added into the block while it is there. Euclidean distances come from Gram products,
+sqrt(|x_i|^2 + |x_j|^2 - 2 <x_i, x_j>), in float32; against float64 this changes picks only at
+near-ties (tests/test_methods.py::test_float32_distances_pick_as_float64). ``dtype=float64``
+computes the same in float64 (and returns float64).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
+BLOCK_ENTRIES = 1 << 18  # entries of one block of rows (1 MiB in float32)
 
-def _sqrt_sq(sq: torch.Tensor) -> torch.Tensor:
-    out = sq.clamp_min_(0).sqrt_()
+
+def _block_rows(p: int) -> int:
+    return max(1, min(p, BLOCK_ENTRIES // max(p, 1)))
+
+
+def _row_blocks(p: int):
+    rows = _block_rows(p)
+    for start in range(0, p, rows):
+        yield start, min(start + rows, p)
+
+
+def _add_sqrt(block: torch.Tensor, gram: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor) -> None:
+    """block += sqrt(max(sq_i + sq_j - 2 gram_ij, 0)), overwriting ``gram``."""
+    gram.mul_(-2).add_(sq_cols).add_(sq_rows[:, None]).clamp_min_(0).sqrt_()
+    block.add_(gram)
+
+
+def _blocked(p: int, samples: int, dtype: torch.dtype, device: torch.device, scratch: int, fill) -> torch.Tensor:
+    """The symmetric (p, p) result, built from its upper triangle a block of rows at a time.
+
+    ``fill(block, start, stop, *buffers)`` adds into ``block`` the entries of rows start..stop-1
+    and columns start..p-1; the block is then mirrored below the diagonal (the result is exactly
+    symmetric). On the CPU the blocks
+    are shared out to one Python thread per torch thread, each running torch on one thread: the
+    ops are small, and one intra-op pool would end each in a barrier that stalls whenever
+    another job holds a core (see ``prune.selection.engine._cpu_threads``).
+    """
+    out = torch.empty(p, p, dtype=dtype, device=device)
+    rows = _block_rows(p)
+    blocks = list(_row_blocks(p))
+    workers = min(torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
+
+    def work(worker: int) -> None:
+        buffers = [torch.empty(rows * p, dtype=dtype, device=device) for _ in range(1 + scratch)]
+        for start, stop in blocks[worker::workers]:
+            shape = (stop - start, p - start)
+            block, *views = (b[: shape[0] * shape[1]].view(shape) for b in buffers)
+            fill(block.zero_(), start, stop, *views)
+            square = block[:, : stop - start]
+            square.copy_(square.triu() + square.triu(1).T)  # exactly symmetric on the diagonal too
+            out[start:stop, start:] = block
+            out[stop:, start:stop] = block[:, stop - start:].T
+
+    if workers <= 1:
+        work(0)
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(work, range(workers)))
+        finally:
+            torch.set_num_threads(previous)
+    out.div_(samples)
     out.fill_diagonal_(0)
     return out
 
 
-def euclidean(x: torch.Tensor) -> torch.Tensor:
-    """(p, d) -> (p, p) Euclidean distances ||x_i - x_j|| via |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>."""
-    x = x.double()
-    norms = (x * x).sum(1)
-    return _sqrt_sq(norms[:, None] + norms[None, :] - 2 * x @ x.T)
+def expected_euclidean(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(p, M, d) -> (p, p): mean over posterior samples of the Euclidean distance ||x_i - x_j||."""
+    p, samples = x.shape[:2]
+    xs = x.to(dtype).transpose(0, 1).contiguous()  # (M, p, d)
+    sq = (xs * xs).sum(-1)  # (M, p)
+
+    def fill(block, start, stop, gram):
+        for m in range(samples):
+            torch.mm(xs[m, start:stop], xs[m, start:].T, out=gram)
+            _add_sqrt(block, gram, sq[m, start:stop], sq[m, start:])
+
+    return _blocked(p, samples, dtype, x.device, 1, fill)
 
 
-def expected_euclidean(x: torch.Tensor) -> torch.Tensor:
-    """(p, M, d) -> (p, p): mean over posterior samples of the Euclidean distance."""
-    return torch.stack([euclidean(x[:, m]) for m in range(x.shape[1])]).mean(0)
+def expected_last_layer(g: torch.Tensor, h: torch.Tensor, lam: torch.Tensor, weight: float,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(p, M, C), (p, M, e), (p, M, K) -> (p, p): mean over m of ||G_i - G_j|| + weight |lam_i - lam_j|_1.
 
-
-def last_layer_gradient(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """(p, C), (p, e) -> (p, p): ||G_i - G_j|| with G = g (x) [h; 1], never materialising G.
-
-    <G_i, G_j> = <g_i, g_j> <h~_i, h~_j>, so two small Gram matrices replace a C(e+1)-wide one
-    (methods.md, "Never materialise G").
+    G = g (x) [h; 1] is never materialised: <G_i, G_j> = <g_i, g_j> <h~_i, h~_j>, so two small
+    Gram products replace a C(e+1)-wide one (methods.md, "Never materialise G"). The L1 term sums
+    |lam_ik - lam_jk| one coordinate at a time into the cached block (no (p, p, K) array); over
+    the M samples it is one L1 distance over all M K columns.
     """
-    g = g.double()
-    h_tilde = torch.cat([h.double(), torch.ones(len(h), 1, dtype=torch.float64, device=h.device)], 1)
-    gram = (g @ g.T) * (h_tilde @ h_tilde.T)
-    sq_norms = gram.diagonal()
-    return _sqrt_sq(sq_norms[:, None] + sq_norms[None, :] - 2 * gram)
+    p, samples = g.shape[:2]
+    gs = g.to(dtype).transpose(0, 1).contiguous()  # (M, p, C)
+    ones = torch.ones(*h.shape[:2], 1, dtype=dtype, device=h.device)
+    hs = torch.cat([h.to(dtype), ones], -1).transpose(0, 1).contiguous()  # (M, p, e + 1)
+    sq = (gs * gs).sum(-1) * (hs * hs).sum(-1)  # |G_i|^2, (M, p)
+    lam = lam.to(dtype).reshape(p, -1)  # (p, M K)
+    lam_t = lam.T.contiguous()
 
+    def fill(block, start, stop, gram, other, acc):
+        for m in range(samples):
+            torch.mm(gs[m, start:stop], gs[m, start:].T, out=gram)
+            torch.mm(hs[m, start:stop], hs[m, start:].T, out=other)
+            _add_sqrt(block, gram.mul_(other), sq[m, start:stop], sq[m, start:])
+        acc.zero_()
+        for k in range(lam_t.shape[0]):
+            acc.add_(torch.sub(lam[start:stop, k, None], lam_t[k, start:], out=other).abs_())
+        block.add_(acc, alpha=weight)
 
-def manhattan(x: torch.Tensor) -> torch.Tensor:
-    """(p, K) -> (p, p) L1 distances sum_k |x_ik - x_jk|."""
-    x = x.double()
-    return torch.cdist(x[None], x[None], p=1)[0]
+    return _blocked(p, samples, dtype, g.device, 3, fill)

@@ -16,7 +16,7 @@ import torch
 
 from prune.errors import PruneError
 from prune.selection.methods.base import FacilityLocationMethod
-from prune.selection.methods.distances import last_layer_gradient, manhattan
+from prune.selection.methods.distances import expected_last_layer
 
 #: where the top-K curvature coordinates are chosen: over the whole training set, or per class
 TOP_K_SCOPES = ("all", "class")
@@ -72,10 +72,5 @@ class LCMat(FacilityLocationMethod):
         return super().select_class(rows, k, generator)
 
     def distances(self, rows):
-        g, h = self.store.grad_logit[rows], self.store.embedding[rows]
         lam = self.curvature(rows, self.coordinates)
-        total = sum(
-            last_layer_gradient(g[:, m], h[:, m]) + 0.5 * self.options.rho * manhattan(lam[:, m])
-            for m in range(g.shape[1])
-        )
-        return total / g.shape[1]
+        return expected_last_layer(self.store.grad_logit[rows], self.store.embedding[rows], lam, 0.5 * self.options.rho)
