@@ -232,17 +232,36 @@ def test_bad_stores_are_refused(digits_store, tmp_path):
     fails("select", "--features", bad_labels, match="outside 0..9")
 
 
-@pytest.mark.parametrize("name", ["grad_logit", "embedding", "hess_logit_ema", "loss_per_epoch"])
-def test_nan_or_inf_in_a_store_is_never_selected_over(name, digits_store, tmp_path):
+def test_a_store_is_read_only_where_a_pool_needs_it(digits_store, monkeypatch):
+    """Opening reads the labels only; a pool's rows read just the 1024-row slabs that hold them."""
+    reads = []
+    original = h5py.Dataset.__getitem__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, key: reads.append((self.name, key)) or original(self, key))
+    store = FeatureStore.open(digits_store)
+    assert {name for name, _ in reads} == {"/labels", "/noise_flipped"}
+    reads.clear()
+    rows = store.grad_logit[torch.tensor([1100, 3, 1100, 5])]
+    assert reads == [("/grad_logit", slice(0, 1024)), ("/grad_logit", slice(1024, 1437))]
+    with h5py.File(digits_store, "r") as file:
+        assert torch.equal(rows, torch.from_numpy(file["grad_logit"][[3, 5, 1100]])[[2, 0, 2, 1]])
+    reads.clear()
+    store.embedding[torch.tensor([2, 7])]
+    assert reads == [("/embedding", slice(0, 1024))]
+
+
+@pytest.mark.parametrize("name, method", [("grad_logit", "craig"), ("embedding", "lcmat"), ("hess_logit_ema", "adacore"),
+                                          ("loss_per_epoch", "crest")])
+def test_nan_or_inf_in_a_store_is_never_selected_over(name, method, digits_store, tmp_path):
+    """Features are checked as a pool's rows are read: the error names the bad rows of the pool."""
     poked = _copy(digits_store, tmp_path / "nan.h5")
     with h5py.File(poked, "a") as file:
+        bad = np.flatnonzero(file["labels"][...] == 3)[[4, 9]]
         values = file[name][...]
-        values.reshape(len(values), -1)[7, 0] = np.nan
-        values.reshape(len(values), -1)[9, 0] = np.inf
+        values.reshape(len(values), -1)[bad[0], 0] = np.nan
+        values.reshape(len(values), -1)[bad[1], 0] = np.inf
         file[name][...] = values
-    for method in ("craig", "random"):
-        fails("select", "--features", poked, "--method", method, "--out", tmp_path / "m.json",
-              match=f"{name} has NaN or inf for 2 examples")
+    fails("select", "--features", poked, "--method", method, "--out", tmp_path / "m.json",
+          match=f"{name} has NaN or inf for 2 examples (rows {bad[0]}, {bad[1]};")
     assert not (tmp_path / "m.json").exists()
 
 

@@ -294,3 +294,12 @@ def test_float32_distances_pick_as_float64(monkeypatch, name):
         gains = [f(picks64[:t] + [j]) - prefix for j in (picks32[t], picks64[t])]
         assert gains[0] == pytest.approx(gains[1], rel=1e-5)
     assert f(picks32) == pytest.approx(f(picks64), rel=1e-5)
+
+
+def test_rows_per_class_is_one_sort_of_the_labels():
+    from prune.selection.coreset import Candidates, rows_per_class
+
+    labels = torch.randint(0, 6, (500,), generator=torch.Generator().manual_seed(0))
+    labels[labels == 4] = 5  # an empty class
+    rows = rows_per_class(Candidates(labels, {"num_classes": 7}))
+    assert [r.tolist() for r in rows] == [torch.nonzero(labels == c).flatten().tolist() for c in range(7)]

@@ -27,7 +27,8 @@ model, warm-up and posterior settings, seed and label-noise settings. Datasets a
 and compressed with LZF. Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
 the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes,
-the shapes, the labels' range and that every feature is finite.
+the shapes and the labels' range, and reads nothing else: features are read by rows as selection
+needs them (a pool at a time), each read checked to be finite.
 """
 
 from __future__ import annotations
@@ -94,19 +95,84 @@ def create_store(path: str | os.PathLike, *, labels: np.ndarray, flipped: np.nda
             file.attrs["complete"] = True
 
 
+class StoredRows:
+    """One per-example dataset of an open store, read only where indexed.
+
+    ``array[rows]`` (a tensor, array or list of row indices) reads just those rows, in
+    ``CHUNK_ROWS``-aligned slabs of the rows' range, as float32; any other index (``array[:]``,
+    ``array[:, -1]``) reads the whole dataset first. Every read is checked for NaN and inf, and
+    the message names the bad rows. Other tensor attributes (``.double()``, ``.to(...)``) act on
+    the whole dataset, read.
+    """
+
+    def __init__(self, path: Path, file: h5py.File, name: str):
+        self.path, self.file, self.name = path, file, name
+        self.dataset = file[name]
+        self.shape = torch.Size(self.dataset.shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def element_size(self) -> int:
+        return 4  # read as float32
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, (torch.Tensor, np.ndarray, list)) and np.asarray(index).dtype.kind in "iu":
+            return self.rows(torch.as_tensor(index, dtype=torch.int64))
+        return self.rows(torch.arange(len(self)))[index]
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("path", "file", "name", "dataset", "shape", "ndim"):
+            raise AttributeError(name)
+        return getattr(self[:], name)
+
+    def rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """float32 (len(rows), ...) of these rows, in their order; ``PruneError`` if unreadable or not finite."""
+        wanted, inverse = np.unique(rows.numpy(), return_inverse=True)
+        out = torch.empty((len(wanted), *self.shape[1:]), dtype=torch.float32)
+        step = self.dataset.chunks[0] if self.dataset.chunks else CHUNK_ROWS
+        try:
+            at = 0
+            while at < len(wanted):
+                start = wanted[at] // step * step
+                stop = min(start + step, len(self))
+                upto = np.searchsorted(wanted, stop, side="left")
+                slab = self.dataset[start:stop]
+                out[at:upto] = torch.from_numpy(slab[wanted[at:upto] - start])
+                at = upto
+        except (OSError, ValueError, IndexError) as err:
+            raise PruneError(f"feature store {self.path} cannot be read ({err}); it may be truncated: re-create it "
+                             "with `prune features`") from None
+        bad = ~torch.isfinite(out).flatten(1).all(1) if len(out) else torch.zeros(0, dtype=torch.bool)
+        if bad.any():
+            named = wanted[bad.numpy()]
+            listed = ", ".join(map(str, named[:5])) + (", ..." if len(named) > 5 else "")
+            raise PruneError(f"feature store {self.path}: {self.name} has NaN or inf for {len(named)} examples "
+                             f"(rows {listed}; did warm-up diverge?); re-create it with a lower --lr")
+        return out[torch.from_numpy(inverse).reshape(-1)]
+
+
 @dataclass
 class FeatureStore:
-    """A finished store opened for selection: everything read into memory as tensors."""
+    """A finished store opened for selection: labels in memory, features read by rows as needed.
+
+    The feature attributes are ``StoredRows`` for an opened file (tensors work too): index them
+    with the rows of a pool to read just those rows.
+    """
 
     path: Path
     meta: dict
     labels: torch.Tensor
-    grad_logit: torch.Tensor
-    hess_logit: torch.Tensor
-    embedding: torch.Tensor
-    grad_logit_ema: torch.Tensor
-    hess_logit_ema: torch.Tensor
-    loss_per_epoch: torch.Tensor
+    grad_logit: torch.Tensor | StoredRows
+    hess_logit: torch.Tensor | StoredRows
+    embedding: torch.Tensor | StoredRows
+    grad_logit_ema: torch.Tensor | StoredRows
+    hess_logit_ema: torch.Tensor | StoredRows
+    loss_per_epoch: torch.Tensor | StoredRows
     noise_flipped: torch.Tensor
 
     @property
@@ -123,37 +189,37 @@ class FeatureStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureStore":
-        """Open and check a store; wrong, old, truncated or partial files raise ``PruneError``."""
+        """Open and check a store (reading its labels only); wrong, old, truncated or partial files raise ``PruneError``."""
         path = Path(path)
         if path.is_dir():
             raise PruneError(f"feature store {path} is a folder, not an HDF5 file; pass the .h5 file `prune features --out` wrote")
         if not path.is_file():
             raise PruneError(f"feature store {path} does not exist; create it with `prune features --out {path}`")
+        file = None
         try:
-            with h5py.File(path, "r") as file:
-                schema = file.attrs.get("schema")
-                if schema != SCHEMA:
-                    raise PruneError(
-                        f"feature store {path} has schema {schema!r}, this prune reads {SCHEMA!r}; "
-                        "re-create it with `prune features`"
-                    )
-                if not file.attrs.get("complete", False):
-                    raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
-                meta = {k: json.loads(v) for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
-                meta["prune_version"] = file.attrs["prune_version"]
-                arrays = {name: torch.from_numpy(file[name][...]) for name in (
-                    "labels", "noise_flipped", *PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")}
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
-        _check_contents(path, meta, arrays)
-        for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
-            arrays[name] = arrays[name].float()
-            if not torch.isfinite(arrays[name]).all():
-                bad = int((~torch.isfinite(arrays[name])).flatten(1).any(1).sum())
+            file = h5py.File(path, "r")
+            schema = file.attrs.get("schema")
+            if schema != SCHEMA:
                 raise PruneError(
-                    f"feature store {path}: {name} has NaN or inf for {bad} examples (did warm-up diverge?); "
-                    "re-create it with a lower --lr"
+                    f"feature store {path} has schema {schema!r}, this prune reads {SCHEMA!r}; "
+                    "re-create it with `prune features`"
                 )
+            if not file.attrs.get("complete", False):
+                raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
+            meta = {k: json.loads(v) for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
+            meta["prune_version"] = file.attrs["prune_version"]
+            arrays = {name: torch.from_numpy(file[name][...]) for name in ("labels", "noise_flipped")}
+            for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
+                arrays[name] = StoredRows(path, file, name)
+            _check_contents(path, meta, arrays)
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            if file is not None:
+                file.close()
+            raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
+        except PruneError:
+            if file is not None:
+                file.close()
+            raise
         return cls(path=path, meta=meta, **arrays)
 
     def check_dataset(self, data) -> None:

@@ -70,8 +70,10 @@ def difficulty_stage(candidates: Candidates, method: str, difficulty: Difficulty
 
 
 def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
+    """Each class's rows, ascending: one stable sort of the labels (not one pass per class)."""
     labels = candidates.labels
-    return [torch.nonzero(labels == c).flatten() for c in range(candidates.dataset["num_classes"])]
+    counts = torch.bincount(labels, minlength=candidates.dataset["num_classes"])
+    return list(torch.argsort(labels, stable=True).split(counts.tolist()))
 
 
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,

@@ -69,11 +69,12 @@ def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: 
     raise PruneError(f"unknown difficulty score {name!r}; choose one of: {', '.join(SCORES)}")
 
 
-def difficulty_scores(store, name: str) -> torch.Tensor:
-    """(n,) float64 score ``name`` (one of ``SCORES``) of every example in ``store``; higher is harder."""
+def difficulty_scores(store, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """float64 score ``name`` (one of ``SCORES``) of ``rows`` (default: every example) in ``store``; higher is harder."""
+    rows = torch.arange(store.num_examples) if rows is None else rows
     if name == "trajectory":
-        return store.loss_per_epoch.to(torch.float64).mean(1)
-    return scores_from_gradients(store.grad_logit, store.labels, name)
+        return store.loss_per_epoch[rows].to(torch.float64).mean(1)
+    return scores_from_gradients(store.grad_logit[rows], store.labels[rows], name)
 
 
 def below_chance(grad_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -139,18 +140,21 @@ class DifficultyOptions:
 
 
 class Difficulty:
-    """The stage over one store: ``split(rows, k)`` gives the (rows, budget) parts a method selects from."""
+    """The stage over one store: ``split(rows, k)`` gives the (rows, budget) parts a method selects from.
+
+    Scores are read and computed one class at a time, from that class's rows of the store.
+    """
 
     def __init__(self, store, options: DifficultyOptions):
-        self.options = options
-        self.score = difficulty_scores(store, options.score)
-        self.unlikely = below_chance(store.grad_logit, store.labels) if options.drop_hard == "auto" else None
+        self.store, self.options = store, options
         self.dropped: list[int] = []
 
     def kept(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """``rows`` less the examples dropped as too hard, never fewer than ``k`` (sorted)."""
-        unlikely = None if self.unlikely is None else self.unlikely[rows]
-        hard = hard_examples(self.options.drop_hard, self.score[rows], unlikely, k)
+        unlikely = None
+        if self.options.drop_hard == "auto":
+            unlikely = below_chance(self.store.grad_logit[rows], self.store.labels[rows])
+        hard = hard_examples(self.options.drop_hard, difficulty_scores(self.store, self.options.score, rows), unlikely, k)
         self.dropped.append(int(hard.sum()))
         return rows[~hard]
 
@@ -160,7 +164,7 @@ class Difficulty:
         strata = self.options.strata
         if strata == 1 or len(rows) == 0:
             return [(rows, k)]
-        score = self.score[rows]
+        score = difficulty_scores(self.store, self.options.score, rows)
         low, high = float(score.min()), float(score.max())
         width = (high - low) / strata
         bins = ((score - low) / width).floor().long().clamp_(0, strata - 1) if width > 0 else torch.zeros(len(rows), dtype=torch.long)

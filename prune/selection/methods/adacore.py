@@ -59,7 +59,7 @@ class AdaCore(FacilityLocationMethod):
         if store.posterior_samples == 1:
             grad, hess = store.grad_logit_ema[:, None], store.hess_logit_ema[:, None]
         else:
-            grad, hess = store.grad_logit, store.hess_logit
+            grad, hess = store.grad_logit[:], store.hess_logit[:]
         self.hess = batch_averaged(hess, options.hessian_batch, int(store.meta["seed"]))  # H-bar, (n, M, C)
         self.eps = options.damping * float(self.hess.mean())
         self.preconditioned = (grad.double() / (self.hess + self.eps)).float()

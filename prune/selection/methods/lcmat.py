@@ -53,17 +53,18 @@ class LCMat(FacilityLocationMethod):
             raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store")
         self.coordinates = None
         if options.top_k_scope == "all":
-            self.coordinates = top_variance_coordinates(store.hess_logit, store.embedding, options.top_k)
+            self.coordinates = top_variance_coordinates(store.hess_logit[:], store.embedding[:], options.top_k)
 
     def params(self):
         return {**super().params(), "rho": self.options.rho, "top_k": self.options.top_k,
                 "top_k_scope": self.options.top_k_scope}
 
-    def curvature(self, rows: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
-        """lambda at the chosen flat (c, j) coordinates: (p, M, K)."""
-        width = self.store.embedding.shape[-1] + 1
-        a = self.store.hess_logit[rows].double()
-        h2 = with_bias(self.store.embedding[rows].double()).square()
+    @staticmethod
+    def curvature(hess: torch.Tensor, embedding: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
+        """lambda of a pool, (p, M, C) and (p, M, e), at the chosen flat (c, j) coordinates: (p, M, K)."""
+        width = embedding.shape[-1] + 1
+        a = hess.double()
+        h2 = with_bias(embedding.double()).square()
         return a[..., coordinates // width] * h2[..., coordinates % width]
 
     def select_class(self, rows, k, generator):
@@ -72,5 +73,6 @@ class LCMat(FacilityLocationMethod):
         return super().select_class(rows, k, generator)
 
     def distances(self, rows):
-        lam = self.curvature(rows, self.coordinates)
-        return expected_last_layer(self.store.grad_logit[rows], self.store.embedding[rows], lam, 0.5 * self.options.rho)
+        hess, embedding = self.store.hess_logit[rows], self.store.embedding[rows]  # one read of each per pool
+        lam = self.curvature(hess, embedding, self.coordinates)
+        return expected_last_layer(self.store.grad_logit[rows], embedding, lam, 0.5 * self.options.rho)
