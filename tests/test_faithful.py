@@ -152,8 +152,8 @@ def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_reco
     # with one warm-up epoch the averages are the features of the warm model, unperturbed
     model = warm_start(data, labels, config, seed=5, device=device)
     direct = extract_features(model, data.train.x, labels, batch_size=64, device=device)
-    torch.testing.assert_close(store.grad_logit_ema, direct["grad_logit"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(store.hess_logit_ema, direct["hess_logit"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(store.grad_logit_ema[:], direct["grad_logit"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(store.hess_logit_ema[:], direct["hess_logit"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(store.loss_per_epoch[:, 0], direct["loss"], rtol=1e-5, atol=1e-6)
     # and every sample m is that model under the perturbation drawn from stream (seed, 4, m)
     params, used = posterior_parameters(model, "fc")

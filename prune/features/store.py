@@ -51,6 +51,9 @@ from prune.errors import PruneError
 SCHEMA = "prune.features/1"
 CHUNK_ROWS = 1024
 PER_SAMPLE = ("grad_logit", "hess_logit", "embedding")
+# HDF5's cache of decompressed chunks, per dataset: the pools of one class (CREST's subsets, the
+# difficulty stage, lcmat's three arrays) read the same chunks again, from here
+CHUNK_CACHE = 32 << 20
 
 
 class StoreWriter:
@@ -197,7 +200,7 @@ class FeatureStore:
             raise PruneError(f"feature store {path} does not exist; create it with `prune features --out {path}`")
         file = None
         try:
-            file = h5py.File(path, "r")
+            file = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE, rdcc_nslots=100_003)
             schema = file.attrs.get("schema")
             if schema != SCHEMA:
                 raise PruneError(
