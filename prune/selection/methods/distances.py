@@ -42,10 +42,9 @@ def _blocked(p: int, samples: int, dtype: torch.dtype, device: torch.device, scr
 
     ``fill(block, start, stop, *buffers)`` adds into ``block`` the entries of rows start..stop-1
     and columns start..p-1; the block is then mirrored below the diagonal (the result is exactly
-    symmetric). On the CPU the blocks
-    are shared out to one Python thread per torch thread, each running torch on one thread: the
-    ops are small, and one intra-op pool would end each in a barrier that stalls whenever
-    another job holds a core (see ``prune.selection.engine._cpu_threads``).
+    symmetric). On the CPU the blocks are shared out to one Python thread per torch thread, each
+    running torch on one thread: the ops are small, and one intra-op pool would end each in a
+    barrier that stalls whenever another job holds a core (see ``prune.selection.engine._cpu_threads``).
     """
     out = torch.empty(p, p, dtype=dtype, device=device)
     rows = _block_rows(p)
