@@ -148,6 +148,28 @@ class Manifest:
 
         return apply_manifest(self, dataset, label_column=label_column, force=force, keep_in_memory=keep_in_memory)
 
+    def subset(self, dataset, *, labels=None, force: bool = False):
+        """The selected examples of a map-style PyTorch dataset, checked first.
+
+        Checks the dataset's size and label fingerprint as ``apply`` does (labels: ``labels`` if
+        given, else the dataset's ``targets``, a ``TensorDataset``'s second tensor, or
+        ``dataset[i][1]``) and raises ``PruneError`` on a mismatch (``force=True`` warns).
+        Returns ``torch.utils.data.Subset(dataset, indices)``.
+        """
+        from prune.data.torch_subset import checked_torch_subset
+
+        return checked_torch_subset(self, dataset, labels=labels, force=force)
+
+    def sampler(self, num_samples: int | None = None, *, replacement: bool = True, generator=None):
+        """A ``torch.utils.data.WeightedRandomSampler`` over the positions of ``subset(...)``,
+        weighted by gamma (``num_samples`` default: the manifest's size)::
+
+            loader = DataLoader(m.subset(train_set), batch_size=128, sampler=m.sampler())
+        """
+        from prune.data.torch_subset import gamma_sampler
+
+        return gamma_sampler(self, num_samples, replacement=replacement, generator=generator)
+
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """The labels the selection used: ``labels`` with the recorded label noise applied."""
         labels = np.array(labels, dtype=np.int64, copy=True)
