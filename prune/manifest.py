@@ -117,11 +117,12 @@ class Manifest:
 
     # -- use -----------------------------------------------------------------------------
     def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False,
-                      class_counts: list[int] | None = None) -> str | None:
+                      class_counts: list[int] | None = None, can_force: bool = True) -> str | None:
         """Refuse data other than the manifest was made for; return a warning when forced.
 
         With the data's ``class_counts`` (examples per class) and a manifest that records
         them, a fingerprint mismatch is told apart: same counts means the order differs.
+        ``can_force=False``: the caller has no ``--force``, so the error does not suggest one.
         """
         mine = self.dataset
         problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts)
@@ -130,7 +131,7 @@ class Manifest:
         message = f"manifest was made for {mine['source']!r} but the data given does not match: {problem}"
         if force:
             return message + " (continuing because of --force)"
-        raise PruneError(message + "; pass the dataset the manifest was made from, or --force")
+        raise PruneError(message + "; pass the dataset the manifest was made from" + (", or --force" if can_force else ""))
 
     def apply(self, dataset, *, label_column: str | None = None, force: bool = False,
               keep_in_memory: bool = False):

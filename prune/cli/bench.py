@@ -9,8 +9,8 @@ import typer
 
 from prune.atomic import ensure_writable
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
-                               batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Quiet,
+                               Sigma, batch_size_option, flag, lr_option, model_option, value, warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
@@ -37,8 +37,8 @@ def bench_command(
     dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>.", rich_help_panel=GRID),
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random, and inside --dynamic ensemble|crest: auto, a fraction, or 0 (default: each method's own; auto for dynamic).", rich_help_panel=GRID),
     strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own).", rich_help_panel=GRID),
-    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row).", rich_help_panel=GRID),
-    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
+    full: bool = flag("full", "Also train on all the data (the reference row).", default=True, rich_help_panel=GRID),
+    weighted: bool = flag("weighted", "Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
     # model, warm-up and training
     model: Optional[ModelName] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
     train_epochs: int = typer.Option(40, "--train-epochs", help="Epochs of each fresh training run (40: random has converged within 0.3 points on Fashion-MNIST at 1-10 %; 20 is a fast mode).", rich_help_panel=TRAINING),
@@ -48,7 +48,7 @@ def bench_command(
     posterior_sigma: float = Sigma,
     # output
     out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes.", rich_help_panel=OUTPUT),
-    device: DeviceName = Device,
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
     model, device = value(model), value(device)

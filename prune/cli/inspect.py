@@ -43,6 +43,10 @@ def inspect_command(
     budget = chosen.budget
     info.add_row("budget", f"{len(chosen)} examples ({len(chosen) / chosen.dataset['num_examples']:.2%}), {budget.get('balance')}")
     info.add_row("weights", f"min {chosen.weights.min():g}, mean {chosen.weights.mean():g}, max {chosen.weights.max():g}" if len(chosen) else "-")
+    for key, why in (("dropped_hard", "difficulty stage"), ("dropped_learned", "learned (crest)")):
+        per_class = chosen.selection.get(key)
+        if per_class is not None:
+            info.add_row(f"dropped: {why}", f"{sum(per_class)} examples ({', '.join(map(str, per_class))} per class)")
     info.add_row("seed", str(chosen.seed))
     if chosen.label_noise:
         info.add_row("label noise", f"{chosen.label_noise['fraction']} ({len(chosen.label_noise['flipped'])} flipped)")
@@ -59,7 +63,8 @@ def inspect_command(
     elif dataset:
         data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column))
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
-        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts)
+        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts,
+                             can_force=False)
         console.print(f"[green]matches[/] {data.source}")
 
 

@@ -2,10 +2,10 @@
 
 ``--help`` groups options by stage: Data, Model & warm-up (Model & training for ``train`` and
 ``bench``), Posterior, Method, Budget, Output; ``--seed`` and ``--device`` stay in the general
-Options panel. Fixed choices are ``choice`` enums, so ``--help`` lists them and the parser
-refuses any other value with a usage error (exit 2). Commands turn a chosen member back into
-its name with ``value`` before calling the library, which checks the same names itself for
-Python callers.
+Options panel. On/off options are ``flag``s, listed as ``--x/--no-x``. Fixed choices are
+``choice`` enums, so ``--help`` lists them and the parser refuses any other value with a usage
+error (exit 2). Commands turn a chosen member back into its name with ``value`` before calling
+the library, which checks the same names itself for Python callers.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ def value(chosen: Enum | None) -> str | None:
     return None if chosen is None else chosen.value
 
 
+def flag(name: str, help: str, default: bool = False, **kwargs):
+    """An on/off option ``--name/--no-name``, listed without a ``<bool>`` type placeholder."""
+    return typer.Option(default, f"--{name}/--no-{name}", metavar="", help=help, **kwargs)
+
+
 ModelName = choice("ModelName", MODELS)
 DeviceName = choice("DeviceName", DEVICES)
 PosteriorLayers = choice("PosteriorLayers", POSTERIOR_LAYERS)
@@ -52,13 +57,14 @@ DifficultyScore = choice("DifficultyScore", SCORES)
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
 DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.", rich_help_panel=DATA)
-Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
-                        rich_help_panel=DATA)
+Download = flag("download", "Download the dataset into --data-root if missing.", rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
 Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).", rich_help_panel=DATA)
 ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).", rich_help_panel=DATA)
 LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).",
                            rich_help_panel=DATA)
+EvalSplit = typer.Option(None, "--eval-split", help="hf: DatasetDict split held out for test accuracy (default: test, else validation).",
+                         rich_help_panel=DATA)
 FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).",
                              rich_help_panel=DATA)
 LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
@@ -111,5 +117,10 @@ HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher p
                                  rich_help_panel=POSTERIOR)
 
 # -- general -------------------------------------------------------------------------------
-Seed = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for warm-up, posterior draws and selection.")
+def seed_option(help: str = "Seed for warm-up, posterior draws and selection."):
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
+
+
+Seed = seed_option()
+Quiet = flag("quiet", "No progress bars or per-epoch lines; results and notes still print.")
 Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from prune.api import dataset_record, recorded_options, source_options
 from prune.atomic import ensure_writable, finishing, write_text
-from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
-                               batch_size_option, choice, lr_option, model_option, value)
+from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, EvalSplit,
+                               FeatureColumn, ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Quiet, Sigma,
+                               Split, batch_size_option, choice, flag, lr_option, model_option, seed_option, value)
 from prune.data import load_dataset, source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection.difficulty import parse_drop_hard
@@ -36,13 +36,13 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
-    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
+    feature_column: Optional[str] = FeatureColumn, eval_split: Optional[str] = EvalSplit,
+    force: bool = flag("force", "Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
     model: Optional[ModelName] = model_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    weighted: bool = flag("weighted", "Weight each example by its gamma.", rich_help_panel=TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
@@ -58,7 +58,8 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    seed: int = seed_option("Seed for the model's initialisation and batch order (and, with --dynamic, the subsets and posterior draws)."),
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
     model, device, dynamic = value(model), value(device), value(dynamic)
@@ -68,6 +69,7 @@ def train_command(
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
                       metrics=metrics, seed=seed, device=device,
                       source_options=source_options(split, image_column, label_column, feature_column),
+                      eval_split=eval_split,
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
                       tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
@@ -88,7 +90,8 @@ def train_command(
             options = {**recorded, **options}
     if metrics:  # fail now, not after training
         ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
-    data = load_dataset(dataset or "digits", data_root, download, **options)
+    data = load_dataset(dataset or "digits", data_root, download, eval_split=eval_split, **options)
+    say_held_out(data)
     labels = data.train.y
     indices = torch.arange(len(labels))
     weights = None
@@ -114,14 +117,13 @@ def train_command(
     wall = time.perf_counter() - start
     if len(data.test):
         test = evaluate(net, data.test.x, data.test.y, device=torch_device)
-    else:  # an hf: dataset without a test split
+    else:  # an hf: dataset without a test or validation split
         test = {"accuracy": None, "loss": None}
-        console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
     result = {
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
         "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
-        "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-        "history": history,
+        "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+        "train": config.to_dict(), "history": history,
     }
     table = Table(title="prune train")
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
@@ -135,10 +137,21 @@ def train_command(
             write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
+def say_held_out(data) -> None:
+    """Name the split test accuracy comes from, where the source has a choice (hf:)."""
+    if not data.source.startswith("hf:"):
+        return
+    if data.eval_split is None:
+        console.print(f"[yellow]note:[/] {data.source} has no test or validation split; no test accuracy to report "
+                      "(--eval-split NAME holds out another split)", highlight=False)
+    else:
+        console.print(f"test accuracy on split {data.eval_split!r} ({len(data.test)} examples)", highlight=False)
+
+
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
                   epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
-                  device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
-                  posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
+                  device: str, source_options: dict, eval_split: str | None, fraction: float | None, every: int,
+                  subset_size: int, posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
                   tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
     """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
     torch_device = resolve_device(device)
@@ -155,7 +168,9 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
         options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
-        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download,
+                            eval_split=eval_split, **options)
+        say_held_out(data)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="subset log")
@@ -175,7 +190,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         extra = {"replayed": str(manifest), "selections": len(recorded["selections"])}
         fraction_used, run_seed = s["fraction"], s["seed"]
     else:
-        data = load_dataset(dataset or "digits", data_root, download, **source_options)
+        data = load_dataset(dataset or "digits", data_root, download, eval_split=eval_split, **source_options)
+        say_held_out(data)
         model_name = model or default_model(data.source, data.input_shape)
         cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
                             batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
@@ -204,7 +220,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
            "backprops": result.backprops, "full_data_backprops": n * run_epochs,
            "train_examples": len({i for p in result.log["selections"] for b in p["batches"] for i in b}),
            "epochs": run_epochs, "wall_seconds": wall, "model": model_name, "weighted": bool(weighted), "seed": run_seed,
-           "manifest": str(manifest) if manifest else None, "dataset": data.source, **extra,
+           "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+           **extra,
            "history": result.history}
     table = Table(title="prune train (dynamic)")
     for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):

@@ -61,17 +61,18 @@ DIGITS_TEST = 360
 
 def load_dataset(spec: str, data_root: str | None = None, download: bool = False, *,
                  split: str | None = None, image_column: str | None = None,
-                 label_column: str | None = None, feature_column: str | None = None) -> LoadedData:
+                 label_column: str | None = None, feature_column: str | None = None,
+                 eval_split: str | None = None) -> LoadedData:
     """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
 
-    ``split``, ``image_column``, ``label_column`` and ``feature_column`` apply to ``hf:PATH``
-    only (``prune.data.hf``); ``None`` means the default.
+    ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply
+    to ``hf:PATH`` only (``prune.data.hf``); ``None`` means the default.
     """
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
     spec = spec.strip()
     hf_options = {"split": split, "image_column": image_column, "label_column": label_column,
-                  "feature_column": feature_column}
+                  "feature_column": feature_column, "eval_split": eval_split}
     if spec[:3].lower() == "hf:":
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")
