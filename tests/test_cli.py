@@ -129,3 +129,16 @@ def test_difficulty_stage_options_reach_the_manifest(tmp_path):
     assert "--drop-hard must be auto or a fraction" in fails("select", "--features", store, "--drop-hard", "most",
                                                              "--out", tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_posterior_choice_reaches_the_manifest_and_inspect(tmp_path):
+    store = tmp_path / "m2.h5"
+    run("features", "--warmup-epochs", "1", "--posterior-samples", "2", "--posterior-layers", "fc", "--out", store)
+    point, mean = tmp_path / "point.json", tmp_path / "mean.json"
+    run("select", "--features", store, "--method", "craig", "--out", point)
+    run("select", "--features", store, "--method", "craig", "--posterior", "mean", "--out", mean)
+    assert Manifest.load(point).method["params"]["posterior"] == "point"
+    assert Manifest.load(mean).method["params"]["posterior"] == "mean"
+    assert "at the unperturbed warm weights" in run("inspect", point).output
+    assert "mean over 2 posterior samples" in run("inspect", mean).output
+    assert "computes none" in fails("select", "--features", store, "--posterior", "mean", "--out", tmp_path / "c.json")

@@ -437,8 +437,8 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     text = run("select", "--dry-run", "--method", "craig", "--max-pool", "100", "--posterior-samples", "2")
     # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
     assert "largest pool p = 78" in text and "24.3 KB" in text
-    # features: 1437 x 2 x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
-    assert f"features {(1437 * 2 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
+    # features: 1437 x (2 samples + the unperturbed) x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
+    assert f"features {(1437 * 3 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
     assert "manifests/digits-craig-0.1.json" in text
     fails("select", "--dry-run", "--count", "5", "--balance", "equal", match="budget is 5 for 10 classes")
     assert os.listdir(tmp_path) == []
@@ -536,9 +536,9 @@ def _build(resumable, path, **kwargs):
     return build_store(data, data.train.y, path, config, seed=1, device=torch.device("cpu"), **kwargs)
 
 
-# 2 checkpoint passes then 3 feature passes, 6 batches each: stop during warm-up, in sample 0,
-# right after sample 0, and in the last sample
-@pytest.mark.parametrize("stop_after", [5, 14, 18, 27])
+# 2 checkpoint passes, 3 feature passes and the unperturbed pass, 6 batches each: stop during warm-up,
+# in sample 0, right after sample 0, in the last sample, and in the unperturbed pass
+@pytest.mark.parametrize("stop_after", [5, 14, 18, 27, 33])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
     original = prune.features.build.extract_batches
     batches = 0

@@ -3,15 +3,15 @@
 ``prune features --out DIR/NAME.h5`` works in the folder ``DIR/.NAME.h5.partial/``:
 
 * one ``.npy`` file per store dataset (``grad_logit``, ``hess_logit``, ``embedding``,
-  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``), memory-mapped and filled block
+  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``, and with M > 1 the ``*_point`` ones), memory-mapped and filled block
   by block. Raw arrays, not HDF5: a writer killed mid-block can leave at most that block's
   rows half-written, never a damaged file structure (HDF5 keeps its metadata in a cache that
   a killed process never writes back);
 * ``warm.pt``: the warm model's weights, once warm-up is done;
 * ``progress.json``, replaced atomically after the arrays it vouches for are flushed: the
-  settings the work began with, ``warmup_done``, ``samples_done`` (posterior samples whose
-  rows are all written), ``rows_done`` (rows written of the next sample) and that sample's
-  random-generator state at that row.
+  settings the work began with, ``warmup_done``, ``samples_done`` (feature passes whose rows
+  are all written: the M posterior samples, then with M > 1 the unperturbed weights),
+  ``rows_done`` (rows written of the next pass) and that pass's random-generator state at that row.
 
 ``finish`` copies the arrays into the HDF5 store (``prune.features.store.create_store``: temporary
 name, then rename) and removes the folder. A run with ``resume=True`` continues from the last
@@ -56,6 +56,8 @@ def partial_path(path: str | os.PathLike) -> Path:
 def _layout(n: int, samples: int, num_classes: int, embedding_dim: int, checkpoints: int, dtype: str) -> dict:
     width = {"grad_logit": num_classes, "hess_logit": num_classes, "embedding": embedding_dim}
     layout = {name: ((n, samples, width[name]), dtype) for name in PER_SAMPLE}
+    if samples > 1:  # and the unperturbed weights' features
+        layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
     layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, num_classes), dtype)
     layout["loss_per_epoch"] = ((n, checkpoints), "float32")
     return layout
@@ -190,9 +192,10 @@ class PartialStore:
             return None
         part = cls(path, folder, lock, progress, arrays, notes)
         if progress["samples_done"] or progress["rows_done"]:
-            done = f"{progress['samples_done']} of {len(arrays['grad_logit'][0])} posterior samples"
+            samples = len(arrays["grad_logit"][0])
+            done = f"{min(progress['samples_done'], samples)} of {samples} posterior samples"
             if progress["rows_done"]:
-                done += f" and {progress['rows_done']} rows of the next"
+                done += f" and {progress['rows_done']} rows of the next pass"
             notes.append(f"resuming {path}: warm-up done, {done} written")
         elif progress["warmup_done"]:
             notes.append(f"resuming {path}: warm-up done")

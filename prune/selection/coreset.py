@@ -85,6 +85,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method in SAMPLING and options.posterior is not None:
+        raise PruneError(f"--posterior chooses the features a distance is computed from; {method} computes none")
     class_rows = rows_per_class(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
     stage = difficulty_stage(candidates, method, difficulty)
@@ -110,7 +112,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
                 pools += 1
     params = {}
     if engine is not None:
-        params = {**engine.params(), "posterior_samples": candidates.store.posterior_samples}
+        params = {**engine.params(), "posterior": engine.posterior,
+                  "posterior_samples": candidates.store.posterior_samples}
         selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
         if pools > sum(1 for k in budgets if k) and stage is None:
             console.print(f"[yellow]note:[/] classes larger than the pool limit were split: {pools} pools in all")
