@@ -142,3 +142,24 @@ def test_posterior_choice_reaches_the_manifest_and_inspect(tmp_path):
     assert "at the unperturbed warm weights" in run("inspect", point).output
     assert "mean over 2 posterior samples" in run("inspect", mean).output
     assert "computes none" in fails("select", "--features", store, "--posterior", "mean", "--out", tmp_path / "c.json")
+
+
+def test_train_with_a_random_baseline_writes_both_results(tmp_path):
+    import torch
+
+    from prune.data import load_dataset
+    from prune.selection import random_subset
+
+    manifest, metrics = tmp_path / "m.json", tmp_path / "metrics.json"
+    run("select", *FAST, "--out", manifest)
+    out = run("train", "--manifest", manifest, "--baseline", "random", "--epochs", "3", "--metrics", metrics).output
+    result, chosen = json.loads(metrics.read_text()), Manifest.load(manifest)
+    baseline = result["baseline"]
+    assert result["train_examples"] == baseline["train_examples"] == len(chosen)
+    assert result["difference"] == result["test_accuracy"] - baseline["test_accuracy"]
+    assert f"random {len(chosen)}" in out and f"clean - random: {100 * result['difference']:+.2f} points" in out
+    labels = load_dataset("digits").train.y
+    picked = random_subset(labels, chosen.per_class, 0)
+    assert torch.bincount(labels[picked], minlength=10).tolist() == chosen.per_class
+    assert not torch.equal(picked, random_subset(labels, chosen.per_class, 1))
+    assert "--baseline random compares" in fails("train", "--baseline", "random", "--epochs", "1")

@@ -74,6 +74,14 @@ def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
     return [torch.nonzero(labels == c).flatten() for c in range(candidates.dataset["num_classes"])]
 
 
+def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torch.Tensor:
+    """Sorted indices of a uniform sample of ``per_class[c]`` examples of each class c (the random baseline)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
+             for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
+    return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+
+
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
            difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
