@@ -131,11 +131,11 @@ def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str,
                         posterior_sigma=config.posterior_sigma, **crest)
     result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
                          description=f"dyn-{kind}")
-    facts = result.log["result"]
+    seconds = result.timings
     trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
     return {"method": f"dyn-{kind}", "fraction": fraction, "noise": noise, "seed": seed,
-            "selection_seconds": facts["selection_seconds"], "test_accuracy": facts["test_accuracy"],
-            "train_seconds": facts["wall_seconds"] - facts["selection_seconds"], "train_examples": len(trained)}
+            "selection_seconds": seconds["selection_seconds"], "test_accuracy": result.test["accuracy"],
+            "train_seconds": seconds["wall_seconds"] - seconds["selection_seconds"], "train_examples": len(trained)}
 
 
 def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
