@@ -475,7 +475,8 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     assert not target.exists()
     leftovers = hidden(tmp_path)
     assert any(name.startswith(".output.tmp-") for name in leftovers), leftovers
-    run(*command, target)  # a new run is not confused by the old temporary files
+    run(*command, target)  # a new run is not confused by the old temporary files, and removes them
+    assert hidden(tmp_path) == []
     if command[0] == "select":
         Manifest.load(target)
     elif command[0] == "train":
@@ -483,6 +484,22 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     else:
         FeatureStore.open(target)
         assert not partial_path(target).exists()
+
+
+def test_leftovers_of_live_processes_and_other_outputs_are_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / f".m.json.tmp-{dead.pid}").mkdir()  # a dead writer's folder (prune filter writes folders)
+        (tmp_path / f".m.json.tmp-{dead.pid}" / "part").write_text("x")
+        (tmp_path / f".m.json.tmp-{live.pid}").write_text("being written")
+        (tmp_path / f".other.json.tmp-{dead.pid}").write_text("another output's")
+        run("select", "--method", "random", "--out", tmp_path / "m.json")
+        assert hidden(tmp_path) == sorted([f".m.json.tmp-{live.pid}", f".other.json.tmp-{dead.pid}"])
+    finally:
+        live.kill()
+        live.wait()
 
 
 def _store_bytes(path: Path) -> tuple[dict, dict]:
