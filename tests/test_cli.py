@@ -163,3 +163,14 @@ def test_train_with_a_random_baseline_writes_both_results(tmp_path):
     assert torch.bincount(labels[picked], minlength=10).tolist() == chosen.per_class
     assert not torch.equal(picked, random_subset(labels, chosen.per_class, 1))
     assert "--baseline random compares" in fails("train", "--baseline", "random", "--epochs", "1")
+
+
+def test_shell_completion_is_installable_and_completes_choices():
+    import os
+    import subprocess
+    import sys
+
+    assert "--install-completion" in run("--help").output
+    env = {**os.environ, "_PRUNE_COMPLETE": "complete_bash", "COMP_WORDS": "prune select --method cr", "COMP_CWORD": "3"}
+    done = subprocess.run([sys.executable, "-m", "prune"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["craig", "crest"]
