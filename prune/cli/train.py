@@ -11,13 +11,12 @@ import torch
 import typer
 from rich.table import Table
 
-from prune.api import dataset_record, load_training_data, recorded_options, source_options
+from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
 from prune.atomic import ensure_writable, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
                                ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorLayers, Seed,
                                Sigma, Split,
                                batch_size_option, choice, lr_option, model_option, value)
-from prune.data import load_dataset
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard
@@ -92,15 +91,16 @@ def train_command(
     chosen = Manifest.load(manifest) if manifest else None
     options = source_options(split, image_column, label_column, feature_column)
     if chosen is not None:
-        dataset = dataset or chosen.dataset["source"]
-        data_root = data_root or chosen.dataset.get("root")
-        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+        if (dataset or chosen.dataset["source"]).startswith("hf:"):  # the manifest's split and columns, unless given
             recorded = recorded_options(chosen.dataset)
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
-    data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise, noise_seed,
-                                                **options)
+        data = load_recorded(chosen.dataset, dataset, data_root, download, **options)
+        labels, noise = data.train.y, None
+    else:
+        data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise, noise_seed,
+                                                    **options)
     indices = torch.arange(len(labels))
     weights = None
     if chosen is not None:
@@ -181,7 +181,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
         options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
-        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        data = load_recorded(record, dataset, data_root, download, what="subset log", **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="subset log")

@@ -11,7 +11,7 @@ Sources (``load_dataset(spec, data_root, download)``):
 ``fashion-mnist``, ``mnist``
     The original IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; gzipped or not) read from
-    ``data_root``, or from torchvision's layout ``data_root/FashionMNIST/raw`` /
+    ``data_root`` (``$PRUNE_DATA_ROOT`` when not given), or from torchvision's layout ``data_root/FashionMNIST/raw`` /
     ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
     ``download=True`` fetches them with torchvision (into ``data_root/<Name>/raw``) when
     they are not already there. The two share file names, so the real files of one are
@@ -48,10 +48,11 @@ from prune.data import hf
 from prune.data.idx import IDX_SETS, load_idx
 from prune.data.loaded import LoadedData, from_arrays
 from prune.data.npz import load_npz
-from prune.data.torchvision_sets import CIFAR_SETS, load_cifar
+from prune.data.torchvision_sets import CIFAR_SETS, given_root, load_cifar
 from prune.errors import PruneError
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "hf:PATH")
+ROOTED = (*IDX_SETS, *CIFAR_SETS)  # the sources read from a folder: --data-root, else $PRUNE_DATA_ROOT
 
 DIGITS_TRAIN = 1437
 DIGITS_TEST = 360
@@ -94,6 +95,11 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
     if name in CIFAR_SETS:
         return load_cifar(name, data_root, download)
     raise PruneError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def data_root_used(source: str, data_root: str | None) -> str | None:
+    """The folder a loaded ``source`` (``LoadedData.source``) was read from: None for those that read none."""
+    return given_root(data_root) if source in ROOTED else None
 
 
 def _load_digits() -> LoadedData:
