@@ -165,6 +165,15 @@ def test_train_with_a_random_baseline_writes_both_results(tmp_path):
     assert "--baseline random compares" in fails("train", "--baseline", "random", "--epochs", "1")
 
 
+def test_train_on_all_data_with_label_noise(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    run("train", "--label-noise", "0.2", "--noise-seed", "4", "--epochs", "1", "--metrics", metrics)
+    assert json.loads(metrics.read_text())["label_noise"] == {"fraction": 0.2, "seed": 4}
+    manifest = tmp_path / "m.json"
+    run("select", "--method", "random", "--out", manifest)
+    assert "records the labels it was made with" in fails("train", "--manifest", manifest, "--label-noise", "0.2")
+
+
 def test_shell_completion_is_installable_and_completes_choices():
     assert "--install-completion" in run("--help").output
     env = {"_PRUNE_COMPLETE": "complete_bash", "COMP_WORDS": "prune select --method cr", "COMP_CWORD": "3"}

@@ -15,8 +15,7 @@ from prune.api import dataset_record, load_recorded, load_training_data, recorde
 from prune.atomic import ensure_writable, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
                                ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorLayers, Seed,
-                               Sigma, Split,
-                               batch_size_option, choice, lr_option, model_option, value)
+                               Sigma, Split, batch_size_option, choice, lr_option, model_option, value)
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard

@@ -11,8 +11,8 @@ Sources (``load_dataset(spec, data_root, download)``):
 ``fashion-mnist``, ``mnist``
     The original IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; gzipped or not) read from
-    ``data_root`` (``$PRUNE_DATA_ROOT`` when not given), or from torchvision's layout ``data_root/FashionMNIST/raw`` /
-    ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
+    ``data_root`` (``$PRUNE_DATA_ROOT`` when not given), or from torchvision's layout
+    ``data_root/FashionMNIST/raw`` / ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
     ``download=True`` fetches them with torchvision (into ``data_root/<Name>/raw``) when
     they are not already there. The two share file names, so the real files of one are
     recognised by their first training labels and refused when loaded as the other.
