@@ -8,6 +8,7 @@ so a commit is never cut in half.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -129,18 +130,42 @@ def finishing() -> Iterator[None]:
         _state.finishing = False
 
 
+def remove_leftovers(final: Path) -> None:
+    """Remove the temporary siblings ``.NAME.tmp-<pid>`` of ``final`` whose process no longer exists."""
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name starts with a dot and ends in ``.tmp-<pid>``, so a killed run leaves
-    only an obviously partial file (or folder) behind, never one at ``path``. A device, pipe
+    only an obviously partial file (or folder) behind, never one at ``path``; the next write of
+    ``path`` removes it (``remove_leftovers``). A device, pipe
     or socket at ``path`` is never replaced (``refuse_special``). A folder written at the
     temporary name replaces what is at ``path`` by moving that aside (``.NAME.old-<pid>``),
     renaming, then removing it, all under ``committing``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         yield tmp

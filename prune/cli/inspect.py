@@ -39,7 +39,11 @@ def inspect_command(
         columns = ", ".join(f"{role} {name!r}" for role, name in chosen.dataset["columns"].items())
         info.add_row("split, columns", f"{chosen.dataset['split']}; {columns}")
     info.add_row("fingerprint", chosen.dataset["fingerprint"])
-    info.add_row("method", f"{chosen.method['name']} {json.dumps(chosen.method.get('params', {}))}")
+    params = chosen.method.get("params", {})
+    info.add_row("method", f"{chosen.method['name']} {json.dumps(params)}")
+    if "posterior" in params:  # distance methods
+        info.add_row("distance", "at the unperturbed warm weights (posterior point)" if params["posterior"] == "point"
+                     else f"mean over {params['posterior_samples']} posterior samples (posterior mean)")
     budget = chosen.budget
     info.add_row("budget", f"{len(chosen)} examples ({len(chosen) / chosen.dataset['num_examples']:.2%}), {budget.get('balance')}")
     info.add_row("weights", f"min {chosen.weights.min():g}, mean {chosen.weights.mean():g}, max {chosen.weights.max():g}" if len(chosen) else "-")

@@ -51,7 +51,8 @@ DifficultyScore = choice("DifficultyScore", SCORES)
 
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
-DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.", rich_help_panel=DATA)
+DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files (default: $PRUNE_DATA_ROOT).",
+                        rich_help_panel=DATA)
 Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
                         rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
