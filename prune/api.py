@@ -76,14 +76,14 @@ def dataset_record(data: LoadedData, data_root: str | None) -> dict:
     return record
 
 
-def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None) -> None:
-    """Refuse, before any work, a manifest (``out``) or store path that cannot be written or
-    that would destroy an input (``prune.atomic.ensure_writable``)."""
+def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None, overwrite: bool = False) -> None:
+    """Refuse, before any work, a manifest (``out``) or store path that cannot be written, that
+    would destroy an input, or that exists unless ``overwrite`` (``prune.atomic.ensure_writable``)."""
     inputs = [features, *source_paths(dataset, data_root)]
     if out is not None:
-        ensure_writable(out, inputs=[*inputs, store])
+        ensure_writable(out, inputs=[*inputs, store], overwrite=overwrite)
     if store is not None and features is None:
-        ensure_writable(store, inputs=inputs)
+        ensure_writable(store, inputs=inputs, overwrite=overwrite)
 
 
 def method_options(options: MethodOptions | dict | None = None, **overrides) -> MethodOptions:
@@ -117,7 +117,7 @@ def select_coreset(
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
     drop_hard: str | float | None = None, strata: int | None = None, difficulty_score: str | None = None,
-    options: MethodOptions | dict | None = None, dry_run: bool = False, **method_overrides,
+    options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
 ) -> Manifest | SelectionPlan:
     """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
 
@@ -129,8 +129,9 @@ def select_coreset(
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
     ``prune.selection.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
-    saves the manifest there. ``drop_hard``, ``strata`` and ``difficulty_score`` set the
-    difficulty stage (``prune.selection.difficulty``; None keeps the method's default, see
+    saves the manifest there; an existing ``out`` or ``store`` is refused unless ``overwrite``.
+    ``drop_hard``, ``strata`` and ``difficulty_score`` set the difficulty stage
+    (``prune.selection.difficulty``; None keeps the method's default, see
     ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
 
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
@@ -150,7 +151,7 @@ def select_coreset(
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     if not dry_run:  # before the work, not after it
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
     hf = source_options(split, image_column, label_column, feature_column)
     feature_bytes = 0
     if features is not None:

@@ -578,7 +578,35 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_work(tmp_path,
     text = run("features", "--warmup-epochs", "1", "--out", out)  # no --resume: start over
     assert "replacing the unfinished work" in text
     assert FeatureStore.open(out).num_examples == 1437 and hidden(tmp_path) == []
-    assert "nothing to resume" in run("features", "--warmup-epochs", "1", "--resume", "--out", tmp_path / "t.h5")
+    fails("features", "--warmup-epochs", "1", "--resume", "--out", tmp_path / "t.h5", match="no unfinished work")
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_every_command_refuses_an_existing_output_unless_overwrite(digits_store, tmp_path):
+    """One policy: select, features and train refuse an existing output without --overwrite (nothing
+    changes), replace it with it; features --resume with nothing to resume never replaces a finished store."""
+    out = tmp_path / "s.h5"
+    run("features", "--warmup-epochs", "0", "--out", out)
+    before = out.read_bytes()
+    fails("features", "--warmup-epochs", "1", "--out", out, match="already exists; pass --overwrite")
+    fails("features", "--warmup-epochs", "1", "--resume", "--out", out, match="already exists; pass --overwrite")
+    fails("features", "--warmup-epochs", "1", "--resume", "--overwrite", "--out", out, match="no unfinished work")
+    assert out.read_bytes() == before
+    run("features", "--warmup-epochs", "1", "--overwrite", "--out", out)
+    assert FeatureStore.open(out).meta["features"]["warmup"]["epochs"] == 1
+
+    manifest, metrics = tmp_path / "m.json", tmp_path / "metrics.json"
+    run("select", "--features", digits_store, "--method", "random", "--out", manifest)
+    fails("select", "--features", digits_store, "--method", "random", "--fraction", "0.2", "--out", manifest,
+          match="already exists")
+    assert len(Manifest.load(manifest)) == 144
+    run("select", "--features", digits_store, "--method", "random", "--fraction", "0.2", "--out", manifest, "--overwrite")
+    assert len(Manifest.load(manifest)) == 287
+    metrics.write_text("{}")
+    fails("train", "--manifest", manifest, "--epochs", "0", "--metrics", metrics, match="already exists")
+    assert metrics.read_text() == "{}"
+    run("train", "--manifest", manifest, "--epochs", "0", "--metrics", metrics, "--overwrite")
+    assert "test_accuracy" in json.loads(metrics.read_text())
 
 
 def test_ctrl_c_exits_130_without_a_traceback_or_an_output(digits_store, tmp_path, monkeypatch):

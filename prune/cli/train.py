@@ -14,7 +14,7 @@ from rich.table import Table
 from prune.api import dataset_record, recorded_options, source_options
 from prune.atomic import ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
+                               ImageColumn, LabelColumn, Layers, ModelName, Overwrite, PosteriorLayers, Seed, Sigma, Split,
                                batch_size_option, choice, lr_option, model_option, value)
 from prune.data import load_dataset, source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
@@ -58,7 +58,7 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
     model, device, dynamic = value(model), value(device), value(dynamic)
@@ -66,7 +66,7 @@ def train_command(
     if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
-                      metrics=metrics, seed=seed, device=device,
+                      metrics=metrics, overwrite=overwrite, seed=seed, device=device,
                       source_options=source_options(split, image_column, label_column, feature_column),
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
@@ -87,7 +87,7 @@ def train_command(
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
     if metrics:  # fail now, not after training
-        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
+        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)], overwrite=overwrite)
     data = load_dataset(dataset or "digits", data_root, download, **options)
     labels = data.train.y
     indices = torch.arange(len(labels))
@@ -136,7 +136,7 @@ def train_command(
 
 
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
-                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
+                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, overwrite: bool, seed: int,
                   device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
                   posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
                   tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
@@ -146,9 +146,9 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
     inputs = [manifest, *source_paths(dataset, data_root)]
     if log is not None:
-        ensure_writable(log, inputs=[*inputs, metrics])
+        ensure_writable(log, inputs=[*inputs, metrics], overwrite=overwrite)
     if metrics is not None:
-        ensure_writable(metrics, inputs=inputs)
+        ensure_writable(metrics, inputs=inputs, overwrite=overwrite)
     if manifest is not None:  # replay a subset log
         if log is not None:
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")

@@ -118,6 +118,15 @@ def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
     return []
 
 
+def source_stem(spec: str) -> str:
+    """A source's short name for file names (of ``spec`` or a ``LoadedData.source``): the dataset's
+    name, or the stem of an ``npz:``/``hf:`` path."""
+    spec = spec.strip()
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+        return Path(spec.split(":", 1)[1].strip()).stem
+    return _canonical(spec)
+
+
 def _load_digits() -> LoadedData:
     from sklearn.datasets import load_digits
 
