@@ -23,7 +23,7 @@ from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest, creation_time
 from prune.models import default_model
-from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
+from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan, check_request,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, check_seed, resolve_device
@@ -164,6 +164,8 @@ def select_coreset(
         data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
                                                           noise_seed, **hf)
         record = dataset_record(data, data_root)
+        check_request(labels, data.num_classes, method, fraction=fraction, count=count, balance=balance, options=opts,
+                      posterior_samples=posterior_samples if needs_features else None)  # before any model
         if not needs_features or dry_run:
             noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
             candidates = Candidates(labels, record, noise_record)

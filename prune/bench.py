@@ -31,7 +31,8 @@ from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
-from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
+from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, check_request, default_difficulty,
+                             select)
 from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
 
@@ -170,10 +171,14 @@ class Cells:
 def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) -> list[dict]:
     """Run the whole grid, reusing (``reuse``) the cells an earlier run finished with the same settings.
 
-    Returns one row per cell.
+    Returns one row per cell. Every check that needs only the labels and the options runs first.
     """
     config.check()
     data = load_dataset(config.dataset, config.data_root)
+    for method in config.methods:  # every check that needs only the labels and the options, before any model
+        for fraction in config.fractions:
+            check_request(data.train.y, data.num_classes, method, fraction=fraction, options=config.options,
+                          posterior_samples=config.posterior_samples if method == "ensemble" else 1)
     model_name = config.model or default_model(data.source, data.input_shape)
     cells = Cells(config.out / "cells", reuse)
     cells.folder.mkdir(parents=True, exist_ok=True)

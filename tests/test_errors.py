@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -319,6 +320,34 @@ def test_unknown_names_and_bad_settings(args, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fails(*args, match=match)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, keywords, match", [
+    (["--fraction", "0"], {"fraction": 0}, "--fraction must be in (0, 1]"),
+    (["--count", "5000"], {"count": 5000}, "--count 5000 exceeds the 1437 examples"),
+    (["--count", "5", "--balance", "equal"], {"count": 5, "balance": "equal"}, "--balance equal needs at least one"),
+    (["--method", "ensemble", "--posterior-samples", "1"], {"method": "ensemble", "posterior_samples": 1},
+     "method ensemble needs posterior samples, got --posterior-samples 1"),
+])
+def test_selection_is_checked_before_any_model_runs(args, keywords, match, tmp_path, monkeypatch):
+    """Every check that needs only the labels and the options fails before the warm-up, in the CLI and the library."""
+    import prune.api
+    import prune.bench
+
+    def model_ran(*args, **kwargs):
+        raise AssertionError("a model ran before the options were checked")
+
+    monkeypatch.setattr(prune.api, "build_store", model_ran)
+    fails("select", *(["--method", "craig"] if "--method" not in args else []), *args, "--out", tmp_path / "m.json",
+          match=match)
+    with pytest.raises(PruneError, match=re.escape(match)):
+        prune.api.select_coreset("digits", **{"method": "craig", **keywords})
+    assert os.listdir(tmp_path) == []
+    if "fraction" in keywords or "posterior_samples" in keywords:  # bench checks its grid the same way
+        monkeypatch.setattr(prune.bench, "warm_up", model_ran)
+        monkeypatch.setattr(prune.bench, "_train_and_test", model_ran)
+        grid = ["--fractions", "0"] if "fraction" in keywords else ["--posterior-samples", "1"]
+        fails("bench", "--methods", keywords.get("method", "craig"), *grid, "--out", tmp_path / "bench", match=match)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
