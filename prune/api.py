@@ -137,7 +137,7 @@ def select_coreset(
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
     checked against the store (size, labels and their order must match). ``dry_run=True``
     returns the ``prune.selection.SelectionPlan`` instead (budgets, pools, memory), having
-    run no model and written nothing.
+    run no model and written nothing (nor downloaded anything).
     """
     if fraction is None and count is None:
         fraction = 0.1
@@ -158,11 +158,16 @@ def select_coreset(
         root = data_root and str(Path(data_root).resolve())
         opened = FeatureStore.open(features)
         if dataset is not None:
-            opened.check_dataset(load_dataset(dataset, data_root, download, **hf))
+            opened.check_dataset(load_dataset(dataset, data_root, download and not dry_run, **hf))
         candidates = Candidates.from_store(opened, root=root)
     else:
-        data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
-                                                          noise_seed, **hf)
+        try:  # a dry run writes nothing, so it downloads nothing either
+            data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download and not dry_run,
+                                                              label_noise, noise_seed, **hf)
+        except PruneError as err:
+            if dry_run and download:
+                raise PruneError(f"{err} (a dry run downloads nothing: run without --dry-run to download)") from None
+            raise
         record = dataset_record(data, data_root)
         check_request(labels, data.num_classes, method, fraction=fraction, count=count, balance=balance, options=opts,
                       posterior_samples=posterior_samples if needs_features else None)  # before any model
@@ -183,7 +188,8 @@ def select_coreset(
                 candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
     if dry_run:
         return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
+                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes,
+                              posterior_samples=posterior_samples)
     manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
                       options=opts, difficulty=stage, device=torch_device)
     if out is not None:

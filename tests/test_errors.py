@@ -456,6 +456,34 @@ def test_dry_run_from_a_store_runs_nothing_and_matches_the_real_pools(digits_sto
     assert f"greedy runs: {chosen.selection['pools']};" in text
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status (VmHWM)")
+def test_dry_run_memory_is_within_30_percent_of_the_measured_peak(tmp_path):
+    """Two classes of 3000: craig's distances (p = 3000) weigh as much as Python, torch and the data."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6000, 32)).astype(np.float32), (rng.random(6000) < 0.5).astype(np.int64)
+    np.savez(tmp_path / "two.npz", x_train=x, y_train=y, x_test=x[:200], y_test=y[:200])
+    script = (
+        "import re, sys, prune\n"
+        "kw = dict(dataset='npz:' + sys.argv[1], method='craig', drop_hard=0, warmup_epochs=1, device='cpu')\n"
+        "plan = prune.select_coreset(dry_run=True, **kw)\n"
+        "prune.select_coreset(**kw)\n"
+        "peak = int(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
+        "print(plan.memory_bytes, peak)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "two.npz")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    estimate, peak = map(int, done.stdout.split()[-2:])
+    assert 0.7 * peak <= estimate <= 1.3 * peak, (estimate, peak)
+
+
+def test_dry_run_downloads_nothing_and_creates_no_folder(tmp_path):
+    root = tmp_path / "data" / "fashion"
+    fails("select", "--dataset", "fashion-mnist", "--data-root", root, "--download", "--dry-run",
+          match="a dry run downloads nothing")
+    assert os.listdir(tmp_path) == []
+
+
 def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     def no_features(*args, **kwargs):
         raise AssertionError("a dry run must not compute features")
@@ -464,10 +492,10 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     monkeypatch.setattr("prune.features.build.warm_start", no_features)
     monkeypatch.chdir(tmp_path)
     text = run("select", "--dry-run", "--method", "craig", "--max-pool", "100", "--posterior-samples", "2")
-    # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
-    assert "largest pool p = 78" in text and "24.3 KB" in text
+    # digits' largest class has 155 examples: two pools of 78 and 77; M = 2: five float64 78 x 78 matrices
+    assert "largest pool p = 78" in text and f"pool {5 * 8 * 78 ** 2 / 1e3:.1f} KB" in text
     # features: 1437 x 2 x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
-    assert f"features {(1437 * 2 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
+    assert f"compute {(1437 * 2 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
     assert "manifests/digits-craig-0.1.json" in text
     fails("select", "--dry-run", "--count", "5", "--balance", "equal", match="budget is 5 for 10 classes")
     assert os.listdir(tmp_path) == []

@@ -146,6 +146,7 @@ def print_plan(plan: SelectionPlan, out: Path) -> None:
         count = sum(len(p) for p in plan.pools)
         console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
                       + ("" if plan.exact_pools else " (sized before examples are dropped)"), highlight=False)
-        console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
-                      f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
+    console.print(f"memory: about {_size(plan.memory_bytes)} at the peak: {_size(plan.resident_bytes)} now (Python, "
+                  f"torch, the data), features still to compute {_size(plan.feature_bytes)}, distances of the largest "
+                  f"pool {_size(plan.distance_bytes)}", highlight=False)
     console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)
