@@ -7,10 +7,10 @@ say otherwise),
 train a fresh model per cell and test it; train once on the full (noisy) data as the
 reference row (``full=False`` skips it). Every cell is written to ``OUT/cells/`` as soon as it
 is done, named by a hash of every setting that produced it (stores in ``OUT/stores/`` too), so
-a resumed run reuses exactly the cells with the same settings and recomputes the rest. Aggregates: ``results.csv``,
-``results.json``, ``results.md`` (mean ± std over seeds, and the paired difference to
-``random`` trained on the same seed: mean ± std over seeds, a tie when |mean| <= std) and
-``results.png`` (test accuracy vs fraction, one panel per noise level).
+a resumed run reuses exactly the cells with the same settings and recomputes the rest.
+Aggregates: ``results.csv``, ``results.json``, ``results.md`` (mean ± std over seeds, and the
+paired difference to ``random`` trained on the same seed: mean ± std over seeds, a tie when
+|mean| <= std) and ``results.png`` (test accuracy vs fraction, one panel per noise level).
 """
 
 from __future__ import annotations
@@ -82,7 +82,6 @@ class BenchConfig:
             check_seed(seed, "--seeds")
         for method in self.methods:
             self.difficulty(method)  # checks --drop-hard and --strata before any work
-
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -23,9 +23,8 @@ work still has its checksums: from a damaged block on, the work is redone (from 
 that posterior sample, whose random stream is known there; a damaged warm-up from the
 beginning), and a note says so; with nothing to resume it is refused. Without ``resume`` a
 leftover folder is replaced. An exclusive lock on the folder keeps two runs from writing the
-same store at once. Free space for the work
-folder and the store is checked before starting; a write that fails (a full disk) keeps the
-work for ``resume``.
+same store at once. Free space for the work folder and the store is checked before starting; a
+write that fails (a full disk) keeps the work for ``resume``.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from prune.selection.engine import split_pool
 from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
 
 
-# p x p float64 matrices a method's distance function holds at its peak, given M posterior samples
-# (methods/distances.py): expected_euclidean keeps the M per-sample matrices, their stack and the
-# mean (three while one is computed); lcmat sums Gram-based and L1 matrices per sample.
 def _matrices(method: str, samples: int) -> int:
+    """How many float64 p x p matrices ``method``'s distances hold at their peak with M = ``samples``
+    (methods/distances.py): expected_euclidean keeps the M per-sample matrices, their stack and
+    their mean (three while one is computed); lcmat adds Gram-based and L1 matrices per sample."""
     if method == "lcmat":
         return 4 if samples == 1 else 5
     return 2 * samples + 1
@@ -72,11 +72,11 @@ class SelectionPlan:
 
     @property
     def distance_bytes(self) -> int:
-        """The distances of the largest pool p at their peak: float64 p x p matrices, or the float32 copy
-        the greedy runs on beside the float64 result."""
+        """The distances of the largest pool p at their peak, in float64 p x p matrices (the float32 copy
+        the greedy runs on, made later beside one of them, needs less)."""
         if self.pools is None:
             return 0
-        return max(8 * _matrices(self.method, self.posterior_samples), 12) * self.largest_pool ** 2
+        return 8 * _matrices(self.method, self.posterior_samples) * self.largest_pool ** 2
 
     @property
     def memory_bytes(self) -> int:
