@@ -111,7 +111,7 @@ def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
     from prune.dynamic import DynamicConfig
 
     crest = {"update_rule": "crest", "learned_loss": 0.1, "weighted": True} if kind == "crest" else {}
-    if config.drop_hard is not None:  # the difficulty stage inside each subset (default auto)
+    if config.drop_hard is not None and kind != "random":  # the stage in each subset (default auto); random has none
         crest["drop_hard"] = config.drop_hard
     return DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
                          lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), n),

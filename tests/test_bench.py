@@ -121,3 +121,12 @@ def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):
     crest, ensemble = seen
     assert (crest.update_rule, crest.weighted, crest.learned_loss) == ("crest", True, 0.1)
     assert (ensemble.update_rule, ensemble.weighted, ensemble.learned_loss) == ("every", False, 0.0)
+
+
+def test_dyn_random_cells_do_not_depend_on_the_stage():
+    """dyn-random has no difficulty stage, so its cells are keyed (and shared) alike for every --drop-hard."""
+    from prune.bench import BenchConfig, _dynamic_config
+
+    configs = [BenchConfig(dataset="digits", out=None, drop_hard=d) for d in (None, "0", "0.2")]
+    assert len({_dynamic_config(c, "random", 0.1, 1000) for c in configs}) == 1
+    assert len({_dynamic_config(c, "ensemble", 0.1, 1000) for c in configs}) == 3
