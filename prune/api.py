@@ -23,7 +23,7 @@ from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest, creation_time
 from prune.models import default_model
-from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
+from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan, check_request,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
 from prune.training import TrainConfig, check_seed, resolve_device
@@ -86,14 +86,14 @@ def dataset_record(data: LoadedData, data_root: str | None) -> dict:
     return record
 
 
-def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None) -> None:
-    """Refuse, before any work, a manifest (``out``) or store path that cannot be written or
-    that would destroy an input (``prune.atomic.ensure_writable``)."""
+def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None, overwrite: bool = False) -> None:
+    """Refuse, before any work, a manifest (``out``) or store path that cannot be written, that
+    would destroy an input, or that exists unless ``overwrite`` (``prune.atomic.ensure_writable``)."""
     inputs = [features, *source_paths(dataset, data_root)]
     if out is not None:
-        ensure_writable(out, inputs=[*inputs, store])
+        ensure_writable(out, inputs=[*inputs, store], overwrite=overwrite)
     if store is not None and features is None:
-        ensure_writable(store, inputs=inputs)
+        ensure_writable(store, inputs=inputs, overwrite=overwrite)
 
 
 def load_recorded(record: dict, dataset: str | None, data_root: str | None, download: bool = False,
@@ -142,7 +142,7 @@ def select_coreset(
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
     drop_hard: str | float | None = None, strata: int | None = None, difficulty_score: str | None = None,
-    options: MethodOptions | dict | None = None, dry_run: bool = False, **method_overrides,
+    options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
 ) -> Manifest | SelectionPlan:
     """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
 
@@ -154,14 +154,15 @@ def select_coreset(
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
     ``prune.selection.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
-    saves the manifest there. ``drop_hard``, ``strata`` and ``difficulty_score`` set the
-    difficulty stage (``prune.selection.difficulty``; None keeps the method's default, see
+    saves the manifest there; an existing ``out`` or ``store`` is refused unless ``overwrite``.
+    ``drop_hard``, ``strata`` and ``difficulty_score`` set the difficulty stage
+    (``prune.selection.difficulty``; None keeps the method's default, see
     ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
 
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
     checked against the store (size, labels and their order must match). ``dry_run=True``
     returns the ``prune.selection.SelectionPlan`` instead (budgets, pools, memory), having
-    run no model and written nothing.
+    run no model and written nothing (nor downloaded anything).
     """
     if fraction is None and count is None:
         fraction = 0.1
@@ -175,21 +176,28 @@ def select_coreset(
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     if not dry_run:  # before the work, not after it
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
     hf = source_options(split, image_column, label_column, feature_column)
     feature_bytes = 0
     if features is not None:
         opened = FeatureStore.open(features)
         if dataset is not None:
-            opened.check_dataset(load_dataset(dataset, data_root, download, **hf))
+            opened.check_dataset(load_dataset(dataset, data_root, download and not dry_run, **hf))
         candidates = Candidates.from_store(opened)
         root = data_root_used(candidates.dataset["source"], data_root)
         if root:
             candidates.dataset["root"] = root_hint(root)
     else:
-        data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
-                                                          noise_seed, **hf)
+        try:  # a dry run writes nothing, so it downloads nothing either
+            data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download and not dry_run,
+                                                              label_noise, noise_seed, **hf)
+        except PruneError as err:
+            if dry_run and download:
+                raise PruneError(f"{err} (a dry run downloads nothing: run without --dry-run to download)") from None
+            raise
         record = dataset_record(data, data_root)
+        check_request(labels, data.num_classes, method, fraction=fraction, count=count, balance=balance, options=opts,
+                      posterior_samples=posterior_samples if needs_features else None)  # before any model
         if not needs_features or dry_run:
             noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
             candidates = Candidates(labels, record, noise_record)
@@ -207,7 +215,8 @@ def select_coreset(
                 candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
     if dry_run:
         return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
+                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes,
+                              posterior_samples=posterior_samples)
     manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
                       options=opts, difficulty=stage, device=torch_device)
     if out is not None:

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from prune.atomic import ensure_writable
+from prune.atomic import ensure_writable, output_exists
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Overwrite, Sigma,
                                batch_size_option, lr_option, model_option, value, warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
@@ -47,8 +47,9 @@ def bench_command(
     posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the store of ensemble and the -mean rows.", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma,
     # output
-    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes.", rich_help_panel=OUTPUT),
-    device: DeviceName = Device,
+    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}.", rich_help_panel=OUTPUT),
+    resume: bool = typer.Option(False, "--resume", help="Continue in an existing --out: reuse the cells made with exactly these settings, compute the rest.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, device: DeviceName = Device,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
     model, device = value(model), value(device)
@@ -60,6 +61,10 @@ def bench_command(
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
         drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
     )
-    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True)
-    run_bench(config, resolve_device(device))
+    if resume and overwrite:
+        raise PruneError("--resume reuses the finished cells in --out and --overwrite recomputes them; give one of them")
+    if resume and not output_exists(out):
+        raise PruneError(f"--resume: {out} holds no earlier run to resume; leave out --resume to start")
+    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True, overwrite=resume or overwrite)
+    run_bench(config, resolve_device(device), reuse=resume)
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")

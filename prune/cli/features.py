@@ -13,7 +13,7 @@ from prune.api import feature_config, load_training_data, source_options
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
-                               ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
+                               ModelName, NoiseSeed, Overwrite, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
                                Schedule, StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option,
                                warmup_schedule_option)
 from prune.data import source_paths
@@ -44,14 +44,14 @@ def features_command(
     # output
     out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed).", rich_help_panel=OUTPUT),
     dtype: StorageType = typer.Option("float32", "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block.", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block (refused when there is none).", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
     dtype, device, warmup_schedule = value(dtype), value(device), value(warmup_schedule)
     torch_device = resolve_device(device)
-    ensure_writable(out, inputs=source_paths(dataset, data_root))
+    ensure_writable(out, inputs=source_paths(dataset, data_root), overwrite=overwrite)
     data, labels, noise, flipped = load_training_data(
         dataset, data_root, download, label_noise, noise_seed,
         **source_options(split, image_column, label_column, feature_column))

@@ -111,6 +111,10 @@ Hessian = typer.Option("exact", "--hessian", help="Logit Hessian diagonal: close
 HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.",
                                  rich_help_panel=POSTERIOR)
 
+# -- output --------------------------------------------------------------------------------
+Overwrite = typer.Option(False, "--overwrite", help="Replace existing outputs (without it, an existing output is refused before any work).",
+                         rich_help_panel=OUTPUT)
+
 # -- general -------------------------------------------------------------------------------
 Seed = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for warm-up, posterior draws and selection.")
 Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

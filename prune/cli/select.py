@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,12 +11,13 @@ import typer
 from rich.table import Table
 
 from prune.api import check_outputs, select_coreset
-from prune.atomic import finishing
+from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
-                               Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind,
+                               Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, Overwrite, PosteriorKind,
                                PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
                                choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option)
+from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
 from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
 from prune.training import console
@@ -64,7 +66,7 @@ def select_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json.", rich_help_panel=OUTPUT),
     store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file).", rich_help_panel=OUTPUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
 ):
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
@@ -74,7 +76,9 @@ def select_command(
     if fraction is None and count is None:
         fraction = 0.1
     if not dry_run:  # fail now, not after the warm-up
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
+        if out is None and not overwrite:  # the default (written, and its folder made, at the end)
+            refuse_existing(default_out(dataset, features, method, fraction, count))
     # --dataset with --features: check the store against that dataset (its default means "the store's")
     source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
     given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -88,16 +92,13 @@ def select_command(
         warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
-        label_noise=label_noise, noise_seed=noise_seed, device=device,
+        label_noise=label_noise, noise_seed=noise_seed, device=device, overwrite=overwrite,
         options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
                               hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
                               learned_window=learned_window, posterior=posterior),
     )
     seconds = time.perf_counter() - start
-    if out is None:
-        budget = f"{fraction:g}" if fraction is not None else f"n{count}"
-        source = manifest.dataset["source"]
-        out = Path("manifests") / f"{Path(source).stem.replace('npz:', '')}-{method}-{budget}.json"
+    out = out or default_out(dataset, features, method, fraction, count)
     if dry_run:
         print_plan(manifest, out)
         return
@@ -105,6 +106,22 @@ def select_command(
         manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
+
+
+def default_out(dataset: str, features: Path | None, method: str, fraction: float | None, count: int | None) -> Path:
+    """Where a manifest goes without --out: manifests/<dataset>-<method>-<budget>.json (the store's dataset
+    with --features)."""
+    source = dataset
+    if features is not None:
+        import h5py
+
+        try:  # one attribute; the store itself is checked when it is opened
+            with h5py.File(features, "r") as file:
+                source = json.loads(file.attrs["dataset_source"])
+        except (OSError, KeyError, ValueError, TypeError):
+            source = Path(features).stem
+    budget = f"{fraction:g}" if fraction is not None else f"n{count}"
+    return Path("manifests") / f"{source_stem(source)}-{method}-{budget}.json"
 
 
 def _size(n: int) -> str:
@@ -132,6 +149,7 @@ def print_plan(plan: SelectionPlan, out: Path) -> None:
         count = sum(len(p) for p in plan.pools)
         console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
                       + ("" if plan.exact_pools else " (sized before examples are dropped)"), highlight=False)
-        console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
-                      f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
+    console.print(f"memory: about {_size(plan.memory_bytes)} at the peak: {_size(plan.resident_bytes)} now (Python, "
+                  f"torch, the data), features still to compute {_size(plan.feature_bytes)}, distances of the largest "
+                  f"pool {_size(plan.distance_bytes)}", highlight=False)
     console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)

@@ -14,8 +14,8 @@ from rich.table import Table
 from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
 from prune.atomic import ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorLayers, Seed,
-                               Sigma, Split, batch_size_option, choice, lr_option, model_option, value)
+                               ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, Overwrite, PosteriorLayers,
+                               Seed, Sigma, Split, batch_size_option, choice, lr_option, model_option, value)
 from prune.data import source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection import random_subset
@@ -61,7 +61,7 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
     model, device, dynamic = value(model), value(device), value(dynamic)
@@ -76,7 +76,7 @@ def train_command(
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
                       label_noise=label_noise, noise_seed=noise_seed,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
-                      metrics=metrics, seed=seed, device=device,
+                      metrics=metrics, overwrite=overwrite, seed=seed, device=device,
                       source_options=source_options(split, image_column, label_column, feature_column),
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
@@ -87,7 +87,7 @@ def train_command(
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
     if metrics:  # fail now, not after training
-        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
+        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)], overwrite=overwrite)
     chosen = Manifest.load(manifest) if manifest else None
     options = source_options(split, image_column, label_column, feature_column)
     if chosen is not None:
@@ -165,7 +165,7 @@ def _train_and_test(data, labels, indices, weights, model_name: str, config: Tra
 
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
                   noise_seed: int, model: str | None,
-                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
+                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, overwrite: bool, seed: int,
                   device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
                   posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
                   tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
@@ -175,9 +175,9 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
     inputs = [manifest, *source_paths(dataset, data_root)]
     if log is not None:
-        ensure_writable(log, inputs=[*inputs, metrics])
+        ensure_writable(log, inputs=[*inputs, metrics], overwrite=overwrite)
     if metrics is not None:
-        ensure_writable(metrics, inputs=inputs)
+        ensure_writable(metrics, inputs=inputs, overwrite=overwrite)
     if manifest is not None:  # replay a subset log
         if log is not None:
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")

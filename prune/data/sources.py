@@ -120,6 +120,15 @@ def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
     return []
 
 
+def source_stem(spec: str) -> str:
+    """A source's short name for file names (of ``spec`` or a ``LoadedData.source``): the dataset's
+    name, or the stem of an ``npz:``/``hf:`` path."""
+    spec = spec.strip()
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+        return Path(spec.split(":", 1)[1].strip()).stem
+    return _canonical(spec)
+
+
 def data_root_used(source: str, data_root: str | None) -> str | None:
     """The folder a loaded ``source`` (``LoadedData.source``) was read from: None for those that read none."""
     return given_root(data_root) if source in ROOTED else None

@@ -22,10 +22,10 @@ committed block -- warm-up is re-run (it is deterministic given the seed) only i
 finished -- after checking that its settings equal the recorded ones and that the committed
 work still has its checksums: from a damaged block on, the work is redone (from the start of
 that posterior sample, whose random stream is known there; a damaged warm-up from the
-beginning), and a note says so. Without ``resume`` a leftover folder is replaced. An exclusive
-lock on the folder keeps two runs from writing the same store at once. Free space for the work
-folder and the store is checked before starting; a write that fails (a full disk) keeps the
-work for ``resume``.
+beginning), and a note says so; with nothing to resume it is refused. Without ``resume`` a
+leftover folder is replaced. An exclusive lock on the folder keeps two runs from writing the
+same store at once. Free space for the work folder and the store is checked before starting; a
+write that fails (a full disk) keeps the work for ``resume``.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class PartialStore:
                 lock.release()
                 shutil.rmtree(folder)
         elif resume:
-            notes.append(f"nothing to resume for {path} (no {folder.name}); starting from the beginning")
+            raise PruneError(f"--resume: there is no unfinished work for {path} (no {folder.name}) to resume; "
+                             "leave out --resume to start")
         store_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout.values())
         try:  # the store, and the work folder unless it is there already
             _check_space(path, store_bytes * (1 if part is not None else 2))
