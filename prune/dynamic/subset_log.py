@@ -64,8 +64,12 @@ def load(path: str | os.PathLike) -> dict:
         raise PruneError(f"subset log {path} does not exist; check the path or run `prune train --dynamic ... --log {path}`")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise PruneError(f"cannot read subset log {path} ({err.strerror or err})") from None
+    except ValueError as err:  # not JSON, not UTF-8, or an integer of thousands of digits
         raise PruneError(f"subset log {path} is not valid JSON ({err}); was it truncated?") from None
+    except RecursionError:
+        raise PruneError(f"subset log {path} is invalid: values are nested too deeply to read") from None
     validate(raw, source=str(path))
     return raw
 
