@@ -194,3 +194,25 @@ def test_bad_stores_are_refused_when_opened(case, tiny, tmp_path):
             f"feature store {store}")
     refused(invoke("select", "--features", store, "--method", "random", "--out", tmp_path / "m.json"), match)
     assert os.listdir(tmp_path) == ["store.h5"]
+
+
+def test_datasets_with_an_empty_split_are_refused(tmp_path):
+    rows = np.zeros((6, 2), dtype=np.float32), np.arange(6) % 2
+    empty = rows[0][:0], rows[1][:0]
+    for name, (train, test) in {"no-train": (empty, rows), "no-test": (rows, empty)}.items():
+        source = _save(tmp_path / name, *train, *test)
+        for command in (["select", "--method", "random", "--out", tmp_path / "m.json"], ["train", "--epochs", "1"]):
+            refused(invoke(*command, "--dataset", source, "--feature-column", "x"), "one of its splits has no rows")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_corrupted_label_of_a_billion_allocates_nothing(tmp_path):
+    x, y = np.zeros((9, 2), dtype=np.float32), np.arange(9) % 3
+    y[4] = 10**9
+    np.savez(tmp_path / "big.npz", x_train=x, y_train=y, x_test=x, y_test=np.arange(9) % 3)
+    sources = {"npz": f"npz:{tmp_path / 'big.npz'}", "hf": _save(tmp_path / "big", x, y, x, np.arange(9) % 3)}
+    for name, source in sources.items():
+        extra = ["--feature-column", "x"] if name == "hf" else []
+        refused(invoke("select", "--dataset", source, *extra, "--method", "random", "--out", tmp_path / "m.json"),
+                "run up to 1000000000 but never use 3, 4, 5, 6, 7, ...")
+    assert not (tmp_path / "m.json").exists()
