@@ -216,3 +216,8 @@ def test_a_corrupted_label_of_a_billion_allocates_nothing(tmp_path):
         refused(invoke("select", "--dataset", source, *extra, "--method", "random", "--out", tmp_path / "m.json"),
                 "run up to 1000000000 but never use 3, 4, 5, 6, 7, ...")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_messages_quoting_brackets_are_printed_as_they_are(tmp_path):
+    """A file name is no rich markup: `[/x]` would otherwise end in a MarkupError traceback."""
+    assert "[/x].json does not exist" in refused(invoke("inspect", tmp_path / "[/x].json"))

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from prune.api import dataset_record, recorded_options, source_options
@@ -97,7 +98,7 @@ def train_command(
         warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
                                        class_counts=counts)
         if warning:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
         indices = torch.from_numpy(chosen.indices)
         if weighted:
@@ -128,7 +129,7 @@ def train_command(
         table.add_column(column)
     subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
     accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
-    table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
+    table.add_row(*map(escape, (data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")))
     console.print(table)
     if metrics:
         write_text(metrics, json.dumps(result, indent=1) + "\n")
@@ -160,7 +161,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
             if not force:
                 raise PruneError(message + "; pass the dataset the log was made from, or --force")
-            console.print(f"[yellow]warning:[/] {message} (continuing because of --force)")
+            console.print(f"[yellow]warning:[/] {escape(message)} (continuing because of --force)")
         s = recorded["settings"]
         console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "
                       f"{recorded['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
