@@ -221,3 +221,167 @@ def test_a_corrupted_label_of_a_billion_allocates_nothing(tmp_path):
 def test_messages_quoting_brackets_are_printed_as_they_are(tmp_path):
     """A file name is no rich markup: `[/x]` would otherwise end in a MarkupError traceback."""
     assert "[/x].json does not exist" in refused(invoke("inspect", tmp_path / "[/x].json"))
+
+
+# ----------------------------------------------------------------------------- mutations (property tests)
+
+
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6),
+                   st.sampled_from([-1, 0, 2**63, 10**400, -(10**400), 1e308, "[/x]"]))
+VALUES = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                          max_size=3), max_leaves=6)
+
+
+def places(doc, path=()):
+    """Every place in a JSON document as a path of keys and positions; () is the whole document."""
+    yield path
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, child in items:
+        yield from places(child, (*path, key))
+
+
+def nested(value, depth: int):
+    """``value`` inside ``depth`` levels of objects and lists."""
+    for level in range(depth):
+        value = [value] if level % 2 else {"x": value}
+    return value
+
+
+REMOVED = object()
+
+
+@st.composite
+def changed(draw, value):
+    """``value`` replaced by another type, made huge or odd, resized, nested deeper, or ``REMOVED``."""
+    kinds = ["replace", "remove", "nest"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        kinds.append("number")
+    if isinstance(value, list):
+        kinds.append("resize")
+    kind = draw(st.sampled_from(kinds))
+    if kind == "replace":
+        return draw(VALUES)
+    if kind == "remove":
+        return REMOVED
+    if kind == "nest":
+        return nested(value, draw(st.integers(1, 40)))
+    if kind == "number":
+        return draw(st.sampled_from([value + 1, -value - 1, value * 10**30, 1e300, float("nan"), float("inf"), 0,
+                                     2**64, 10**400]))
+    cut = draw(st.integers(0, len(value)))
+    return draw(st.sampled_from([value[:cut], value + value[:cut], value[cut:] + value[:cut]]))
+
+
+@st.composite
+def mutated(draw, doc):
+    """``doc`` (JSON) with one to three changes at places drawn anywhere in it."""
+    doc = copy.deepcopy(doc)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(places(doc))))
+        if not path:
+            doc = draw(changed(doc).filter(lambda new: new is not REMOVED))
+            continue
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        new = draw(changed(parent[path[-1]]))
+        if new is REMOVED:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = new
+    return doc
+
+
+PROPERTY = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(data=st.data())
+def test_a_mutated_manifest_is_used_or_refused_in_one_line(tiny, data):
+    """inspect, train (with and without --force) and filter on a mutated manifest: each works, or
+    stops with one line and exit 2, and then writes nothing."""
+    raw = data.draw(mutated(tiny.raw))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = _written(raw, folder)
+        for args in (["inspect", path], ["train", "--manifest", path, "--epochs", "1", "--metrics", folder / "r.json"],
+                     ["train", "--manifest", path, "--force", "--weighted", "--epochs", "1"],
+                     ["filter", "--manifest", path, "--force", "--weight-column", "--out", folder / "subset"]):
+            if not used_or_refused(invoke(*args)):
+                assert os.listdir(folder) == ["m.json"]
+
+
+STORE_ATTRIBUTES = ("dataset", "dataset_source", "features", "fingerprint", "num_classes", "seed", "label_noise")
+STORE_ARRAYS = ("labels", "noise_flipped", "grad_logit", "hess_logit", "embedding", "grad_logit_ema",
+                "hess_logit_ema", "loss_per_epoch")
+
+
+@st.composite
+def store_changes(draw, attributes: dict) -> list[tuple]:
+    """One or two changes to a store whose decoded attributes are ``attributes``: an attribute's
+    JSON mutated, made unreadable or removed; an array's values, type, length or shape changed,
+    or the array removed."""
+    changes = []
+    for _ in range(draw(st.integers(1, 2))):
+        if draw(st.booleans()):
+            name = draw(st.sampled_from(STORE_ATTRIBUTES))
+            text = draw(st.one_of(mutated(attributes[name]).map(json.dumps), st.none(),
+                                  st.sampled_from(["{not json", "[" * 5000])))
+            changes.append(("attribute", name, text))
+        else:
+            kind = draw(st.sampled_from(["value", "dtype", "rows", "shape", "remove"]))
+            detail = {"value": st.tuples(st.integers(0, 10**6), st.sampled_from([np.nan, np.inf, -1, 1e7, 2, 10**9])),
+                      "dtype": st.sampled_from([np.float64, np.int64, np.uint8, np.bool_]),
+                      "rows": st.integers(-3, 59), "shape": st.none(), "remove": st.none()}[kind]
+            changes.append(("array", draw(st.sampled_from(STORE_ARRAYS)), (kind, draw(detail))))
+    return changes
+
+
+def change_store(file: h5py.File, change: tuple) -> None:
+    where, name, how = change
+    if where == "attribute":
+        if how is None:
+            file.attrs.pop(name, None)
+        else:
+            file.attrs[name] = how
+        return
+    if name not in file:  # removed by an earlier change
+        return
+    values, (kind, detail) = file[name][...], how
+    del file[name]
+    if kind == "value" and values.size:
+        position, odd = detail
+        with np.errstate(invalid="ignore"):  # NaN or -1 cast to integers: whatever the cast gives
+            values.reshape(-1)[position % values.size] = np.asarray(odd, dtype=np.float64).astype(values.dtype)
+    elif kind == "dtype":
+        values = values.astype(detail)
+    elif kind == "rows":  # cut to the first rows, or 3 rows more
+        values = values[:detail] if detail >= 0 else np.concatenate([values, values[:3]])
+    elif kind == "shape":
+        values = values[..., None]
+    if kind != "remove":
+        file[name] = values
+
+
+@PROPERTY
+@given(data=st.data())
+def test_a_mutated_store_is_used_or_refused_in_one_line(tiny, data):
+    """select from a mutated store with any method, then train on what it wrote: each works, or stops
+    with one line and exit 2, and then writes nothing."""
+    with h5py.File(tiny.store, "r") as file:
+        attributes = {name: json.loads(file.attrs[name]) for name in STORE_ATTRIBUTES}
+    changes = data.draw(store_changes(attributes))
+    method = data.draw(st.sampled_from(METHODS))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store, out = folder / "store.h5", folder / "m.json"
+        store.write_bytes(tiny.store.read_bytes())
+        with h5py.File(store, "a") as file:
+            for change in changes:
+                change_store(file, change)
+        if not used_or_refused(invoke("select", "--features", store, "--method", method, "--count", "6", "--out", out)):
+            assert os.listdir(folder) == ["store.h5"]
+            return
+        Manifest.load(out)
+        used_or_refused(invoke("train", "--manifest", out, "--epochs", "1"))
