@@ -105,6 +105,15 @@ def test_force_still_refuses_indices_beyond_the_data(tiny, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_force_still_refuses_a_subset_log_beyond_the_data(tiny, tmp_path):
+    log = tmp_path / "log.json"
+    assert invoke("train", "--dataset", tiny.hf, "--feature-column", "x", "--dynamic", "crest", "--epochs", "1",
+                  "--batch-size", "8", "--log", log).exit_code == 0
+    refused(invoke("train", "--manifest", log, "--dataset", tiny.smaller, "--force", "--metrics", tmp_path / "r.json"),
+            "lie beyond the 40 examples given, so not even --force can use it")
+    assert os.listdir(tmp_path) == ["log.json"]
+
+
 def _set(path: str, value):
     """A change that sets the field at ``path`` (dots between keys) to ``value``."""
     def change(raw):

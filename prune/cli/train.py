@@ -161,6 +161,10 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
             if not force:
                 raise PruneError(message + "; pass the dataset the log was made from, or --force")
+            beyond = subset_log.beyond(recorded, len(data.train))
+            if beyond:
+                raise PruneError(f"{message}; {beyond} of its indices and flipped labels lie beyond the "
+                                 f"{len(data.train)} examples given, so not even --force can use it")
             console.print(f"[yellow]warning:[/] {escape(message)} (continuing because of --force)")
         s = recorded["settings"]
         console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "

@@ -179,6 +179,13 @@ def batches(log: dict) -> list[tuple[int, int, list[int]]]:
             for owner, batch in zip(point["batch_coresets"], point["batches"])]
 
 
+def beyond(log: dict, num_examples: int) -> int:
+    """How many recorded indices (coreset members, label flips) lie outside data of ``num_examples`` examples."""
+    members = [i for point in log["selections"] for coreset in point["coresets"] for i in coreset["indices"]]
+    flipped = (log.get("label_noise") or {}).get("flipped", [])
+    return sum(1 for i in [*members, *flipped] if i >= num_examples)
+
+
 def selection_counts(log: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per training example: how many times it was in a coreset, and how many times it was trained on."""
     n = log["dataset"]["num_examples"]
