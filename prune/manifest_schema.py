@@ -119,15 +119,22 @@ def check_budget(value, count: int) -> None:
 
 def label_noise(value, path: str, n: int, classes: int) -> dict:
     """Flipped labels: ``flipped`` indices in 0..n-1 and their ``noisy_labels`` in 0..classes-1."""
-    noise = obj(value, path)
-    require(noise, ("fraction", "seed", "flipped", "noisy_labels"), path)
-    if not 0 <= number(noise["fraction"], f"{path}.fraction") < 1:
-        raise Invalid(f"{path}.fraction must be in [0, 1), got {show(noise['fraction'])}")
-    integer(noise["seed"], f"{path}.seed")
+    noise = noise_settings(value, path)
+    require(noise, ("flipped", "noisy_labels"), path)
     flipped = integers(noise["flipped"], f"{path}.flipped", 0, n - 1)
     noisy = integers(noise["noisy_labels"], f"{path}.noisy_labels", 0, classes - 1)
     if len(flipped) != len(noisy):
         raise Invalid(f"{path}.flipped has {len(flipped)} entries, {path}.noisy_labels {len(noisy)}")
+    return noise
+
+
+def noise_settings(value, path: str) -> dict:
+    """How labels were flipped (a store records only this): ``fraction`` in [0, 1) and ``seed``."""
+    noise = obj(value, path)
+    require(noise, ("fraction", "seed"), path)
+    if not 0 <= number(noise["fraction"], f"{path}.fraction") < 1:
+        raise Invalid(f"{path}.fraction must be in [0, 1), got {show(noise['fraction'])}")
+    integer(noise["seed"], f"{path}.seed")
     return noise
 
 
@@ -140,9 +147,9 @@ def require(record: dict, keys, path: str = "") -> None:
             raise Invalid(f"missing key {(f'{path}.' if path else '') + key!r}")
 
 
-def optional(record: dict, key: str, check, path: str, **limits):
+def optional(record: dict, key: str, check, path: str):
     """``check`` the value at ``key`` unless it is absent or null; return it (or None)."""
-    return None if record.get(key) is None else check(record[key], path, **limits)
+    return None if record.get(key) is None else check(record[key], path)
 
 
 def obj(value, path: str) -> dict:
@@ -162,7 +169,10 @@ def integer(value, path: str, low: int = -INT64, high: int = INT64 - 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(f"{path} must be an integer, got {show(value)}")
     if not low <= value <= high:
-        bounds = f"in {low}..{high}" if high < INT64 - 1 else "within 64 bits" if low == -INT64 else f">= {low}, within 64 bits"
+        if high < INT64 - 1:
+            bounds = f"in {low}..{high}"
+        else:
+            bounds = "within 64 bits" if low == -INT64 else f">= {low}, within 64 bits"
         raise Invalid(f"{path} must be {bounds}, got {show(value)}")
     return value
 

@@ -9,7 +9,7 @@ and ``num_classes``; ``FeatureStore.open`` checks the arrays against the attribu
 from __future__ import annotations
 
 from prune.errors import PruneError
-from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, number, obj, optional, require,
+from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, noise_settings, obj, optional,
                                    show, string)
 
 REQUIRED = ("fingerprint", "num_classes", "features", "seed")
@@ -43,8 +43,4 @@ def check_attributes(meta: dict) -> None:
             if record[key] != own:
                 raise Invalid(f"dataset.{key} is {show(record[key])}, but the store has {key} {show(own)}")
     if meta.get("label_noise") is not None:
-        noise = obj(meta["label_noise"], "label_noise")
-        require(noise, ("fraction", "seed"), "label_noise")
-        if not 0 <= number(noise["fraction"], "label_noise.fraction") < 1:
-            raise Invalid(f"label_noise.fraction must be in [0, 1), got {show(noise['fraction'])}")
-        integer(noise["seed"], "label_noise.seed")
+        noise_settings(meta["label_noise"], "label_noise")
