@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 
 from prune.atomic import ensure_writable
-from prune.data import LoadedData, flip_labels, load_dataset
+from prune.data import LoadedData, data_root_used, flip_labels, load_dataset, source_paths
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
-from prune.manifest import Manifest
+from prune.manifest import Manifest, creation_time
 from prune.models import default_model
 from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, resolve_device
+from prune.training import TrainConfig, check_seed, resolve_device
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None) -> dict:
@@ -68,12 +68,47 @@ def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, sampl
     )
 
 
+def root_hint(root: str) -> str:
+    """``root`` as a manifest records it: relative to the working folder when inside it, else absolute."""
+    path = Path(root).expanduser().resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def dataset_record(data: LoadedData, data_root: str | None) -> dict:
-    """The manifest's ``dataset`` object: ``data.record()`` plus the data folder used."""
+    """The manifest's ``dataset`` object: ``data.record()`` plus the data folder read (``root``), if any."""
     record = data.record()
-    if data_root:
-        record["root"] = str(Path(data_root).resolve())
+    root = data_root_used(data.source, data_root)
+    if root:
+        record["root"] = root_hint(root)
     return record
+
+
+def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None) -> None:
+    """Refuse, before any work, a manifest (``out``) or store path that cannot be written or
+    that would destroy an input (``prune.atomic.ensure_writable``)."""
+    inputs = [features, *source_paths(dataset, data_root)]
+    if out is not None:
+        ensure_writable(out, inputs=[*inputs, store])
+    if store is not None and features is None:
+        ensure_writable(store, inputs=inputs)
+
+
+def load_recorded(record: dict, dataset: str | None, data_root: str | None, download: bool = False,
+                  what: str = "manifest", **options) -> LoadedData:
+    """The data a manifest's (or subset log's) ``dataset`` record names, from ``data_root`` if given, else
+    from the recorded ``root`` if that folder exists here, else from ``$PRUNE_DATA_ROOT``; when that fails,
+    the error says where the record's files were."""
+    recorded = record.get("root")
+    root = data_root or (recorded if recorded and Path(recorded).expanduser().is_dir() else None)
+    try:
+        return load_dataset(dataset or record["source"], root, download, **options)
+    except PruneError as err:
+        if root is None and recorded:
+            raise PruneError(f"{err} (the {what} was made from the files in {recorded}, not found here)") from None
+        raise
 
 
 def method_options(options: MethodOptions | dict | None = None, **overrides) -> MethodOptions:
@@ -130,22 +165,27 @@ def select_coreset(
     """
     if fraction is None and count is None:
         fraction = 0.1
+    check_seed(seed)
+    check_seed(noise_seed, "--noise-seed")
+    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after the work
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     opts = method_options(options, **method_overrides)
     stage = default_difficulty(method, drop_hard, strata, difficulty_score)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    if out is not None and not dry_run:
-        ensure_writable(out)  # before the work, not after it
+    if not dry_run:  # before the work, not after it
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
     hf = source_options(split, image_column, label_column, feature_column)
     feature_bytes = 0
     if features is not None:
-        root = data_root and str(Path(data_root).resolve())
         opened = FeatureStore.open(features)
         if dataset is not None:
             opened.check_dataset(load_dataset(dataset, data_root, download, **hf))
-        candidates = Candidates.from_store(opened, root=root)
+        candidates = Candidates.from_store(opened)
+        root = data_root_used(candidates.dataset["source"], data_root)
+        if root:
+            candidates.dataset["root"] = root_hint(root)
     else:
         data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download, label_noise,
                                                           noise_seed, **hf)

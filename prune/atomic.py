@@ -1,46 +1,86 @@
-"""Write-then-rename, so an interrupted run never leaves a file that looks complete."""
+"""Write-then-rename, so an interrupted run never leaves a file that looks complete.
+
+Every output goes through here: ``ensure_writable`` checks a path before any work (a folder's
+rights, no device, pipe or socket, not one of the command's inputs), ``atomic_path`` writes
+under a temporary name and renames it onto the path with Ctrl-C held off (``committing``),
+so a commit is never cut in half.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from prune.errors import PruneError
 
+_SPECIAL = ((stat.S_ISFIFO, "pipe (FIFO)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+            (stat.S_ISSOCK, "socket"))
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The temporary name starts with a dot and ends in ``.tmp-<pid>``, so a killed run leaves
-    only an obviously partial file (or folder) behind, never one at ``path``.
+def refuse_special(path: str | os.PathLike) -> None:
+    """Raise ``PruneError`` if ``path`` (links followed) exists and is neither a regular file nor a folder.
+
+    An output is renamed onto its path, which would replace a device or a pipe by a regular file.
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (or a dangling link, which the rename replaces)
+        return
+    for test, kind in _SPECIAL:
+        if test(mode):
+            raise PruneError(f"{path} is a {kind}, not a regular file; prune writes its outputs by renaming a "
+                             "finished file onto the path, which would replace it: give a file path")
 
 
-def ensure_writable(path: str | os.PathLike) -> Path:
-    """Check, before any long work, that a file can be written at ``path``.
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)  # symbolic or hard links
+    except OSError:  # one of them does not exist
+        return False
 
-    Creates the parent folder if needed and writes (then removes) a probe file in it; raises
-    ``PruneError`` if ``path`` is a folder or the folder cannot be created or written.
+
+def refuse_inputs(path: str | os.PathLike, inputs: Iterable, *, folder: bool = False) -> None:
+    """Raise ``PruneError`` if writing ``path`` could destroy one of ``inputs`` (paths; None is skipped).
+
+    Refused: the same file (by resolved path or inode, links included), a path inside an input
+    folder, and, when ``folder`` (an output folder replaced as a whole), an input inside it.
     """
-    final = Path(path)
-    if final.is_dir():
+    out = Path(path).expanduser()
+    for given in inputs:
+        if given is None:
+            continue
+        given = Path(given).expanduser()
+        if _same(out, given):
+            problem = f"is {given}, which this command also reads or writes"
+        elif given.is_dir() and given.resolve() in out.resolve().parents:
+            problem = f"overlaps the input folder {given} (it lies inside it)"
+        elif folder and out.resolve() in given.resolve().parents:
+            problem = f"overlaps the input {given} (replacing the folder would delete it)"
+        else:
+            continue
+        raise PruneError(f"{out} {problem}; writing there would destroy an input: choose another path")
+
+
+def ensure_writable(path: str | os.PathLike, *, inputs: Iterable = (), folder: bool = False) -> Path:
+    """Check, before any long work, that prune may write ``path``.
+
+    Refuses (``PruneError``) a device, pipe or socket, a path that is or overlaps one of
+    ``inputs`` (``refuse_inputs``), an existing folder unless ``folder`` (an output that is a
+    folder), and a folder that cannot be created or written (a probe file is written in it).
+    """
+    final = Path(path).expanduser()
+    refuse_special(final)
+    if final.is_dir() and not folder:
         raise PruneError(f"{final} is a folder; give a file name")
+    refuse_inputs(final, inputs, folder=folder)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=final.parent, prefix=f".{final.name}.probe-"):
@@ -48,6 +88,107 @@ def ensure_writable(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise PruneError(f"cannot write {final} ({err.strerror or err}); choose another path") from None
     return final
+
+
+_state = threading.local()  # received: the Ctrl-Cs held by the running commit; finishing: in finishing()
+
+
+@contextmanager
+def committing() -> Iterator[None]:
+    """Hold off Ctrl-C (SIGINT) while the block commits outputs, so a commit is never cut in half.
+
+    A Ctrl-C that came meanwhile is raised as ``KeyboardInterrupt`` right after the block, or
+    dropped inside ``finishing()``. Nested blocks hold with the outermost one; outside the main
+    thread signals cannot be held and the block just runs.
+    """
+    if getattr(_state, "received", None) is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state.received = received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _state.received = None
+    if received and not getattr(_state, "finishing", False):
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def finishing() -> Iterator[None]:
+    """A command's last step: a Ctrl-C held by a commit in it is dropped, so the command ends normally.
+
+    Its outputs are then complete, and exit 0 says so; a Ctrl-C at any other moment of the
+    block interrupts as usual (the output is rolled back, exit 130). Only for the command line:
+    a library call must never swallow Ctrl-C.
+    """
+    _state.finishing = True
+    try:
+        yield
+    finally:
+        _state.finishing = False
+
+
+def remove_leftovers(final: Path) -> None:
+    """Remove the temporary siblings ``.NAME.tmp-<pid>`` of ``final`` whose process no longer exists."""
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name starts with a dot and ends in ``.tmp-<pid>``, so a killed run leaves
+    only an obviously partial file (or folder) behind, never one at ``path``; the next write of
+    ``path`` removes it (``remove_leftovers``). A device, pipe
+    or socket at ``path`` is never replaced (``refuse_special``). A folder written at the
+    temporary name replaces what is at ``path`` by moving that aside (``.NAME.old-<pid>``),
+    renaming, then removing it, all under ``committing``.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with committing():
+            refuse_special(final)
+            old = None
+            if tmp.is_dir() and (final.exists() or final.is_symlink()):  # rename() cannot replace it
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, final)
+                raise
+            if old is not None:
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        with committing():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

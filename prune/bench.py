@@ -1,7 +1,9 @@
 """`prune bench`: the papers' evaluation protocol on the user's data (methods.md, "Evaluation protocol").
 
 For every (label noise, seed): warm up once and write a feature store (a second one with M
-posterior samples, from the same warm-up, when ``ensemble`` is asked for), select every method
+posterior samples, from the same warm-up, when ``ensemble`` or a ``<method>-mean`` row is asked
+for: ``craig-mean``, ``adacore-mean``, ... select with ``--posterior mean``, beside the method's
+own row at the unperturbed weights, which equal those of the M = 1 store), select every method
 at every fraction from it (each with its default difficulty stage unless ``drop_hard``/``strata``
 say otherwise),
 train a fresh model per cell and test it; train once on the full (noisy) data as the
@@ -15,6 +17,7 @@ is done, so a re-run skips finished cells (resume). Aggregates: ``results.csv``,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -30,8 +33,16 @@ from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
 from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
-from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, console, evaluate, fit, seed_everything
+from prune.selection.methods import FACILITY_LOCATION, SAMPLING
+from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
+
+
+def method_posterior(name: str) -> tuple[str, str | None]:
+    """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``."""
+    base = name.removesuffix("-mean")
+    if name.endswith("-mean") and base in FACILITY_LOCATION and base != "ensemble":
+        return base, "mean"
+    return name, None
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class BenchConfig:
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
     def difficulty(self, method: str) -> DifficultyOptions:
+        method = method_posterior(method)[0]
         if method == "random":  # the baseline stays plain
             return default_difficulty(method)
         return default_difficulty(method, self.drop_hard, self.strata)
@@ -67,7 +79,7 @@ class BenchConfig:
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS
 
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if method_posterior(m)[0] not in METHODS]
         if unknown:
             raise PruneError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from {', '.join(METHODS)}")
         unknown = [k for k in self.dynamic if k not in DYNAMIC_KINDS]
@@ -75,6 +87,8 @@ class BenchConfig:
             raise PruneError(f"unknown kind(s) {', '.join(unknown)} in --dynamic; choose from {', '.join(DYNAMIC_KINDS)}")
         if not (self.methods or self.dynamic) or not self.fractions or not self.seeds or not self.label_noise:
             raise PruneError("--methods (or --dynamic), --fractions, --seeds and --label-noise each need at least one value")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
         for method in self.methods:
             self.difficulty(method)  # checks --drop-hard and --strata before any work
 
@@ -119,11 +133,11 @@ def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str,
                         posterior_sigma=config.posterior_sigma, **crest)
     result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
                          description=f"dyn-{kind}")
-    facts = result.log["result"]
+    seconds = result.timings
     trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
     return {"method": f"dyn-{kind}", "fraction": fraction, "noise": noise, "seed": seed,
-            "selection_seconds": facts["selection_seconds"], "test_accuracy": facts["test_accuracy"],
-            "train_seconds": facts["wall_seconds"] - facts["selection_seconds"], "train_examples": len(trained)}
+            "selection_seconds": seconds["selection_seconds"], "test_accuracy": result.test["accuracy"],
+            "train_seconds": seconds["wall_seconds"] - seconds["selection_seconds"], "train_examples": len(trained)}
 
 
 def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
@@ -146,8 +160,8 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                     **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
             stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
 
-            def store_for(method: str) -> FeatureStore:
-                samples = config.posterior_samples if method == "ensemble" else 1
+            def store_for(method: str, posterior: str | None) -> FeatureStore:
+                samples = config.posterior_samples if method == "ensemble" or posterior == "mean" else 1
                 if samples not in stores:
                     path = config.out / "stores" / f"{_noise_tag(noise)}-seed{seed}-M{samples}.h5"
                     if not path.exists():
@@ -161,19 +175,22 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                     stores[samples] = FeatureStore.open(path)
                 return stores[samples]
 
-            for method in config.methods:
+            for row in config.methods:
+                method, posterior = method_posterior(row)
                 stage = config.difficulty(method)
                 tag = "" if stage == default_difficulty(method) else f"-drop{stage.drop_hard}-strata{stage.strata}"
+                options = dataclasses.replace(config.options, posterior=posterior) if posterior else config.options
                 for weighted in (False, True) if config.weighted and method != "random" else (False,):
-                    name = method + ("+γ" if weighted else "")
+                    name = row + ("+γ" if weighted else "")
                     for fraction in config.fractions:
-                        def cell(method=method, fraction=fraction, stage=stage, name=name, weighted=weighted):
+                        def cell(method=method, posterior=posterior, options=options, fraction=fraction, stage=stage,
+                                 name=name, weighted=weighted):
                             if method in SAMPLING and not stage.active:  # random: no features needed
                                 candidates = Candidates(labels, data.record())
                             else:
-                                candidates = Candidates.from_store(store_for(method))
+                                candidates = Candidates.from_store(store_for(method, posterior))
                             start = time.perf_counter()
-                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options,
+                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=options,
                                               difficulty=stage, device=device)
                             seconds = time.perf_counter() - start
                             gamma = torch.from_numpy(manifest.weights) if weighted else None
@@ -182,7 +199,7 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                                     "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
                                     **_train_and_test(data, labels, torch.from_numpy(manifest.indices), config,
                                                       model_name, seed, device, weights=gamma)}
-                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{method}{tag}{'-weighted' if weighted else ''}-{fraction:g}.json"
+                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{row}{tag}{'-weighted' if weighted else ''}-{fraction:g}.json"
                         rows.append(_cell(cells / cell_name, cell))
             for kind in config.dynamic:  # selected during training, at the same budget in backprops
                 for fraction in config.fractions:

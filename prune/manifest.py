@@ -22,10 +22,15 @@ from prune.manifest_schema import SCHEMA, validate
 
 
 def creation_time() -> str:
-    """UTC time in ISO format; ``SOURCE_DATE_EPOCH`` pins it for byte-identical manifests."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    stamp = int(epoch) if epoch else time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    """UTC time in ISO format; ``SOURCE_DATE_EPOCH`` (whole seconds since 1970) pins it for byte-identical manifests."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    try:
+        if epoch and not epoch.isdigit():
+            raise ValueError
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch) if epoch else time.time()))
+    except (ValueError, OverflowError, OSError):
+        raise PruneError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970, got {epoch!r}; "
+                         "fix it or unset it") from None
 
 
 @dataclass

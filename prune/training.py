@@ -74,8 +74,19 @@ def resolve_device(name: str) -> torch.device:
     raise PruneError(f"unknown --device {name!r}; choose auto, cpu or cuda")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+def check_seed(seed, name: str = "--seed") -> int:
+    """``seed`` if it is an integer in 0..2**32 - 1 (what every generator prune seeds accepts), else ``PruneError``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise PruneError(f"{name} must be an integer from 0 to {SEED_MAX}, got {seed!r}")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (model initialisation uses torch's global generator)."""
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

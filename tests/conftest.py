@@ -25,6 +25,15 @@ def pytest_unconfigure(config):
 FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 
 
+def pytest_configure(config):
+    """Hypothesis keeps its example database in pytest's cache (or a temporary folder), not in
+    ``.hypothesis/`` of the folder pytest runs from."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    cache = getattr(config, "cache", None)
+    set_hypothesis_home_dir(cache.mkdir("hypothesis") if cache else tempfile.mkdtemp(prefix="prune-hypothesis-"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Tests use tiny models, where a second thread costs more in hand-offs than it gains."""
@@ -38,8 +47,9 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def pinned_time(monkeypatch):
-    """Pin manifests' creation time so runs can be compared byte for byte."""
+    """Pin manifests' creation time so runs can be compared byte for byte; ignore the user's data folder."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.delenv("PRUNE_DATA_ROOT", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,8 @@ def test_bench_refuses_unknown_method(tmp_path):
 
 
 def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
-    """craig (M = 1) and ensemble (M = 2) stores come from one warm-up, so their rows differ only in selection."""
+    """craig (M = 1) and ensemble (M = 2) stores come from one warm-up, so their rows differ only in selection;
+    craig-mean is craig with --posterior mean from the M = 2 store, which is ensemble."""
     import prune.bench
     from prune.features import FeatureStore
 
@@ -53,13 +54,16 @@ def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
     real = prune.bench.warm_up
     monkeypatch.setattr(prune.bench, "warm_up", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = tmp_path / "bench"
-    result = CliRunner().invoke(app, ["bench", "--methods", "craig,ensemble", "--fractions", "0.1", "--seeds", "0",
+    result = CliRunner().invoke(app, ["bench", "--methods", "craig,craig-mean,ensemble", "--fractions", "0.1", "--seeds", "0",
                                       "--warmup-epochs", "1", "--train-epochs", "1", "--posterior-samples", "2",
                                       "--no-full", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
     one, two = (FeatureStore.open(out / "stores" / f"noise0-seed0-M{m}.h5") for m in (1, 2))
     assert torch.equal(one.grad_logit_ema, two.grad_logit_ema) and torch.equal(one.loss_per_epoch, two.loss_per_epoch)
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"craig", "craig-mean", "ensemble"}
+    assert rows["craig-mean"]["test_accuracy"] == rows["ensemble"]["test_accuracy"]
 
 
 def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):

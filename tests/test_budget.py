@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -63,12 +64,11 @@ def test_proportional_count_properties(counts, data):
         assert 0 <= kc <= nc and math.floor(q) <= kc <= math.ceil(q)
 
 
-@settings(max_examples=300, deadline=None)
-@given(counts_st, st.data())
-def test_equal_properties(counts, data):
-    n = sum(counts)
-    nonempty = sum(c > 0 for c in counts)
-    count = data.draw(st.integers(min_value=nonempty, max_value=n))
+CAPPED = [0, 199, 471, 471, 471, 471, 471, 471, 134]
+
+
+def check_equal(counts, count):
+    """The properties of ``balance="equal"`` budgets of ``count`` over ``counts``."""
     k = class_budgets(counts, count=count, balance="equal")
     assert sum(k) == count
     assert all(0 <= kc <= nc for kc, nc in zip(k, counts))
@@ -85,6 +85,19 @@ def test_equal_properties(counts, data):
         got_extra = [c for c, (kc, nc) in enumerate(zip(k, counts)) if kc == level + 1 and nc > level]
         no_extra = [c for c, (kc, nc) in enumerate(zip(k, counts)) if kc == level and nc > level]
         assert max(got_extra) < min(no_extra)
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts_st, st.data())
+def test_equal_properties(counts, data):
+    nonempty = sum(c > 0 for c in counts)
+    check_equal(counts, data.draw(st.integers(min_value=nonempty, max_value=sum(counts))))
+
+
+def test_equal_properties_where_the_extra_unit_fills_a_class():
+    # level 470; class 2 gets the one extra unit and lands exactly on its cap (471)
+    assert class_budgets(CAPPED, count=3154, balance="equal") == [0, 199, 471, 470, 470, 470, 470, 470, 134]
+    check_equal(CAPPED, 3154)
 
 
 @settings(max_examples=200, deadline=None)
@@ -201,3 +214,12 @@ def test_no_examples():
         class_budgets([0, 0], fraction=0.5)
     with pytest.raises(ValueError):
         class_budgets([3, -1], count=1)
+
+
+def test_hypothesis_writes_nothing_into_the_repository():
+    from hypothesis import settings
+    from hypothesis.configuration import storage_directory
+
+    hidden = Path(__file__).resolve().parents[1] / ".hypothesis"
+    for path in (storage_directory(intent_to_write=False).path, settings().database.path):
+        assert hidden not in (path.resolve(), *path.resolve().parents), path

@@ -439,8 +439,8 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     text = run("select", "--dry-run", "--method", "craig", "--max-pool", "100", "--posterior-samples", "2")
     # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
     assert "largest pool p = 78" in text and "24.3 KB" in text
-    # features: 1437 x 2 x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
-    assert f"features {(1437 * 2 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
+    # features: 1437 x (2 samples + the unperturbed) x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
+    assert f"features {(1437 * 3 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
     assert "manifests/digits-craig-0.1.json" in text
     fails("select", "--dry-run", "--count", "5", "--balance", "equal", match="budget is 5 for 10 classes")
     assert os.listdir(tmp_path) == []
@@ -477,7 +477,8 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     assert not target.exists()
     leftovers = hidden(tmp_path)
     assert any(name.startswith(".output.tmp-") for name in leftovers), leftovers
-    run(*command, target)  # a new run is not confused by the old temporary files
+    run(*command, target)  # a new run is not confused by the old temporary files, and removes them
+    assert hidden(tmp_path) == []
     if command[0] == "select":
         Manifest.load(target)
     elif command[0] == "train":
@@ -485,6 +486,22 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     else:
         FeatureStore.open(target)
         assert not partial_path(target).exists()
+
+
+def test_leftovers_of_live_processes_and_other_outputs_are_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / f".m.json.tmp-{dead.pid}").mkdir()  # a dead writer's folder (prune filter writes folders)
+        (tmp_path / f".m.json.tmp-{dead.pid}" / "part").write_text("x")
+        (tmp_path / f".m.json.tmp-{live.pid}").write_text("being written")
+        (tmp_path / f".other.json.tmp-{dead.pid}").write_text("another output's")
+        run("select", "--method", "random", "--out", tmp_path / "m.json")
+        assert hidden(tmp_path) == sorted([f".m.json.tmp-{live.pid}", f".other.json.tmp-{dead.pid}"])
+    finally:
+        live.kill()
+        live.wait()
 
 
 def _store_bytes(path: Path) -> tuple[dict, dict]:
@@ -538,9 +555,9 @@ def _build(resumable, path, **kwargs):
     return build_store(data, data.train.y, path, config, seed=1, device=torch.device("cpu"), **kwargs)
 
 
-# 2 checkpoint passes then 3 feature passes, 6 batches each: stop during warm-up, in sample 0,
-# right after sample 0, and in the last sample
-@pytest.mark.parametrize("stop_after", [5, 14, 18, 27])
+# 2 checkpoint passes, 3 feature passes and the unperturbed pass, 6 batches each: stop during warm-up,
+# in sample 0, right after sample 0, in the last sample, and in the unperturbed pass
+@pytest.mark.parametrize("stop_after", [5, 14, 18, 27, 33])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
     original = prune.features.build.extract_batches
     batches = 0

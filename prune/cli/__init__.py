@@ -20,7 +20,7 @@ from prune.cli.train import train_command
 from prune.errors import PruneError
 from prune.training import console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink a training set to a coreset and write the choice down as a manifest.")
 
 
@@ -53,4 +53,4 @@ app.command("bench")(user_errors(bench_command))
 
 
 def main() -> None:
-    app()
+    app(prog_name="prune")  # also under `python -m prune`: completion scripts and usage name `prune`

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from prune.atomic import ensure_writable
 from prune.bench import BenchConfig, run_bench
 from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
                                batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
 
@@ -28,7 +30,7 @@ def bench_command(
     # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot,
     # the grid
-    methods: str = typer.Option("random,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods.", rich_help_panel=GRID),
+    methods: str = typer.Option("random,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods; craig-mean, adacore-mean, lcmat-mean, crest-mean: the method with --posterior mean (from the store with --posterior-samples).", rich_help_panel=GRID),
     fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions.", rich_help_panel=GRID),
     label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions.", rich_help_panel=GRID),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),
@@ -42,7 +44,7 @@ def bench_command(
     train_epochs: int = typer.Option(40, "--train-epochs", help="Epochs of each fresh training run (40: random has converged within 0.3 points on Fashion-MNIST at 1-10 %; 20 is a fast mode).", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     # posterior
-    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store.", rich_help_panel=POSTERIOR),
+    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the store of ensemble and the -mean rows.", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma,
     # output
     out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes.", rich_help_panel=OUTPUT),
@@ -58,5 +60,6 @@ def bench_command(
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
         drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
     )
+    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True)
     run_bench(config, resolve_device(device))
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")

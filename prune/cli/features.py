@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -9,13 +10,24 @@ from typing import Optional
 import typer
 
 from prune.api import feature_config, load_training_data, source_options
+from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
                                ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
                                Schedule, StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option,
                                warmup_schedule_option)
+from prune.data import source_paths
 from prune.features import build_store, partial_path
 from prune.training import console, resolve_device
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """What tells a file at ``path`` from the one a rename puts there (None: no file)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 def features_command(
@@ -39,12 +51,13 @@ def features_command(
     model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
     dtype, device, warmup_schedule = value(dtype), value(device), value(warmup_schedule)
     torch_device = resolve_device(device)
+    ensure_writable(out, inputs=source_paths(dataset, data_root))
     data, labels, noise, flipped = load_training_data(
         dataset, data_root, download, label_noise, noise_seed,
         **source_options(split, image_column, label_column, feature_column))
     config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                             posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule)
-    start = time.perf_counter()
+    start, before = time.perf_counter(), _identity(out)
     try:
         build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
                     resume=resume)
@@ -52,5 +65,8 @@ def features_command(
         if partial_path(out).exists():
             console.print(f"interrupted: the work done is kept in {partial_path(out)}; run the same command with "
                           "--resume to continue it", highlight=False)
-        raise typer.Exit(130) from None
+            raise typer.Exit(130) from None
+        if _identity(out) in (None, before):
+            raise typer.Exit(130) from None
+        # Ctrl-C came while the new store was committed (its work folder is removed after that): it is complete
     console.print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from prune.atomic import finishing
 from prune.data.hf_filter import write_filtered
 from prune.errors import PruneError
 from prune.manifest import Manifest
@@ -32,8 +33,10 @@ def filter_command(
         raise PruneError(f"prune filter writes Hugging Face datasets; pass --dataset hf:PATH "
                          f"(the manifest was made from {chosen.dataset['source']!r})")
     start = time.perf_counter()
-    written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
-                                            weight_column=weight_column, force=force, overwrite=overwrite)
+    with finishing():
+        written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
+                                                weight_column=weight_column, force=force, overwrite=overwrite,
+                                                inputs=[manifest])
     if warning:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"wrote {rows} of {chosen.dataset['num_examples']} rows to {written} "

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prune.api import source_options
+from prune.atomic import ensure_writable, finishing
 from prune.cli.options import DataRoot, LabelColumn, Split
 from prune.data import load_dataset
 from prune.data.hf_filter import check_saved
@@ -46,7 +47,11 @@ def inspect_command(
         columns = ", ".join(f"{role} {name!r}" for role, name in chosen.dataset["columns"].items())
         info.add_row("split, columns", f"{chosen.dataset['split']}; {columns}")
     info.add_row("fingerprint", chosen.dataset["fingerprint"])
-    info.add_row("method", f"{chosen.method['name']} {json.dumps(chosen.method.get('params', {}))}")
+    params = chosen.method.get("params", {})
+    info.add_row("method", f"{chosen.method['name']} {json.dumps(params)}")
+    if "posterior" in params:  # distance methods
+        info.add_row("distance", "at the unperturbed warm weights (posterior point)" if params["posterior"] == "point"
+                     else f"mean over {params['posterior_samples']} posterior samples (posterior mean)")
     budget = chosen.budget
     info.add_row("budget", f"{len(chosen)} examples ({len(chosen) / chosen.dataset['num_examples']:.2%}), {budget.get('balance')}")
     info.add_row("weights", f"min {chosen.weights.min():g}, mean {chosen.weights.mean():g}, max {chosen.weights.max():g}" if len(chosen) else "-")
@@ -72,6 +77,8 @@ def inspect_command(
 
 def inspect_log(path, plot=None) -> dict:
     """``prune inspect LOG``: summary table and a PNG histogram of selection counts."""
+    target = plot or subset_log.default_plot_path(path)
+    ensure_writable(target, inputs=[path])
     log = subset_log.load(path)
     facts = subset_log.summary(log)
     s, d, b = log["settings"], log["dataset"], log["budget"]
@@ -107,7 +114,7 @@ def inspect_log(path, plot=None) -> dict:
         if number:
             counts.add_row(str(times), str(number))
     console.print(counts)
-    target = plot or subset_log.default_plot_path(path)
-    subset_log.plot_counts(log, target)
+    with finishing():
+        subset_log.plot_counts(log, target)
     console.print(f"histogram -> {target}", highlight=False)
     return {**facts, "plot": str(target)}

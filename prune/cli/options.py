@@ -18,7 +18,7 @@ from prune.data import DATASETS
 from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
 from prune.models import MODELS
 from prune.selection.difficulty import SCORES
-from prune.training import DEVICES, SCHEDULES
+from prune.training import DEVICES, SCHEDULES, SEED_MAX
 
 DATA = "Data"
 WARMUP = "Model & warm-up"
@@ -51,7 +51,8 @@ DifficultyScore = choice("DifficultyScore", SCORES)
 
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
-DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.", rich_help_panel=DATA)
+DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files (default: $PRUNE_DATA_ROOT).",
+                        rich_help_panel=DATA)
 Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
                         rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
@@ -63,7 +64,7 @@ FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of preco
                              rich_help_panel=DATA)
 LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
                           rich_help_panel=DATA)
-NoiseSeed = typer.Option(0, "--noise-seed", help="Seed of the label flips.", rich_help_panel=DATA)
+NoiseSeed = typer.Option(0, "--noise-seed", min=0, max=SEED_MAX, help="Seed of the label flips.", rich_help_panel=DATA)
 
 
 # -- model and its training: under "Model & warm-up" (select, features) or "Model & training" --
@@ -111,5 +112,5 @@ HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher p
                                  rich_help_panel=POSTERIOR)
 
 # -- general -------------------------------------------------------------------------------
-Seed = typer.Option(0, "--seed", help="Seed for warm-up, posterior draws and selection.")
+Seed = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for warm-up, posterior draws and selection.")
 Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

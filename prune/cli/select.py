@@ -9,21 +9,22 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from prune.api import select_coreset
-from prune.atomic import ensure_writable
+from prune.api import check_outputs, select_coreset
+from prune.atomic import finishing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
                                Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind,
                                PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
                                choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option)
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
-from prune.selection.methods import TOP_K_SCOPES
+from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
 from prune.training import console
 
 
 Method = choice("Method", METHODS)
 Balance = choice("Balance", BALANCES)
 TopKScope = choice("TopKScope", TOP_K_SCOPES)
+Posterior = choice("Posterior", POSTERIORS)
 
 
 def select_command(
@@ -43,6 +44,7 @@ def select_command(
     # method
     method: Method = typer.Option("clean", "--method", help="Selection method (README, \"Methods\"; clean, the default, is random sampling without the labels the warm model disbelieves).",
                                   rich_help_panel=METHOD),
+    posterior: Optional[Posterior] = typer.Option(None, "--posterior", help="Distance methods: from the features at the unperturbed warm weights (point; the default) or averaged over the store's posterior samples (mean; ensemble is craig with mean). The difficulty stage always averages over the samples.", rich_help_panel=METHOD),
     max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),
     rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term.", rich_help_panel=METHOD),
     top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance).", rich_help_panel=METHOD),
@@ -66,12 +68,13 @@ def select_command(
 ):
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
+    posterior = value(posterior)
     model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
     warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
     if fraction is None and count is None:
         fraction = 0.1
-    if out is not None and not dry_run:
-        ensure_writable(out)  # fail now, not after the warm-up
+    if not dry_run:  # fail now, not after the warm-up
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
     # --dataset with --features: check the store against that dataset (its default means "the store's")
     source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
     given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -88,7 +91,7 @@ def select_command(
         label_noise=label_noise, noise_seed=noise_seed, device=device,
         options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
                               hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
-                              learned_window=learned_window),
+                              learned_window=learned_window, posterior=posterior),
     )
     seconds = time.perf_counter() - start
     if out is None:
@@ -98,7 +101,8 @@ def select_command(
     if dry_run:
         print_plan(manifest, out)
         return
-    manifest.save(out)
+    with finishing():
+        manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
 

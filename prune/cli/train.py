@@ -12,13 +12,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from prune.api import dataset_record, recorded_options, source_options
-from prune.atomic import ensure_writable, write_text
+from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
+from prune.atomic import ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
-                               batch_size_option, choice, lr_option, model_option, value)
-from prune.data import load_dataset
+                               ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorLayers, Seed,
+                               Sigma, Split, batch_size_option, choice, lr_option, model_option, value)
+from prune.data import source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
+from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
@@ -29,6 +30,7 @@ from prune.training import TrainConfig, console, evaluate, fit, resolve_device, 
 DYNAMIC = "Dynamic selection"
 DynamicKind = choice("DynamicKind", DYNAMIC_KINDS)
 UpdateRule = choice("UpdateRule", UPDATE_RULES)
+Baseline = choice("Baseline", ("random",))
 
 
 def train_command(
@@ -37,13 +39,14 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
+    feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
     force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
     model: Optional[ModelName] = model_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    baseline: Optional[Baseline] = typer.Option(None, "--baseline", help="--manifest: also train on a class-balanced random subset with the manifest's per-class counts (same seed and schedule) and show the difference.", rich_help_panel=TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
@@ -63,9 +66,16 @@ def train_command(
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
     model, device, dynamic = value(model), value(device), value(dynamic)
-    posterior_layers, update_rule = value(posterior_layers), value(update_rule)
-    if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
+    posterior_layers, update_rule, baseline = value(posterior_layers), value(update_rule), value(baseline)
+    replaying = manifest is not None and subset_log.is_subset_log(manifest)
+    if baseline is not None and (manifest is None or dynamic is not None or replaying):
+        raise PruneError("--baseline random compares a manifest's subset with a random one: give a manifest of "
+                         "`prune select` (dynamic runs compare with `--dynamic random`)")
+    if label_noise and manifest is not None:
+        raise PruneError("a manifest (or subset log) records the labels it was made with; drop --label-noise")
+    if dynamic is not None or replaying:
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
+                      label_noise=label_noise, noise_seed=noise_seed,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
                       metrics=metrics, seed=seed, device=device,
                       source_options=source_options(split, image_column, label_column, feature_column),
@@ -77,20 +87,21 @@ def train_command(
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
-    if metrics:
-        ensure_writable(metrics)  # fail now, not after training
+    if metrics:  # fail now, not after training
+        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
     chosen = Manifest.load(manifest) if manifest else None
     options = source_options(split, image_column, label_column, feature_column)
     if chosen is not None:
-        dataset = dataset or chosen.dataset["source"]
-        data_root = data_root or chosen.dataset.get("root")
-        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+        if (dataset or chosen.dataset["source"]).startswith("hf:"):  # the manifest's split and columns, unless given
             recorded = recorded_options(chosen.dataset)
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
-    data = load_dataset(dataset or "digits", data_root, download, **options)
-    labels = data.train.y
+        data = load_recorded(chosen.dataset, dataset, data_root, download, **options)
+        labels, noise = data.train.y, None
+    else:
+        data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise, noise_seed,
+                                                    **options)
     indices = torch.arange(len(labels))
     weights = None
     if chosen is not None:
@@ -107,35 +118,55 @@ def train_command(
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
-    seed_everything(seed)
-    net = build_model(model_name, data.input_shape, data.num_classes)
-    start = time.perf_counter()
-    history = fit(net, data.train.x[indices], labels[indices], config, device=torch_device, seed=seed,
-                  weights=weights, description=f"train {model_name}")
-    wall = time.perf_counter() - start
-    if len(data.test):
-        test = evaluate(net, data.test.x, data.test.y, device=torch_device)
-    else:  # an hf: dataset without a test split
-        test = {"accuracy": None, "loss": None}
+    if not len(data.test):  # an hf: dataset without a test split
         console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
-    result = {
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
-        "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
-        "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-        "history": history,
-    }
+    subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
+    runs = {subset: _train_and_test(data, labels, indices, weights, model_name, config, seed, torch_device)}
+    result = {**runs[subset], "epochs": epochs, "model": model_name, "weighted": weighted, "seed": seed,
+              "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
+              "label_noise": noise}
+    if baseline is not None:  # the manifest's per-class counts drawn uniformly; the same seed and schedule
+        picked = random_subset(labels, chosen.per_class, seed)
+        gamma = None
+        if weighted:  # random's gamma: how many examples of its class each pick stands for
+            sizes = torch.bincount(labels, minlength=len(chosen.per_class)).double()
+            gamma = (sizes / torch.tensor(chosen.per_class, dtype=torch.float64).clamp_min(1))[labels[picked]]
+        runs[f"random {len(picked)}"] = result["baseline"] = _train_and_test(
+            data, labels, picked, gamma, model_name, config, seed, torch_device)
+        ours, theirs = result["test_accuracy"], result["baseline"]["test_accuracy"]
+        result["difference"] = None if ours is None else ours - theirs
     table = Table(title="prune train")
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
         table.add_column(column)
-    subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
-    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
-    table.add_row(*map(escape, (data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")))
+    for name, run in runs.items():
+        accuracy = "-" if run["test_accuracy"] is None else f"{run['test_accuracy']:.4f}"
+        cells = (data.source, name, model_name, str(epochs), accuracy, f"{run['wall_seconds']:.1f}")
+        table.add_row(*map(escape, cells))
     console.print(table)
+    if result.get("difference") is not None:
+        console.print(f"{chosen.method['name']} - random: {100 * result['difference']:+.2f} points "
+                      f"({100 * result['test_accuracy']:.2f} % against {100 * result['baseline']['test_accuracy']:.2f} %"
+                      f", seed {seed})", highlight=False)
     if metrics:
-        write_text(metrics, json.dumps(result, indent=1) + "\n")
+        with finishing():
+            write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
-def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
+def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device) -> dict:
+    """A fresh ``model_name`` trained on ``indices`` and tested: accuracy, loss, size, seconds, history."""
+    seed_everything(seed)
+    net = build_model(model_name, data.input_shape, data.num_classes)
+    start = time.perf_counter()
+    history = fit(net, data.train.x[indices], labels[indices], config, device=device, seed=seed,
+                  weights=weights, description=f"train {model_name}")
+    wall = time.perf_counter() - start
+    test = evaluate(net, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
+            "wall_seconds": wall, "history": history}
+
+
+def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
+                  noise_seed: int, model: str | None,
                   epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
                   device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
                   posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
@@ -144,16 +175,18 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
     torch_device = resolve_device(device)
     if dynamic is not None and manifest is not None:
         raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
-    for path in (log, metrics):
-        if path is not None:
-            ensure_writable(path)
+    inputs = [manifest, *source_paths(dataset, data_root)]
+    if log is not None:
+        ensure_writable(log, inputs=[*inputs, metrics])
+    if metrics is not None:
+        ensure_writable(metrics, inputs=inputs)
     if manifest is not None:  # replay a subset log
         if log is not None:
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
         options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
-        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        data = load_recorded(record, dataset, data_root, download, what="subset log", **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="subset log")
@@ -177,7 +210,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         extra = {"replayed": str(manifest), "selections": len(recorded["selections"])}
         fraction_used, run_seed = s["fraction"], s["seed"]
     else:
-        data = load_dataset(dataset or "digits", data_root, download, **source_options)
+        data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise,
+                                                    noise_seed, **source_options)
         model_name = model or default_model(data.source, data.input_shape)
         cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
                             batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
@@ -189,16 +223,18 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             console.print(f"[yellow]note:[/] --subset-size {subset_size} exceeds the {len(data.train)} training "
                           "examples; each subset is the whole training set", highlight=False)
         start = time.perf_counter()
-        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device,
+        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device, labels=labels,
                              dataset_record=dataset_record(data, data_root), description=f"dynamic {dynamic}")
         wall = time.perf_counter() - start
         if log is not None:
-            subset_log.save(result.log, log)
+            with finishing():
+                subset_log.save(result.log, log)
         kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
         r = result.log["result"]
         extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
-                 "selection_seconds": r["selection_seconds"], "log": str(log) if log else None,
-                 "checks": len(result.log["checks"])}
+                 "selection_seconds": result.timings["selection_seconds"],
+                 "selection_point_seconds": result.timings["selection_point_seconds"], "log": str(log) if log else None,
+                 "checks": len(result.log["checks"]), "label_noise": noise}
     test = result.test
     n = len(data.train)
     out = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "dynamic": kind, "fraction": fraction_used,
@@ -217,5 +253,6 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
     if log is not None and manifest is None:
         console.print(f"subset log -> {log}", highlight=False)
     if metrics:
-        write_text(metrics, json.dumps(out, indent=1) + "\n")
+        with finishing():
+            write_text(metrics, json.dumps(out, indent=1) + "\n")
     return out

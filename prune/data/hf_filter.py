@@ -10,19 +10,19 @@ the selected rows with ``save_to_disk``, atomically.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from prune.atomic import atomic_path
+from prune.atomic import atomic_path, ensure_writable
 from prune.data.hf import DEFAULT_LABEL, DEFAULT_SPLIT, PREFIX, open_saved, pick_split, read_labels
 from prune.data.labels import label_fingerprint
 from prune.errors import PruneError
 
 WEIGHT_COLUMN = "prune_weight"
+SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes in a DatasetDict / Dataset folder
 
 
 def _label_column(manifest, label_column: str | None) -> str:
@@ -78,13 +78,14 @@ def apply_manifest(manifest, dataset, *, label_column: str | None = None, force:
 
 def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | None = None,
                    label_column: str | None = None, weight_column: bool = False, force: bool = False,
-                   overwrite: bool = False) -> tuple[Path, int, str | None]:
+                   overwrite: bool = False, inputs=()) -> tuple[Path, int, str | None]:
     """``prune filter``: write the manifest's rows of ``hf:PATH`` to ``out`` with save_to_disk.
 
     A ``DatasetDict`` is written as a ``DatasetDict`` whose split (default: the manifest's)
     is filtered and whose other splits are copied unchanged. The result appears at ``out``
-    only when complete (temporary folder beside it, then renamed). Returns
-    (out, rows written, warning or None).
+    only when complete (temporary folder beside it, then renamed); ``out`` must not overlap
+    the dataset or ``inputs`` (other files read, such as the manifest's), nor be a folder other
+    than a saved dataset. Returns (out, rows written, warning or None).
     """
     import datasets
 
@@ -92,10 +93,12 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
     where = f"{PREFIX}{path}"
     out = Path(out).expanduser()
     target = out.resolve()
-    if target == path or path in target.parents or target in path.parents:
-        raise PruneError(f"--out {out} overlaps the dataset being filtered ({path}); write somewhere else")
+    ensure_writable(out, inputs=[path, *inputs], folder=True)
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise PruneError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    if out.is_dir() and not any((out / name).is_file() for name in SAVED_MARKERS):
+        raise PruneError(f"{out} is a folder that holds no saved dataset; prune replaces only what it wrote: "
+                         "choose another --out")
     is_dict = isinstance(loaded, datasets.DatasetDict)
     if is_dict and split is None:
         split = manifest.dataset.get("split", DEFAULT_SPLIT)
@@ -104,8 +107,6 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
         where = f"{where} (split {split_name})"
     subset, warning = checked_subset(manifest, ds, label_column=label_column, force=force, where=where)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    backup = None
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.work-") as work:
         if weight_column:
             if WEIGHT_COLUMN in subset.column_names:
@@ -116,16 +117,8 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
                                        feature=datasets.Value("float64"))
         result = datasets.DatasetDict({**loaded, split_name: subset}) if is_dict else subset
         try:
-            with atomic_path(target) as tmp:
+            with atomic_path(target) as tmp:  # --overwrite: the old --out is replaced only once this is complete
                 result.save_to_disk(str(tmp))
-                if target.exists() or target.is_symlink():  # --overwrite: move the old one aside last
-                    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-                    os.replace(target, backup)
-        except BaseException:
-            if backup is not None and not target.exists():
-                os.replace(backup, target)
-                backup = None
-            raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink()
+        except OSError as err:  # a full disk, say
+            raise PruneError(f"cannot write {out} ({err.strerror or err}); nothing was written there") from None
     return out, len(subset), warning

@@ -9,6 +9,7 @@ The four files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ _IDX_FILES = (
 )
 
 
-def _find_idx_files(
+def find_idx_files(
     root: Path, subfolder: str
 ) -> tuple[dict[str, Path] | None, Path | None, list[str]]:
     """Look in root, root/<Sub>/raw and root/raw. Return (files, partial_dir, missing)."""
@@ -56,40 +57,38 @@ def _find_idx_files(
     return None, best_dir, best_missing or []
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise PruneError(
-            f"cannot read {path}: {exc}; delete it and pass --download, or replace it"
-        ) from None
-    return raw
-
-
 def _read_idx(path: Path, images: bool) -> np.ndarray:
-    """One IDX file, header checked: images -> N x 28 x 28 uint8, labels -> N uint8."""
-    data = _read_bytes(path)
+    """One IDX file, header checked: images -> N x 28 x 28 uint8, labels -> N uint8.
+
+    A gzipped file is inflated as a stream, and never past the size its header declares:
+    a file that holds more (a "zip bomb") is refused after reading that much plus one byte.
+    """
     magic, header = (2051, 16) if images else (2049, 8)
     bad = f"{path} is not a valid IDX {'image' if images else 'label'} file"
-    if len(data) < header:
-        raise PruneError(f"{bad} (only {len(data)} bytes); replace it or pass --download")
-    fields = np.frombuffer(data, dtype=">u4", count=header // 4)
-    if int(fields[0]) != magic:
-        raise PruneError(f"{bad} (magic number {int(fields[0])}, expected {magic}); replace it")
-    n = int(fields[1])
-    if images:
-        rows, cols = int(fields[2]), int(fields[3])
-        if (rows, cols) != (28, 28):
-            raise PruneError(f"{bad} (images are {rows} x {cols}, expected 28 x 28); replace it")
-    size = n * (784 if images else 1)
-    if len(data) - header != size:
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as file:
+            head = file.read(header)
+            if len(head) < header:
+                raise PruneError(f"{bad} (only {len(head)} bytes); replace it or pass --download")
+            fields = np.frombuffer(head, dtype=">u4")
+            if int(fields[0]) != magic:
+                raise PruneError(f"{bad} (magic number {int(fields[0])}, expected {magic}); replace it")
+            n = int(fields[1])
+            if images and (int(fields[2]), int(fields[3])) != (28, 28):
+                raise PruneError(f"{bad} (images are {int(fields[2])} x {int(fields[3])}, expected 28 x 28); replace it")
+            size = n * (784 if images else 1)
+            data = file.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise PruneError(f"cannot read {path}: {exc}; delete it and pass --download, or replace it") from None
+    if len(data) != size:
+        held = f"{len(data)} data bytes" if len(data) <= size else "more data bytes"
         raise PruneError(
-            f"{bad} (header says {n} items but it holds {len(data) - header} data bytes, "
-            f"expected {size}); the file is truncated or corrupt, replace it"
+            f"{bad} (header says {n} items but it holds {held}, expected {size}); "
+            "the file is truncated or corrupt, replace it"
         )
-    arr = np.frombuffer(data, dtype=np.uint8, offset=header)
+    arr = np.frombuffer(data, dtype=np.uint8)
     return arr.reshape(n, 28, 28) if images else arr
 
 
@@ -97,10 +96,10 @@ def load_idx(name: str, data_root, download: bool) -> LoadedData:
     """``fashion-mnist`` or ``mnist`` from the IDX files in ``data_root`` (downloaded if asked and absent)."""
     display, sub = IDX_SETS[name]
     root = root_folder(data_root, display, f"the folder holding {_IDX_FILES[0]}.gz etc.")
-    files, partial, missing = _find_idx_files(root, sub)
+    files, partial, missing = find_idx_files(root, sub)
     if files is None and download:
         torchvision_download(sub, root, display, train=True)
-        files, partial, missing = _find_idx_files(root, sub)
+        files, partial, missing = find_idx_files(root, sub)
     if files is None:
         if partial is not None:
             raise PruneError(

@@ -11,8 +11,8 @@ Sources (``load_dataset(spec, data_root, download)``):
 ``fashion-mnist``, ``mnist``
     The original IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; gzipped or not) read from
-    ``data_root``, or from torchvision's layout ``data_root/FashionMNIST/raw`` /
-    ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
+    ``data_root`` (``$PRUNE_DATA_ROOT`` when not given), or from torchvision's layout
+    ``data_root/FashionMNIST/raw`` / ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
     ``download=True`` fetches them with torchvision (into ``data_root/<Name>/raw``) when
     they are not already there. The two share file names, so the real files of one are
     recognised by their first training labels and refused when loaded as the other.
@@ -42,16 +42,19 @@ with the training statistics (``prune.data.loaded``). Nothing is cached between 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from prune.data import hf
-from prune.data.idx import IDX_SETS, load_idx
+from prune.data.idx import IDX_SETS, find_idx_files, load_idx
 from prune.data.loaded import LoadedData, from_arrays
 from prune.data.npz import load_npz
-from prune.data.torchvision_sets import CIFAR_SETS, load_cifar
+from prune.data.torchvision_sets import CIFAR_SETS, given_root, load_cifar
 from prune.errors import PruneError
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "hf:PATH")
+ROOTED = (*IDX_SETS, *CIFAR_SETS)  # the sources read from a folder: --data-root, else $PRUNE_DATA_ROOT
 
 DIGITS_TRAIN = 1437
 DIGITS_TEST = 360
@@ -83,10 +86,7 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
         raise PruneError(f"{flags} {verb} only to hf: datasets, not to {spec!r}; drop {'it' if len(given) == 1 else 'them'}")
     if spec[:4].lower() == "npz:":
         return load_npz(spec[4:])
-    name = spec.lower().replace("_", "-")
-    name = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(
-        name, name
-    )
+    name = _canonical(spec)
     if name == "digits":
         return _load_digits()
     if name in IDX_SETS:
@@ -94,6 +94,35 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
     if name in CIFAR_SETS:
         return load_cifar(name, data_root, download)
     raise PruneError(f"unknown dataset {spec!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def _canonical(name: str) -> str:
+    name = name.strip().lower().replace("_", "-")
+    return {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(name, name)
+
+
+def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
+    """The files and folders ``load_dataset(spec, data_root)`` reads: the inputs no output may replace."""
+    spec = spec.strip() if isinstance(spec, str) else ""
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+        path = spec.split(":", 1)[1].strip()
+        return [Path(path).expanduser()] if path else []
+    name = _canonical(spec)
+    data_root = given_root(data_root)
+    if data_root is None:
+        return []
+    root = Path(data_root).expanduser()
+    if name in IDX_SETS:
+        files = find_idx_files(root, IDX_SETS[name][1])[0]
+        return list(files.values()) if files else []
+    if name in CIFAR_SETS:
+        return [root / CIFAR_SETS[name][2]]
+    return []
+
+
+def data_root_used(source: str, data_root: str | None) -> str | None:
+    """The folder a loaded ``source`` (``LoadedData.source``) was read from: None for those that read none."""
+    return given_root(data_root) if source in ROOTED else None
 
 
 def _load_digits() -> LoadedData:

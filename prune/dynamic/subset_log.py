@@ -24,10 +24,11 @@ Layout (JSON object)::
                       [{"indices": [...], "weights": [...]}] (each at most batch_size long),
                       batch_coresets [coreset id of each batch], batches [[dataset indices]]
                       (the batches trained from this point until the next, in order),
-                      objective, seconds, and for the crest rule t1 and hessian_norm
+                      objective, and for the crest rule t1 and hessian_norm
     checks          the crest rule's evaluations: step, rho, reselect
     result          backprops (counted), steps, forward_examples, dropped_hard (examples the
-                      difficulty stage left out, summed over coresets), selection_seconds, ...
+                      difficulty stage left out, summed over coresets), test_accuracy, test_loss
+    (no timings: a run repeated with the same seed writes the same bytes; they go to --metrics)
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The pipeline of `prune features` (and of `prune select` without ``--features``):
 warm-up with a checkpoint pass at every epoch end (EMA of g and H, per-example losses),
 then M feature passes at the final weights, each under one posterior perturbation drawn
-once and used for every example (methods.md, "ensemble" and "Implementation notes").
+once and used for every example (methods.md, "ensemble" and "Implementation notes"), and with
+M > 1 one more at the unperturbed weights (what ``--posterior point`` selects from).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
     config.check()
     n, classes, samples = len(data.train), data.num_classes, config.posterior_samples
     embedding_dim = build_model(config.model, data.input_shape, classes).fc.in_features
-    floats = n * samples * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
+    passes = samples + (samples > 1)  # the M samples and, with M > 1, the unperturbed weights
+    floats = n * passes * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
     return 4 * floats + 8 * n  # + the int64 labels
 
 
@@ -187,33 +189,45 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             part.write_rows("grad_logit_ema", 0, warm.grad_ema)
             part.write_rows("hess_logit_ema", 0, warm.hess_ema)
             part.save_model(model)
-            part.commit(warmup_done=True)
+            part.commit_warmup()
 
         first = part.samples_done
         for m, (member, perturbation) in enumerate(
                 posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
-            generator = torch.Generator().manual_seed(stream_seed(seed, 1, m))
+            point = m == samples  # the pass at the unperturbed weights, after the M samples (M > 1)
+            # the point pass draws what an M = 1 store's one pass draws (Hutchinson probes), so it equals it
+            generator = torch.Generator().manual_seed(stream_seed(seed, 1, 0 if point else m))
             rows = part.rows_done if m == first else 0
             if rows and part.generator_state() is not None:
                 generator.set_state(part.generator_state())
+            description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
-                for start, batch in _passes(member, x, labels, config, device, f"features {m + 1}/{samples}",
-                                            generator, start=rows):
+                for start, batch in _passes(member, x, labels, config, device, description, generator, start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
-                        part.write_rows(name, start, batch[name], sample=m)
-                    part.commit(rows_done=start + len(batch["loss"]), generator=generator)
+                        if point:
+                            part.write_rows(f"{name}_point", start, batch[name])
+                        else:
+                            part.write_rows(name, start, batch[name], sample=m)
+                    part.commit_rows(start + len(batch["loss"]), generator=generator)
             part.commit(samples_done=m + 1, rows_done=0)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
 
 
 def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int = 0):
-    """Yield (model, context manager) for posterior samples ``first``..M-1; M = 1 means the model itself.
+    """Yield (model, context manager) for feature passes ``first``..: the M posterior samples, then
+    with M > 1 the warm model itself (the unperturbed weights); M = 1 means the model itself.
 
     gaussian/hessian: the warm model under a perturbation delta_m drawn once from a seeded
     generator and removed exactly afterwards; seeds: M independently warm-started models.
     Each member depends only on ``seed`` and m, so skipping the first ones changes no other.
     """
+    yield from _posterior_samples(model, data, labels, config, seed=seed, device=device, first=first)
+    if config.posterior_samples > 1:
+        yield model, nullcontext()
+
+
+def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int):
     if first >= config.posterior_samples:
         return
     if config.posterior_samples == 1:

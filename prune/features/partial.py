@@ -3,22 +3,29 @@
 ``prune features --out DIR/NAME.h5`` works in the folder ``DIR/.NAME.h5.partial/``:
 
 * one ``.npy`` file per store dataset (``grad_logit``, ``hess_logit``, ``embedding``,
-  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``), memory-mapped and filled block
+  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``, and with M > 1 the ``*_point`` ones), memory-mapped and filled block
   by block. Raw arrays, not HDF5: a writer killed mid-block can leave at most that block's
   rows half-written, never a damaged file structure (HDF5 keeps its metadata in a cache that
-  a killed process never writes back);
+  a killed process never writes back). Their disk space is allocated when they are created,
+  so a full disk is an error then, not a crash (SIGBUS) in mid-write;
 * ``warm.pt``: the warm model's weights, once warm-up is done;
 * ``progress.json``, replaced atomically after the arrays it vouches for are flushed: the
-  settings the work began with, ``warmup_done``, ``samples_done`` (posterior samples whose
-  rows are all written), ``rows_done`` (rows written of the next sample) and that sample's
-  random-generator state at that row.
+  settings the work began with, ``warmup_done``, ``samples_done`` (feature passes whose rows
+  are all written: the M posterior samples, then with M > 1 the unperturbed weights),
+  ``rows_done`` (rows written of the next pass), that pass's random-generator state at that row,
+  and a CRC-32 of the warm-up's results (``warmup_crc``) and of every committed block of rows
+  (``blocks``: pass, first row, end row, CRC).
 
 ``finish`` copies the arrays into the HDF5 store (``prune.features.store.create_store``: temporary
 name, then rename) and removes the folder. A run with ``resume=True`` continues from the last
 committed block -- warm-up is re-run (it is deterministic given the seed) only if it had not
-finished -- after checking that its settings equal the recorded ones; without ``resume`` a
-leftover folder is replaced. An exclusive lock on the folder keeps two runs from writing the
-same store at once.
+finished -- after checking that its settings equal the recorded ones and that the committed
+work still has its checksums: from a damaged block on, the work is redone (from the start of
+that posterior sample, whose random stream is known there; a damaged warm-up from the
+beginning), and a note says so. Without ``resume`` a leftover folder is replaced. An exclusive
+lock on the folder keeps two runs from writing the same store at once. Free space for the work
+folder and the store is checked before starting; a write that fails (a full disk) keeps the
+work for ``resume``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import base64
 import json
 import os
 import shutil
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +42,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from prune.atomic import atomic_path, ensure_writable, write_text
+from prune.atomic import atomic_path, committing, ensure_writable
 from prune.errors import PruneError
 from prune.features.store import CHUNK_ROWS, PER_SAMPLE, create_store
 
@@ -43,8 +51,7 @@ try:  # POSIX advisory locks; elsewhere two runs on one --out are not guarded
 except ImportError:  # pragma: no cover
     fcntl = None
 
-PROGRESS_SCHEMA = "prune.partial/1"
-ARRAYS = (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")
+PROGRESS_SCHEMA = "prune.partial/2"
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -56,9 +63,21 @@ def partial_path(path: str | os.PathLike) -> Path:
 def _layout(n: int, samples: int, num_classes: int, embedding_dim: int, checkpoints: int, dtype: str) -> dict:
     width = {"grad_logit": num_classes, "hess_logit": num_classes, "embedding": embedding_dim}
     layout = {name: ((n, samples, width[name]), dtype) for name in PER_SAMPLE}
+    if samples > 1:  # and the unperturbed weights' features
+        layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
     layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, num_classes), dtype)
     layout["loss_per_epoch"] = ((n, checkpoints), "float32")
     return layout
+
+
+def _crc(arrays, crc: int = 0) -> int:
+    for array in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(array).data, crc)
+    return crc
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
 
 
 def _flat(value, prefix: str = "") -> dict:
@@ -98,6 +117,24 @@ class _Lock:
             self.fd = None
 
 
+def _allocated(path: Path, shape: tuple, dtype: str) -> np.ndarray:
+    """A new .npy file memory-mapped for writing, its disk space allocated now (not on first write)."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+    return array
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse to start when the folder of ``path`` has less than ``needed`` bytes free."""
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise PruneError(f"not enough free space for {path}: the work folder and the store need about "
+                         f"{_megabytes(needed)}, {path.parent} has {_megabytes(free)} free; free some space "
+                         "or choose another --out")
+
+
 class PartialStore:
     """The work folder of one store; see the module docstring. Create it with ``PartialStore.open``."""
 
@@ -114,7 +151,8 @@ class PartialStore:
         """Continue (``resume``) or begin the work of the store at ``path``.
 
         On ``PruneError`` (bad settings, diverged features) the folder is removed; on any other
-        exception (Ctrl-C, a crash) it is kept for ``resume``.
+        exception (Ctrl-C, a crash) it is kept for ``resume``, and a failed write (``OSError``:
+        a full disk) becomes a ``PruneError`` saying so.
         """
         path = Path(path)
         ensure_writable(path)
@@ -136,6 +174,13 @@ class PartialStore:
                 shutil.rmtree(folder)
         elif resume:
             notes.append(f"nothing to resume for {path} (no {folder.name}); starting from the beginning")
+        store_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout.values())
+        try:  # the store, and the work folder unless it is there already
+            _check_space(path, store_bytes * (1 if part is not None else 2))
+        except PruneError:
+            if part is not None:
+                part.close()
+            raise
         if part is None:
             part = cls._create(path, folder, settings, layout, notes)
         try:
@@ -143,6 +188,11 @@ class PartialStore:
         except PruneError:
             part.discard()
             raise
+        except OSError as err:
+            part.close()
+            raise PruneError(f"cannot write {err.filename or path} ({err.strerror or err}); the work done is kept in "
+                             f"{folder}: free some space (or fix the cause) and run the same command with --resume"
+                             ) from None
         except BaseException:
             part.close()
             raise
@@ -155,12 +205,17 @@ class PartialStore:
         except OSError as err:
             raise PruneError(f"cannot create {folder} ({err.strerror}); choose another --out") from None
         lock = _Lock(folder, path)
-        arrays = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-                  for name, (shape, dtype) in layout.items()}
         progress = {"schema": PROGRESS_SCHEMA, "settings": settings, "warmup_done": False, "samples_done": 0,
-                    "rows_done": 0, "generator": None}
-        part = cls(path, folder, lock, progress, arrays, notes)
-        part.commit()
+                    "rows_done": 0, "generator": None, "warmup_crc": None, "blocks": []}
+        try:
+            arrays = {name: _allocated(folder / f"{name}.npy", shape, dtype) for name, (shape, dtype) in layout.items()}
+            part = cls(path, folder, lock, progress, arrays, notes)
+            part.commit()
+        except OSError as err:
+            lock.release()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise PruneError(f"cannot write {folder} ({err.strerror or err}); free some space or choose another "
+                             "--out") from None
         return part
 
     @classmethod
@@ -189,10 +244,14 @@ class PartialStore:
             notes.append(f"the unfinished work in {folder} cannot be resumed ({err}); starting from the beginning")
             return None
         part = cls(path, folder, lock, progress, arrays, notes)
+        damage = part._verify()
+        if damage:
+            notes.append(damage)
         if progress["samples_done"] or progress["rows_done"]:
-            done = f"{progress['samples_done']} of {len(arrays['grad_logit'][0])} posterior samples"
+            samples = len(arrays["grad_logit"][0])
+            done = f"{min(progress['samples_done'], samples)} of {samples} posterior samples"
             if progress["rows_done"]:
-                done += f" and {progress['rows_done']} rows of the next"
+                done += f" and {progress['rows_done']} rows of the next pass"
             notes.append(f"resuming {path}: warm-up done, {done} written")
         elif progress["warmup_done"]:
             notes.append(f"resuming {path}: warm-up done")
@@ -226,7 +285,50 @@ class PartialStore:
         self.progress.update(changes)
         self.progress["generator"] = None if generator is None else base64.b64encode(
             generator.get_state().numpy().tobytes()).decode("ascii")
-        write_text(self.folder / "progress.json", json.dumps(self.progress) + "\n")
+        with atomic_path(self.folder / "progress.json") as tmp:
+            tmp.write_text(json.dumps(self.progress) + "\n")
+
+    def commit_warmup(self) -> None:
+        """Record the warm-up (arrays and ``warm.pt``) as done, with its checksum."""
+        self.commit(warmup_done=True, warmup_crc=self._warmup_crc())
+
+    def commit_rows(self, stop: int, generator: torch.Generator | None = None) -> None:
+        """Record rows ``rows_done``..``stop`` of the current pass as written, with their checksum."""
+        sample, start = self.samples_done, self.rows_done
+        self.progress["blocks"].append([sample, start, stop, self._rows_crc(sample, start, stop)])
+        self.commit(rows_done=stop, generator=generator)
+
+    def _warmup_crc(self) -> int:
+        crc = _crc(self.arrays[name] for name in ("grad_logit_ema", "hess_logit_ema", "loss_per_epoch"))
+        return zlib.crc32((self.folder / "warm.pt").read_bytes(), crc)
+
+    def _rows_crc(self, sample: int, start: int, stop: int) -> int:
+        if sample == self.arrays["grad_logit"].shape[1]:  # the pass at the unperturbed weights
+            return _crc(self.arrays[f"{name}_point"][start:stop] for name in PER_SAMPLE)
+        return _crc(self.arrays[name][start:stop, sample] for name in PER_SAMPLE)
+
+    def _verify(self) -> str | None:
+        """Check the committed work against its checksums; from the first damage on, mark it undone.
+
+        Returns a note for the user, or None when everything checks out.
+        """
+        progress = self.progress
+        if not progress["warmup_done"]:
+            return None
+        try:
+            warm_ok = self._warmup_crc() == progress["warmup_crc"]
+        except OSError:  # warm.pt is gone
+            warm_ok = False
+        if not warm_ok:
+            progress.update(warmup_done=False, warmup_crc=None, samples_done=0, rows_done=0, blocks=[])
+            return f"the warm-up's results in {self.folder} are damaged (checksum differs); redoing the work from the start"
+        for sample, start, stop, crc in progress["blocks"]:
+            if self._rows_crc(sample, start, stop) != crc:
+                progress.update(samples_done=sample, rows_done=0,
+                                blocks=[block for block in progress["blocks"] if block[0] < sample])
+                return (f"rows {start}..{stop - 1} of posterior sample {sample + 1} in {self.folder} are damaged "
+                        f"(checksum differs); recomputing from the start of that sample")
+        return None
 
     # -- writing ---------------------------------------------------------------------------
     def _array(self, name: str, values: torch.Tensor) -> np.ndarray:
@@ -271,11 +373,12 @@ class PartialStore:
         shape = dict(samples=grad.shape[1], num_classes=grad.shape[2],
                      embedding_dim=self.arrays["embedding"].shape[2],
                      checkpoints=self.arrays["loss_per_epoch"].shape[1], dtype=str(grad.dtype))
-        with create_store(self.path, labels=labels, flipped=flipped, attrs=attrs, **shape) as store:
-            for name, array in self.arrays.items():
-                for start in range(0, len(array), CHUNK_ROWS):
-                    store.file[name][start:start + CHUNK_ROWS] = array[start:start + CHUNK_ROWS]
-        self.discard()
+        with committing():  # Ctrl-C takes effect once the store is complete and the folder removed
+            with create_store(self.path, labels=labels, flipped=flipped, attrs=attrs, **shape) as store:
+                for name, array in self.arrays.items():
+                    for start in range(0, len(array), CHUNK_ROWS):
+                        store.file[name][start:start + CHUNK_ROWS] = array[start:start + CHUNK_ROWS]
+            self.discard()
         return self.path
 
     def close(self) -> None:

@@ -10,6 +10,8 @@ dataset               shape           content
 ``grad_logit``        (n, M, C)       g = p - y at each posterior sample
 ``hess_logit``        (n, M, C)       a = p(1 - p) (or its Hutchinson estimate)
 ``embedding``         (n, M, e)       penultimate embedding h (the bias 1 is implicit)
+``*_point``           (n, C) / (n, e) g, a and h at the unperturbed warm weights, when M > 1
+                                      (with M = 1 the one sample is those weights)
 ``grad_logit_ema``    (n, C)          g-bar over the T checkpoints (AdaCore eq. 7)
 ``hess_logit_ema``    (n, C)          H-bar over the T checkpoints (AdaCore eq. 9)
 ``loss_per_epoch``    (n, T)          per-example loss at each checkpoint (CREST §4.3)
@@ -55,6 +57,8 @@ CHUNK_ROWS = 1024
 #: a <= 1/4, embeddings of normalised data), and low enough that no method's distances overflow
 MAX_FEATURE = 1e6
 PER_SAMPLE = ("grad_logit", "hess_logit", "embedding")
+POINT = tuple(f"{name}_point" for name in PER_SAMPLE)  # M > 1 only: the unperturbed weights' features
+POSTERIORS = ("point", "mean")  # a distance at the unperturbed weights, or its mean over the M samples
 
 
 class StoreWriter:
@@ -68,6 +72,8 @@ class StoreWriter:
         for name in PER_SAMPLE:
             # One chunk holds one posterior sample's rows, so the M passes never rewrite chunks.
             file.create_dataset(name, (n, samples, width[name]), dtype=dtype, chunks=(rows, 1, width[name]), **options)
+            if samples > 1:
+                file.create_dataset(f"{name}_point", (n, width[name]), dtype=dtype, chunks=(rows, width[name]), **options)
         for name in ("grad_logit_ema", "hess_logit_ema"):
             file.create_dataset(name, (n, num_classes), dtype=dtype, chunks=(rows, num_classes), **options)
         file.create_dataset("loss_per_epoch", (n, checkpoints), dtype="float32", chunks=(rows, 1), **options)
@@ -113,6 +119,10 @@ class FeatureStore:
     hess_logit_ema: torch.Tensor
     loss_per_epoch: torch.Tensor
     noise_flipped: torch.Tensor
+    # the unperturbed weights' features, (n, C) / (n, e); None with M = 1 (the sample is those) or in older stores
+    grad_logit_point: torch.Tensor | None = None
+    hess_logit_point: torch.Tensor | None = None
+    embedding_point: torch.Tensor | None = None
 
     @property
     def num_examples(self) -> int:
@@ -125,6 +135,22 @@ class FeatureStore:
     @property
     def posterior_samples(self) -> int:
         return self.grad_logit.shape[1]
+
+    def posterior_features(self, posterior: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grad_logit, hess_logit, embedding), each (n, M', width): the M posterior samples
+        (``"mean"``) or the unperturbed weights' features (``"point"``, M' = 1)."""
+        samples = (self.grad_logit, self.hess_logit, self.embedding)
+        if posterior == "mean":
+            if self.posterior_samples < 2:
+                raise PruneError(f"--posterior mean needs posterior samples, but {self.path} has M = 1; create the "
+                                 "store with `prune features --posterior-samples 4`")
+            return samples
+        if self.posterior_samples == 1:
+            return samples
+        if self.grad_logit_point is None:
+            raise PruneError(f"feature store {self.path} lacks the unperturbed weights' features (written by an older "
+                             "prune); re-create it with `prune features`, or pass --posterior mean")
+        return self.grad_logit_point[:, None], self.hess_logit_point[:, None], self.embedding_point[:, None]
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureStore":
@@ -148,12 +174,14 @@ class FeatureStore:
                 prune_version = file.attrs["prune_version"]
                 arrays = {name: torch.from_numpy(file[name][...]) for name in (
                     "labels", "noise_flipped", *PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")}
+                arrays.update({name: torch.from_numpy(file[name][...]) for name in POINT if name in file})
         except (OSError, KeyError, ValueError, TypeError) as err:
             raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
         meta = {**_decoded(path, attrs), "prune_version": prune_version}
         _check_contents(path, meta, arrays)
-        for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
-            arrays[name] = _checked_values(path, name, arrays[name].float())
+        for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
+            if name in arrays:
+                arrays[name] = _checked_values(path, name, arrays[name].float())
         return cls(path=path, meta=meta, **arrays)
 
     def check_dataset(self, data) -> None:
@@ -216,10 +244,14 @@ def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
     samples = arrays["grad_logit"].shape[1] if arrays["grad_logit"].ndim == 3 else None
     width = arrays["embedding"].shape[-1] if arrays["embedding"].ndim == 3 else None
     expected = {"labels": (n,), "grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
-                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes)}
+                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes),
+                "grad_logit_point": (n, classes), "hess_logit_point": (n, classes), "embedding_point": (n, width)}
+    if not any(name in arrays for name in POINT):  # M = 1, or a store older than them
+        expected = {name: shape for name, shape in expected.items() if name not in POINT}
     for name, shape in expected.items():
-        if tuple(arrays[name].shape) != shape or samples is None or width is None:
-            raise PruneError(f"feature store {path}: {name} has shape {tuple(arrays[name].shape)}, expected "
+        if name not in arrays or tuple(arrays[name].shape) != shape or samples is None or width is None:
+            found = tuple(arrays[name].shape) if name in arrays else "none"
+            raise PruneError(f"feature store {path}: {name} has shape {found}, expected "
                              f"{shape} for {n} examples of {classes} classes; the file is damaged: re-create it")
     if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
         raise PruneError(f"feature store {path}: loss_per_epoch has shape {tuple(arrays['loss_per_epoch'].shape)}, "

@@ -74,6 +74,14 @@ def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
     return [torch.nonzero(labels == c).flatten() for c in range(candidates.dataset["num_classes"])]
 
 
+def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torch.Tensor:
+    """Sorted indices of a uniform sample of ``per_class[c]`` examples of each class c (the random baseline)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
+             for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
+    return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+
+
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
            difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
@@ -85,6 +93,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method in SAMPLING and options.posterior is not None:
+        raise PruneError(f"--posterior chooses the features a distance is computed from; {method} computes none")
     class_rows = rows_per_class(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
     stage = difficulty_stage(candidates, method, difficulty)
@@ -110,7 +120,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
                 pools += 1
     params = {}
     if engine is not None:
-        params = {**engine.params(), "posterior_samples": candidates.store.posterior_samples}
+        params = {**engine.params(), "posterior": engine.posterior,
+                  "posterior_samples": candidates.store.posterior_samples}
         selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
         if pools > sum(1 for k in budgets if k) and stage is None:
             console.print(f"[yellow]note:[/] classes larger than the pool limit were split: {pools} pools in all")

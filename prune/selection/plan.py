@@ -71,8 +71,9 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
                   for pool, b in engine.pools(part, budget, generator) if b]
                  for rows, k in zip(class_rows, budgets)]
         tensors = (store.labels, store.grad_logit, store.hess_logit, store.embedding, store.grad_logit_ema,
-                   store.hess_logit_ema, store.loss_per_epoch)
-        feature_bytes = sum(t.numel() * t.element_size() for t in tensors)
+                   store.hess_logit_ema, store.loss_per_epoch, store.grad_logit_point, store.hess_logit_point,
+                   store.embedding_point)
+        feature_bytes = sum(t.numel() * t.element_size() for t in tensors if t is not None)
     else:
         limit = options.subset_size if method == "crest" else options.max_pool
         pools = []
