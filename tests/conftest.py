@@ -7,20 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import settings
-from hypothesis.configuration import set_hypothesis_home_dir
-
-# Hypothesis writes nothing into the repository: no example database (every run starts fresh), and its
-# caches go to a temporary folder instead of .hypothesis/ in the working directory (set before collection).
-settings.register_profile("prune", database=None)
-settings.load_profile("prune")
-HYPOTHESIS_HOME = tempfile.TemporaryDirectory(prefix="prune-hypothesis-")
-set_hypothesis_home_dir(HYPOTHESIS_HOME.name)
-
-
-def pytest_unconfigure(config):
-    HYPOTHESIS_HOME.cleanup()
-
 
 FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 
