@@ -322,8 +322,8 @@ def test_a_mutated_manifest_is_used_or_refused_in_one_line(tiny, data):
 
 
 STORE_ATTRIBUTES = ("dataset", "dataset_source", "features", "fingerprint", "num_classes", "seed", "label_noise")
-STORE_ARRAYS = ("labels", "noise_flipped", "grad_logit", "hess_logit", "embedding", "grad_logit_ema",
-                "hess_logit_ema", "loss_per_epoch")
+STORE_ARRAYS = ("labels", "noise_flipped", "grad_logit", "hess_logit", "embedding", "grad_logit_point",
+                "hess_logit_point", "embedding_point", "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")
 
 
 @st.composite
@@ -376,12 +376,12 @@ def change_store(file: h5py.File, change: tuple) -> None:
 @PROPERTY
 @given(data=st.data())
 def test_a_mutated_store_is_used_or_refused_in_one_line(tiny, data):
-    """select from a mutated store with any method, then train on what it wrote: each works, or stops
-    with one line and exit 2, and then writes nothing."""
+    """select from a mutated store with any method (and either --posterior), then train on what it
+    wrote: each works, or stops with one line and exit 2, and then writes nothing."""
     with h5py.File(tiny.store, "r") as file:
         attributes = {name: json.loads(file.attrs[name]) for name in STORE_ATTRIBUTES}
     changes = data.draw(store_changes(attributes))
-    method = data.draw(st.sampled_from(METHODS))
+    method, posterior = data.draw(st.sampled_from(METHODS)), data.draw(st.sampled_from(["point", "mean"]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store, out = folder / "store.h5", folder / "m.json"
@@ -389,7 +389,8 @@ def test_a_mutated_store_is_used_or_refused_in_one_line(tiny, data):
         with h5py.File(store, "a") as file:
             for change in changes:
                 change_store(file, change)
-        if not used_or_refused(invoke("select", "--features", store, "--method", method, "--count", "6", "--out", out)):
+        if not used_or_refused(invoke("select", "--features", store, "--method", method, "--posterior", posterior,
+                                      "--count", "6", "--out", out)):
             assert os.listdir(folder) == ["store.h5"]
             return
         Manifest.load(out)
