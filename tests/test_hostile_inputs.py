@@ -167,6 +167,25 @@ def test_manifests_python_cannot_decode(text, match, tmp_path):
     assert os.listdir(tmp_path) == ["m.json"]
 
 
+@pytest.mark.parametrize("change, match", [
+    (_set("settings.weighted", "yes"), "settings.weighted must be true or false, got 'yes'"),
+    (_set("settings.seed", 10**400), "settings.seed must be within 64 bits"),
+    (_set("selections.0.reason", {}), "selections[0].reason must be a string, got an object {}"),
+    (_set("checks", 5), "checks must be a list, got 5"),
+    (_set("dataset.columns", "x"), "dataset.columns must be an object, got 'x'"),
+])
+def test_bad_subset_log_fields_are_named_by_path(change, match, tiny, tmp_path):
+    log = tmp_path / "log.json"
+    assert invoke("train", "--dataset", tiny.hf, "--feature-column", "x", "--dynamic", "random", "--epochs", "1",
+                  "--batch-size", "8", "--log", log).exit_code == 0
+    raw = json.loads(log.read_text())
+    change(raw)
+    log.write_text(json.dumps(raw))
+    for args in (["inspect", log, "--plot", tmp_path / "counts.png"], ["train", "--manifest", log]):
+        refused(invoke(*args), f"subset log {log} is invalid: {match}")
+    assert os.listdir(tmp_path) == ["log.json"]
+
+
 def _attr(name: str, text: str):
     return lambda file: file.attrs.__setitem__(name, text)
 

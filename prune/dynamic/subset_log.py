@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from prune.errors import PruneError
+from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, number, obj, optional, require, show,
+                                   string)
 
 SCHEMA = "prune.subsets/1"
 
@@ -101,6 +103,10 @@ def validate(raw: dict, *, source: str) -> None:
     for key in ("prune_version", "created_at", "dataset", "settings", "budget", "selections"):
         if key not in raw:
             fail(f"missing key {key!r}")
+    try:
+        check_types(raw)
+    except Invalid as err:
+        fail(str(err))
     dataset = raw["dataset"]
     for key in ("source", "num_examples", "num_classes", "fingerprint"):
         if not isinstance(dataset, dict) or key not in dataset:
@@ -172,6 +178,43 @@ def validate(raw: dict, *, source: str) -> None:
         fail(f"the selections hold {steps} batches, budget.epoch_steps says {sum(epoch_steps)}")
     if backprops != budget["backprops"]:
         fail(f"the batches hold {backprops} examples, budget.backprops says {budget['backprops']}")
+
+
+def check_types(raw: dict) -> None:
+    """The types and ranges of what replaying and ``prune inspect`` read (``prune.manifest_schema``'s checks)."""
+    check_depth(raw)
+    string(raw["prune_version"], "prune_version")
+    string(raw["created_at"], "created_at")
+    dataset_record(raw["dataset"], "dataset")
+    settings = obj(raw["settings"], "settings")
+    require(settings, ("kind", "model", "seed", "batch_size", "lr", "momentum", "weight_decay", "weighted", "fraction",
+                       "update_rule"), "settings")
+    for key in ("kind", "model", "update_rule"):
+        string(settings[key], f"settings.{key}")
+    integer(settings["seed"], "settings.seed")
+    integer(settings["batch_size"], "settings.batch_size", low=1)
+    for key in ("lr", "momentum", "weight_decay", "fraction"):
+        number(settings[key], f"settings.{key}")
+    if not isinstance(settings["weighted"], bool):
+        raise Invalid(f"settings.weighted must be true or false, got {settings['weighted']!r}")
+    if settings["update_rule"] == "every":
+        integer(settings.get("every"), "settings.every", low=1)
+    else:
+        number(settings.get("tau"), "settings.tau")
+    budget = obj(raw["budget"], "budget")
+    require(budget, ("fraction", "epochs", "backprops", "steps"), "budget")
+    number(budget["fraction"], "budget.fraction")
+    for key in ("epochs", "backprops", "steps"):
+        integer(budget[key], f"budget.{key}", low=0)
+    for s, point in enumerate(raw["selections"] if isinstance(raw["selections"], list) else []):
+        optional(obj(point, f"selections[{s}]"), "reason", string, f"selections[{s}].reason")
+    checks = raw.get("checks") or []
+    if not isinstance(checks, list):
+        raise Invalid(f"checks must be a list, got {show(checks)}")
+    for c, check in enumerate(checks):
+        obj(check, f"checks[{c}]")
+    if raw.get("result") is not None:
+        optional(obj(raw["result"], "result"), "test_accuracy", number, "result.test_accuracy")
 
 
 def batches(log: dict) -> list[tuple[int, int, list[int]]]:
