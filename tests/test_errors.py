@@ -139,16 +139,18 @@ MANIFEST_CASES = {
     "unsorted": (lambda m: m["indices"].reverse(), "not sorted ascending"),
     "negative": (lambda m: m["indices"].__setitem__(0, -3), "negative value (-3)"),
     "weights length": (lambda m: m["weights"].pop(), "weights has 143 entries, indices has 144"),
-    "weights NaN": (lambda m: m["weights"].__setitem__(0, float("nan")), "weights must be finite"),
-    "indices not ints": (lambda m: m["indices"].__setitem__(0, "7"), "indices must be a list of integers"),
-    "per_class": (lambda m: m["per_class"].__setitem__(0, "x"), "per_class must list"),
+    "weights NaN": (lambda m: m["weights"].__setitem__(0, float("nan")), "weights[0] must be a finite number >= 0"),
+    "indices not ints": (lambda m: m["indices"].__setitem__(0, "7"), "indices[0] must be an integer, got '7'"),
+    "per_class": (lambda m: m["per_class"].__setitem__(0, "x"), "per_class[0] must be an integer"),
     "missing key": (lambda m: m.pop("weights"), "missing key 'weights'"),
-    "dataset": (lambda m: m.update(dataset="digits"), "dataset is missing 'source'"),
-    "num_classes": (lambda m: m["dataset"].update(num_classes="ten"), "num_classes must be a positive integer"),
+    "dataset": (lambda m: m.update(dataset="digits"), "dataset must be an object, got 'digits'"),
+    "num_classes": (lambda m: m["dataset"].update(num_classes="ten"), "dataset.num_classes must be an integer"),
     "method": (lambda m: m.update(method="craig"), "method must be an object"),
-    "model": (lambda m: m.update(model=[1]), "model must be an object or null"),
-    "noise labels": (lambda m: m.update(label_noise={"flipped": [1], "noisy_labels": [10]}), "outside 0..9"),
-    "noise types": (lambda m: m.update(label_noise={"flipped": ["a"], "noisy_labels": [1]}), "must hold integers"),
+    "model": (lambda m: m.update(model=[1]), "model must be an object, got a list [1]"),
+    "noise labels": (lambda m: m.update(label_noise={"fraction": 0.1, "seed": 0, "flipped": [1], "noisy_labels": [10]}),
+                     "label_noise.noisy_labels[0] must be in 0..9, got 10"),
+    "noise types": (lambda m: m.update(label_noise={"fraction": 0.1, "seed": 0, "flipped": ["a"], "noisy_labels": [1]}),
+                    "label_noise.flipped[0] must be an integer, got 'a'"),
     "top level": (lambda m: m.clear(), "schema is None"),
 }
 
@@ -710,7 +712,7 @@ def test_two_writers_of_one_store_are_refused(tmp_path):
 def manifests(draw):
     n = draw(st.integers(min_value=1, max_value=300))
     classes = draw(st.integers(min_value=1, max_value=12))
-    indices = sorted(draw(st.sets(st.integers(min_value=0, max_value=n - 1), max_size=min(n, 60))))
+    indices = sorted(draw(st.sets(st.integers(min_value=0, max_value=n - 1), min_size=1, max_size=min(n, 60))))
     weights = draw(st.lists(st.one_of(
         st.floats(min_value=0, max_value=1e300, allow_nan=False, allow_infinity=False),
         st.integers(min_value=0, max_value=10**6)), min_size=len(indices), max_size=len(indices)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 import typer
+from rich.markup import escape
 
 from prune.cli.bench import bench_command
 from prune.cli.features import features_command
@@ -24,14 +25,17 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 
 
 def user_errors(command):
-    """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130."""
+    """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130.
+
+    The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup).
+    """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except PruneError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
             console.print("interrupted", highlight=False)

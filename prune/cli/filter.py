@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from prune.atomic import finishing
 from prune.data.hf_filter import write_filtered
@@ -37,6 +38,6 @@ def filter_command(
                                                 weight_column=weight_column, force=force, overwrite=overwrite,
                                                 inputs=[manifest])
     if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"wrote {rows} of {chosen.dataset['num_examples']} rows to {written} "
                   f"in {time.perf_counter() - start:.1f} s")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from prune.api import source_options
@@ -18,6 +19,13 @@ from prune.data.hf_filter import check_saved
 from prune.dynamic import subset_log
 from prune.manifest import Manifest
 from prune.training import console
+
+
+class PlainTable(Table):
+    """A table whose cells are shown as is: they quote the user's files (``[/x]`` is no markup)."""
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 def inspect_command(
@@ -32,7 +40,7 @@ def inspect_command(
         inspect_log(manifest, plot)
         return
     chosen = Manifest.load(manifest)
-    info = Table(title=str(manifest), show_header=False)
+    info = PlainTable(title=escape(str(manifest)), show_header=False)
     info.add_row("dataset", f"{chosen.dataset['source']} ({chosen.dataset['num_examples']} examples, "
                  f"{chosen.dataset['num_classes']} classes)")
     if chosen.dataset.get("columns"):
@@ -74,7 +82,7 @@ def inspect_log(path, plot=None) -> dict:
     log = subset_log.load(path)
     facts = subset_log.summary(log)
     s, d, b = log["settings"], log["dataset"], log["budget"]
-    info = Table(title=str(path), show_header=False)
+    info = PlainTable(title=escape(str(path)), show_header=False)
     info.add_row("dataset", f"{d['source']} ({d['num_examples']} examples, {d['num_classes']} classes)")
     info.add_row("fingerprint", d["fingerprint"])
     info.add_row("dynamic", f"{s['kind']}, update rule {s['update_rule']}"

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
@@ -108,7 +109,7 @@ def train_command(
         warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
                                        class_counts=counts)
         if warning:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
         indices = torch.from_numpy(chosen.indices)
         if weighted:
@@ -139,7 +140,8 @@ def train_command(
         table.add_column(column)
     for name, run in runs.items():
         accuracy = "-" if run["test_accuracy"] is None else f"{run['test_accuracy']:.4f}"
-        table.add_row(data.source, name, model_name, str(epochs), accuracy, f"{run['wall_seconds']:.1f}")
+        cells = (data.source, name, model_name, str(epochs), accuracy, f"{run['wall_seconds']:.1f}")
+        table.add_row(*map(escape, cells))
     console.print(table)
     if result.get("difference") is not None:
         console.print(f"{chosen.method['name']} - random: {100 * result['difference']:+.2f} points "
@@ -192,7 +194,11 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
             if not force:
                 raise PruneError(message + "; pass the dataset the log was made from, or --force")
-            console.print(f"[yellow]warning:[/] {message} (continuing because of --force)")
+            beyond = subset_log.beyond(recorded, len(data.train))
+            if beyond:
+                raise PruneError(f"{message}; {beyond} of its indices and flipped labels lie beyond the "
+                                 f"{len(data.train)} examples given, so not even --force can use it")
+            console.print(f"[yellow]warning:[/] {escape(message)} (continuing because of --force)")
         s = recorded["settings"]
         console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "
                       f"{recorded['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",

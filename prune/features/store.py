@@ -28,8 +28,9 @@ num_classes, the dataset record manifests copy (``dataset``: split, class counts
 model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
 and compressed with LZF. Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
-the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes,
-the shapes, the labels' range and that every feature is finite.
+the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes
+(``prune.features.store_schema``), the shapes, the range of labels and flipped indices, and that
+every feature is finite and at most ``MAX_FEATURE`` in magnitude.
 """
 
 from __future__ import annotations
@@ -48,9 +49,13 @@ import torch
 from prune import __version__
 from prune.atomic import atomic_path
 from prune.errors import PruneError
+from prune.features import store_schema
 
 SCHEMA = "prune.features/1"
 CHUNK_ROWS = 1024
+#: the largest feature magnitude a store may hold: far above what a converged warm-up gives (|g| <= 1,
+#: a <= 1/4, embeddings of normalised data), and low enough that no method's distances overflow
+MAX_FEATURE = 1e6
 PER_SAMPLE = ("grad_logit", "hess_logit", "embedding")
 POINT = tuple(f"{name}_point" for name in PER_SAMPLE)  # M > 1 only: the unperturbed weights' features
 POSTERIORS = ("point", "mean")  # a distance at the unperturbed weights, or its mean over the M samples
@@ -165,24 +170,18 @@ class FeatureStore:
                     )
                 if not file.attrs.get("complete", False):
                     raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
-                meta = {k: json.loads(v) for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
-                meta["prune_version"] = file.attrs["prune_version"]
+                attrs = {k: v for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
+                prune_version = file.attrs["prune_version"]
                 arrays = {name: torch.from_numpy(file[name][...]) for name in (
                     "labels", "noise_flipped", *PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")}
                 arrays.update({name: torch.from_numpy(file[name][...]) for name in POINT if name in file})
         except (OSError, KeyError, ValueError, TypeError) as err:
             raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
+        meta = {**_decoded(path, attrs), "prune_version": prune_version}
         _check_contents(path, meta, arrays)
         for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
-            if name not in arrays:
-                continue
-            arrays[name] = arrays[name].float()
-            if not torch.isfinite(arrays[name]).all():
-                bad = int((~torch.isfinite(arrays[name])).flatten(1).any(1).sum())
-                raise PruneError(
-                    f"feature store {path}: {name} has NaN or inf for {bad} examples (did warm-up diverge?); "
-                    "re-create it with a lower --lr"
-                )
+            if name in arrays:
+                arrays[name] = _checked_values(path, name, arrays[name].float())
         return cls(path=path, meta=meta, **arrays)
 
     def check_dataset(self, data) -> None:
@@ -206,18 +205,42 @@ class FeatureStore:
                              "made from, or leave out --dataset (the store knows its data)")
 
 
-_REQUIRED_ATTRS = ("fingerprint", "num_classes", "features", "seed")
+def _checked_values(path: Path, name: str, values: torch.Tensor) -> torch.Tensor:
+    """``values`` if finite and at most ``MAX_FEATURE`` in magnitude; else ``PruneError`` counting the examples."""
+    if not torch.isfinite(values).all():
+        bad = int((~torch.isfinite(values)).flatten(1).any(1).sum())
+        raise PruneError(f"feature store {path}: {name} has NaN or inf for {bad} examples (did warm-up diverge?); "
+                         "re-create it with a lower --lr")
+    large = values.abs() > MAX_FEATURE
+    if large.any():
+        bad = int(large.flatten(1).any(1).sum())
+        raise PruneError(f"feature store {path}: {name} reaches {float(values.abs().max()):.3g} for {bad} examples, "
+                         f"beyond {MAX_FEATURE:g}, where distances overflow (did warm-up diverge?); re-create it "
+                         "with a lower --lr")
+    return values
+
+
+def _decoded(path: Path, attrs: dict) -> dict:
+    """The attributes' values, each stored as JSON text."""
+    meta = {}
+    for key, text in attrs.items():
+        try:
+            meta[key] = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as err:
+            problem = "is nested too deeply to read" if isinstance(err, RecursionError) else "is not valid JSON"
+            raise PruneError(f"feature store {path}: attribute {key!r} {problem}; it was not written by "
+                             "`prune features` or is damaged: re-create it") from None
+    return meta
 
 
 def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
-    """Attributes present, shapes consistent, labels in 0..C-1; else ``PruneError``."""
-    missing = [key for key in _REQUIRED_ATTRS if key not in meta]
-    if "dataset" not in meta and "dataset_source" not in meta:
-        missing.append("dataset_source")
-    if missing:
-        raise PruneError(f"feature store {path} lacks attribute(s) {', '.join(missing)}; it was not written by "
-                         "`prune features` or is damaged: re-create it")
-    n, classes = len(arrays["labels"]), meta["num_classes"]
+    """Attributes valid, shapes consistent, labels in 0..C-1, flipped indices in range; else ``PruneError``."""
+    labels = arrays["labels"]
+    if labels.ndim != 1 or not _integral(labels):
+        raise PruneError(f"feature store {path}: labels are {labels.dtype} of shape {tuple(labels.shape)}, expected "
+                         "one integer per example; the file is damaged: re-create it")
+    store_schema.validate(meta, source=str(path))
+    n, classes = len(labels), meta["num_classes"]
     samples = arrays["grad_logit"].shape[1] if arrays["grad_logit"].ndim == 3 else None
     width = arrays["embedding"].shape[-1] if arrays["embedding"].ndim == 3 else None
     expected = {"labels": (n,), "grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
@@ -233,7 +256,19 @@ def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
     if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
         raise PruneError(f"feature store {path}: loss_per_epoch has shape {tuple(arrays['loss_per_epoch'].shape)}, "
                          f"expected ({n}, T); the file is damaged: re-create it")
-    labels = arrays["labels"]
+    recorded = meta.get("dataset", {}).get("num_examples", n)
+    if recorded != n:
+        raise PruneError(f"feature store {path} holds {n} examples, but its dataset attribute records {recorded}; "
+                         "the file is damaged: re-create it")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise PruneError(f"feature store {path}: labels run from {int(labels.min())} to {int(labels.max())}, "
                          f"outside 0..{classes - 1}; the file is damaged: re-create it")
+    flipped = arrays["noise_flipped"]
+    if flipped.ndim != 1 or not _integral(flipped) or (len(flipped) and (int(flipped.min()) < 0 or int(flipped.max()) >= n)):
+        raise PruneError(f"feature store {path}: noise_flipped must list indices in 0..{n - 1}; the file is damaged: "
+                         "re-create it")
+    arrays["labels"], arrays["noise_flipped"] = labels.long(), flipped.long()
+
+
+def _integral(values: torch.Tensor) -> bool:
+    return not values.is_floating_point() and not values.is_complex() and values.dtype != torch.bool
