@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from prune import augment as augmentation
 from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -40,8 +41,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # "cosine": anneal to 0 over the epochs; "constant": keep lr
+    augment: str = "none"  # "standard": random crop with padding and horizontal flip (prune.augment)
 
     def __post_init__(self):
+        if self.augment not in augmentation.AUGMENTS:
+            raise PruneError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(augmentation.AUGMENTS)}")
         if self.schedule not in SCHEDULES:
             raise PruneError(f"unknown learning-rate schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
@@ -53,11 +57,14 @@ class TrainConfig:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        """The fields; ``schedule`` only when it is not the default "cosine", so the records of
-        stores, manifests and ``--resume`` work folders written before it existed stay equal."""
+        """The fields; ``schedule`` and ``augment`` only when they are not the defaults ("cosine",
+        "none"), so the records of stores, manifests and ``--resume`` work folders written before
+        they existed stay equal."""
         out = asdict(self)
         if out["schedule"] == "cosine":
             del out["schedule"]
+        if out["augment"] == "none":
+            del out["augment"]
         return out
 
 
@@ -122,8 +129,13 @@ def fit(
 
     ``weights`` (per example) turn the loss into the weighted mean ``sum w_i l_i / sum w_i``
     over each batch (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs after every epoch
-    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch). Returns a per-epoch history of mean training loss and accuracy.
+    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch);
+    ``config.augment`` "standard" augments every training batch (``prune.augment``, its own
+    generator seeded from ``seed``). Returns a per-epoch history of mean training loss and accuracy.
     """
+    if config.augment != "none" and x.ndim != 4:
+        raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
+    augment_generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 6]).generate_state(1)[0]))
     model.to(device)
     x, y = x.to(device), y.to(device)
     if weights is not None:
@@ -152,7 +164,10 @@ def fit(
                 if len(batch) < 2 and has_batchnorm:
                     bars.update(task, advance=1)
                     continue  # BatchNorm cannot train on a batch of one
-                logits = model(x[batch])
+                xb = x[batch]
+                if config.augment == "standard":
+                    xb = augmentation.standard(xb, augment_generator)
+                logits = model(xb)
                 losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
                 if weights is None:
                     loss = losses.mean()

@@ -12,16 +12,17 @@ import typer
 from rich.table import Table
 
 from prune.api import dataset_record, recorded_options, source_options
-from prune.atomic import ensure_writable, finishing, write_text
+from prune.atomic import atomic_path, ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
-                               batch_size_option, choice, lr_option, model_option, value)
+                               ImageColumn, LabelColumn, Layers, PosteriorLayers, Seed, Sigma, Split, Augment,
+                               ImageSize, SkipBad, augment_option, batch_size_option, checkpoint_option, choice,
+                               lr_option, model_option, value)
 from prune.data import load_dataset, source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
-from prune.models import build_model, default_model
+from prune.models import build_model, checkpoint_record, default_model, load_checkpoint
 from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
 
 
@@ -36,13 +37,14 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
+    feature_column: Optional[str] = FeatureColumn, image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
     force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
-    model: Optional[ModelName] = model_option(TRAINING),
+    model: Optional[str] = model_option(TRAINING), checkpoint: Optional[Path] = checkpoint_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    augment: Augment = augment_option(TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
@@ -58,16 +60,22 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Save the trained weights (a state_dict, torch.save) for --checkpoint.", rich_help_panel=OUTPUT),
     seed: int = Seed, device: DeviceName = Device,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
-    model, device, dynamic = value(model), value(device), value(dynamic)
+    device, dynamic, augment = value(device), value(dynamic), value(augment)
     posterior_layers, update_rule = value(posterior_layers), value(update_rule)
-    if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
+    dynamic_run = dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest))
+    if dynamic_run and (checkpoint is not None or save_model is not None or augment != "none"):
+        raise PruneError("--checkpoint, --save-model and --augment apply to static training; drop them with --dynamic "
+                         "(or when replaying a subset log)")
+    if dynamic_run:
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
                       metrics=metrics, seed=seed, device=device,
-                      source_options=source_options(split, image_column, label_column, feature_column),
+                      source_options=source_options(split, image_column, label_column, feature_column, image_size,
+                                                    skip_bad),
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
                       tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
@@ -77,17 +85,18 @@ def train_command(
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
     chosen = Manifest.load(manifest) if manifest else None
-    options = source_options(split, image_column, label_column, feature_column)
+    options = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     if chosen is not None:
         dataset = dataset or chosen.dataset["source"]
         data_root = data_root or chosen.dataset.get("root")
-        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+        if dataset.startswith(("hf:", "folder:")):  # the split and columns (image size) the manifest was made from, unless given
             recorded = recorded_options(chosen.dataset)
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
-    if metrics:  # fail now, not after training
-        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
+    for output in (metrics, save_model):  # fail now, not after training
+        if output:
+            ensure_writable(output, inputs=[manifest, checkpoint, *source_paths(dataset, data_root)])
     data = load_dataset(dataset or "digits", data_root, download, **options)
     labels = data.train.y
     indices = torch.arange(len(labels))
@@ -95,7 +104,7 @@ def train_command(
     if chosen is not None:
         counts = torch.bincount(labels, minlength=data.num_classes).tolist()
         warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
-                                       class_counts=counts)
+                                       class_counts=counts, files_fingerprint=data.record().get("files_fingerprint"))
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
@@ -105,9 +114,11 @@ def train_command(
         if model is None and chosen.model:
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment)
     seed_everything(seed)
     net = build_model(model_name, data.input_shape, data.num_classes)
+    if checkpoint is not None:
+        load_checkpoint(net, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
     start = time.perf_counter()
     history = fit(net, data.train.x[indices], labels[indices], config, device=torch_device, seed=seed,
                   weights=weights, description=f"train {model_name}")
@@ -121,7 +132,7 @@ def train_command(
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
         "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
         "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-        "history": history,
+        "augment": augment, "checkpoint": checkpoint_record(checkpoint) if checkpoint else None, "history": history,
     }
     table = Table(title="prune train")
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
@@ -130,8 +141,11 @@ def train_command(
     accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
     table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
     console.print(table)
-    if metrics:
-        with finishing():
+    with finishing():
+        if save_model:
+            with atomic_path(save_model) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        if metrics:
             write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
@@ -154,7 +168,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
-        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
+        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith(("hf:", "folder:")) else source_options
         data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
