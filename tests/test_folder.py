@@ -122,3 +122,6 @@ def test_features_select_train_filter_with_torchvision_and_checkpoint(tree, tmp_
     first.rename(first.with_name("zz.png"))
     assert "files differ" in fails("train", "--manifest", manifest, "--dataset", f"folder:{moved}", "--epochs", "1")
     assert "files differ" in fails("filter", "--manifest", manifest, "--dataset", f"folder:{moved}", "--out", tmp_path / "o")
+    assert "files differ" in fails("inspect", manifest, "--dataset", f"folder:{moved}")
+    assert "files differ" in fails("select", "--features", store, "--dataset", f"folder:{moved}", "--image-size", "16",
+                                   "--out", tmp_path / "m2.json")
