@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from prune import augment as augmentation
+from prune.data.streaming import batches
 from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -137,7 +138,9 @@ def fit(
         raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
     augment_generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 6]).generate_state(1)[0]))
     model.to(device)
-    x, y = x.to(device), y.to(device)
+    if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
+        x = x.to(device)
+    y = y.to(device)
     if weights is not None:
         weights = weights.to(device=device, dtype=torch.float32)
     n = len(y)
@@ -159,12 +162,11 @@ def fit(
             order = torch.randperm(n, generator=generator).to(device)
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start in range(0, n, config.batch_size):
-                batch = order[start : start + config.batch_size]
-                if len(batch) < 2 and has_batchnorm:
-                    bars.update(task, advance=1)
-                    continue  # BatchNorm cannot train on a batch of one
-                xb = x[batch]
+            plan = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
+            if has_batchnorm and len(plan[-1]) < 2:  # BatchNorm cannot train on a batch of one
+                plan.pop()
+                bars.update(task, advance=1)
+            for batch, xb in zip(plan, batches(x, plan, device)):
                 if config.augment == "standard":
                     xb = augmentation.standard(xb, augment_generator)
                 logits = model(xb)
@@ -202,8 +204,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torc
     """Accuracy and mean cross-entropy of ``model`` (eval mode) on (x, y)."""
     model.to(device).eval()
     total_loss, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+    plan = [slice(start, start + batch_size) for start in range(0, len(y), batch_size)]
+    for index, xb in zip(plan, batches(x, plan, device)):
+        yb = y[index].to(device)
         logits = model(xb)
         total_loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()

@@ -89,7 +89,7 @@ def test_features_select_train_filter_with_torchvision_and_checkpoint(tree, tmp_
     net = build_model("torchvision:resnet18", (3, 16, 16), 10)
     load_checkpoint(net, checkpoint)
     with torch.no_grad(), h5py.File(store) as f:
-        x = load_dataset(f"folder:{tree}", image_size=16).train.x[:8]
+        x = load_dataset(f"folder:{tree}", image_size=16).train.x[:8].to("cpu")
         assert torch.allclose(torch.from_numpy(f["embedding"][:8, 0]), net.eval().embed(x), atol=1e-5)
     run("select", "--features", store, "--method", "craig", "--drop-hard", "0", "--fraction", "0.2", "--out", manifest)
     chosen = Manifest.load(manifest)
@@ -125,3 +125,32 @@ def test_features_select_train_filter_with_torchvision_and_checkpoint(tree, tmp_
     assert "files differ" in fails("inspect", manifest, "--dataset", f"folder:{moved}")
     assert "files differ" in fails("select", "--features", store, "--dataset", f"folder:{moved}", "--image-size", "16",
                                    "--out", tmp_path / "m2.json")
+
+
+@pytest.mark.parametrize("workers", [False, True])
+def test_streamed_images_train_and_extract_as_the_decoded_tensor(tree, monkeypatch, workers):
+    """folder: splits stay on disk (indexing selects files, nothing is decoded); training and feature
+    passes read them batch by batch (in worker processes, too) and give the same weights and
+    features, bit for bit, as the decoded tensor."""
+    import prune.data.streaming as streaming
+    from prune.data.streaming import ImageFiles
+    from prune.features import extract_features
+    from prune.training import TrainConfig, fit
+
+    if workers:
+        monkeypatch.setattr(streaming, "MIN_FOR_WORKERS", 1)
+    data = load_dataset(f"folder:{tree}")
+    files = data.train.x[torch.arange(0, 300, 3)]
+    assert isinstance(files, ImageFiles) and files.shape == (100, 3, 8, 8)
+    dense = files.to("cpu")
+    labels = data.train.y[::3]
+    models = []
+    for x in (files, dense):
+        torch.manual_seed(0)
+        model = build_model("lenet", (3, 8, 8), 10)
+        fit(model, x, labels, TrainConfig(epochs=2, batch_size=32, augment="standard"), device=torch.device("cpu"),
+            seed=0)
+        models.append((model, extract_features(model, x, labels, batch_size=64, device="cpu")))
+    (streamed, features), (reference, expected) = models
+    assert all(torch.equal(a, b) for a, b in zip(streamed.state_dict().values(), reference.state_dict().values()))
+    assert all(torch.equal(features[k], expected[k]) for k in expected)

@@ -1,4 +1,4 @@
-"""Image folders (``folder:PATH``) in torchvision's ImageFolder layout, decoded into memory.
+"""Image folders (``folder:PATH``) in torchvision's ImageFolder layout, read from disk batch by batch.
 
 Layout: ``PATH/train/<class>/<image>`` with an optional test side ``PATH/test/`` (else
 ``PATH/val/``) of the same form; a ``PATH`` without a ``train`` folder is all training side
@@ -9,7 +9,10 @@ extensions of ``IMG_EXTENSIONS``). A test class the training side lacks is an er
 
 Images are decoded with PIL as RGB (as ImageFolder's loader does); ``image_size`` N resizes the
 shorter side to N and takes the centre N x N crop, and without it every image must have one
-size. An unreadable image is a ``PruneError`` naming the file, or with ``skip_bad`` left out and
+size. The splits' inputs are ``prune.data.streaming.ImageFiles``: they stay on disk and are
+decoded batch by batch, so memory does not grow with the number of images (apart from the
+labels and file names); they are normalised like the other sources, with the training side's
+per-channel mean and standard deviation. An unreadable image is a ``PruneError`` naming the file, or with ``skip_bad`` left out and
 recorded. The dataset record (``LoadedData.record``) keeps the classes, ``image_size``,
 ``skip_bad``, the skipped files of each side (``skipped``, ``skipped_test``) and ``files_fingerprint``: a hash of the training files' paths (relative to the
 training folder, in order), so a manifest names files, not only positions.
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from prune.data.loaded import LoadedData, from_arrays
+from prune.data.loaded import LoadedData, Split
+from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, Decoder, ImageFiles
 from prune.errors import PruneError
 
 PREFIX = "folder:"
@@ -105,75 +109,89 @@ def scan(spec: str) -> ImageFolderTree:
     return ImageFolderTree(root, classes, train, test)
 
 
-class _Images(torch.utils.data.Dataset):
-    """Decodes one side's images: (uint8 H x W x 3 array or None, reason) per file."""
+class _Checked(torch.utils.data.Dataset):
+    """File ``i`` read once: ((H, W, C), per-channel sums of pixels and of their squares), or (None, why not)."""
 
-    def __init__(self, side: FolderSide, image_size: int | None):
-        self.side, self.image_size = side, image_size
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
 
     def __len__(self) -> int:
-        return len(self.side.files)
+        return len(self.decoder)
 
     def __getitem__(self, i: int):
         from PIL import Image
-        import torchvision.transforms.functional as TF
 
         try:
-            with Image.open(self.side.folder / self.side.files[i][0]) as image:
-                image = image.convert("RGB")
-                if self.image_size is not None:
-                    image = TF.center_crop(TF.resize(image, self.image_size), self.image_size)
-                return np.asarray(image, dtype=np.uint8), None
+            pixels = self.decoder.pixels(i)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             return None, str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float64)
+        return (pixels.shape, flat.sum(0), (flat * flat).sum(0)), None
 
 
-def _decode(side: FolderSide, image_size: int | None, skip_bad: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(N x 3 x H x W uint8 images, labels, skipped files) of one side, decoded by a DataLoader."""
-    workers = min(4, os.cpu_count() or 1) if len(side.files) >= 2000 else 0
-    loader = torch.utils.data.DataLoader(_Images(side, image_size), batch_size=256, num_workers=workers,
-                                         collate_fn=list)
-    images, labels, skipped, first = [], [], [], None
-    for start, batch in zip(range(0, len(side.files), 256), loader):
-        for (name, label), (array, reason) in zip(side.files[start:start + 256], batch):
-            if array is None:
-                if not skip_bad:
-                    raise PruneError(f"cannot read image {side.folder / name} ({reason}); fix or remove it, "
-                                     "or pass --skip-bad to leave unreadable images out")
-                skipped.append(name)
-                continue
-            if first is None:
-                first = (name, array.shape)
-            elif array.shape != first[1]:
-                raise PruneError(f"images differ in size: {side.folder / first[0]} is {first[1][1]} x {first[1][0]}, "
-                                 f"{side.folder / name} is {array.shape[1]} x {array.shape[0]}; pass --image-size N "
-                                 "to resize them (shorter side to N, centre crop N x N)")
-            images.append(array)
-            labels.append(label)
-    if not images:
-        return np.empty((0, 3, image_size or 1, image_size or 1), np.uint8), np.empty(0, np.int64), skipped
-    return np.stack(images).transpose(0, 3, 1, 2), np.asarray(labels, dtype=np.int64), skipped
+def _check(side: FolderSide, image_size: int | None, skip_bad: bool):
+    """Read every image of ``side`` once (a DataLoader with workers); nothing is kept but what it returns:
+    (readable files' positions, skipped names, image shape H x W x C or None, pixel sums, sums of squares, pixels)."""
+    decoder = Decoder([side.folder / name for name, _ in side.files], image_size, (0.0,), (1.0,))
+    loader = torch.utils.data.DataLoader(_Checked(decoder), batch_size=256, collate_fn=list,
+                                         num_workers=WORKERS if len(decoder) >= MIN_FOR_WORKERS else 0)
+    kept, skipped, first, total, squares = [], [], None, 0.0, 0.0
+    for i, (found, reason) in enumerate(item for batch in loader for item in batch):
+        name = side.files[i][0]
+        if found is None:
+            if not skip_bad:
+                raise PruneError(f"cannot read image {side.folder / name} ({reason}); fix or remove it, "
+                                 "or pass --skip-bad to leave unreadable images out")
+            skipped.append(name)
+            continue
+        shape, sums, sums_of_squares = found
+        if first is None:
+            first = (name, shape)
+        elif shape != first[1]:
+            raise PruneError(f"images differ in size: {side.folder / first[0]} is {first[1][1]} x {first[1][0]}, "
+                             f"{side.folder / name} is {shape[1]} x {shape[0]}; pass --image-size N "
+                             "to resize them (shorter side to N, centre crop N x N)")
+        kept.append(i)
+        total, squares = total + sums, squares + sums_of_squares
+    pixels = len(kept) * (first[1][0] * first[1][1] if first else 0)
+    return np.asarray(kept, dtype=np.int64), skipped, first and first[1], total, squares, pixels
 
 
 def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
-    """``folder:PATH`` as a ``LoadedData`` (see the module docstring)."""
+    """``folder:PATH`` as a ``LoadedData`` of ``ImageFiles`` (see the module docstring).
+
+    Every image is read once here, to find unreadable files and sizes and to compute the
+    per-channel mean and standard deviation of the training side; training and feature
+    passes then decode batch by batch.
+    """
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise PruneError(f"--image-size must be a whole number of pixels >= 1, got {image_size!r}")
     tree = scan(spec)
-    x_train, y_train, skipped = _decode(tree.train, image_size, skip_bad)
-    if not len(y_train):
+    kept, skipped, shape, total, squares, pixels = _check(tree.train, image_size, skip_bad)
+    if shape is None:
         raise PruneError(f"no image in {tree.train.folder} could be read; check the files")
-    x_test, y_test, skipped_test = np.empty((0, *x_train.shape[1:]), np.uint8), np.empty(0, np.int64), []
-    if tree.test is not None:
-        x_test, y_test, skipped_test = _decode(tree.test, image_size, skip_bad)
-    if len(y_test) and x_test.shape[1:] != x_train.shape[1:]:
-        raise PruneError(f"the images of {tree.test.folder} are {x_test.shape[3]} x {x_test.shape[2]}, those of "
-                         f"{tree.train.folder} {x_train.shape[3]} x {x_train.shape[2]}; pass --image-size N")
-    if not len(y_test):
-        x_test = np.empty((0, *x_train.shape[1:]), np.uint8)
-    bad = set(skipped)
-    used = [name for name, _ in tree.train.files if name not in bad]
-    data = from_arrays(f"{PREFIX}{tree.root}", x_train, y_train, x_test, y_test, len(tree.classes))
+    mean = total / pixels
+    std = np.sqrt(np.maximum(squares / pixels - mean * mean, 0.0))
+    std = np.where(std > 0, std, 1.0)
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    image_shape = (shape[2], shape[0], shape[1])
+    splits, skipped_test = [], []
+    for side, positions in ((tree.train, kept), (tree.test, None)):
+        if side is None:
+            splits.append(Split(ImageFiles(Decoder([], image_size, mean, std), image_shape),
+                                torch.empty(0, dtype=torch.int64)))
+            continue
+        if positions is None:
+            positions, skipped_test, test_shape, *_ = _check(side, image_size, skip_bad)
+            if test_shape is not None and test_shape != shape:
+                raise PruneError(f"the images of {side.folder} are {test_shape[1]} x {test_shape[0]}, those of "
+                                 f"{tree.train.folder} {shape[1]} x {shape[0]}; pass --image-size N")
+        files = [side.files[i] for i in positions]
+        decoder = Decoder([side.folder / name for name, _ in files], image_size, mean, std)
+        splits.append(Split(ImageFiles(decoder, image_shape), torch.tensor([label for _, label in files],
+                                                                           dtype=torch.int64)))
+    used = [tree.train.files[i][0] for i in kept]
     details = {"classes": tree.classes, "image_size": image_size, "skip_bad": skip_bad, "skipped": skipped,
                "skipped_test": skipped_test, "files_fingerprint": files_fingerprint(used)}
-    return replace(data, details=details)
+    return LoadedData(source=f"{PREFIX}{tree.root}", train=splits[0], test=splits[1], num_classes=len(tree.classes),
+                      mean=mean, std=std, details=details)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from prune.data.streaming import batches
 from prune.errors import PruneError
 from prune.features.closed_form import logit_quantities
 from prune.features.hutchinson import cpu_generator, hutchinson_hess_logit
@@ -74,11 +75,10 @@ def extract_batches(
     if hessian == "hutchinson":
         generator = cpu_generator(generator)
     non_blocking = device.type == "cuda"
-    n = x.shape[0]
+    plan = [slice(start, start + batch_size) for start in range(0, x.shape[0], batch_size)]
     with eval_mode(model):
-        for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].to(device, non_blocking=non_blocking)
-            yb = y[start : start + batch_size].to(device, non_blocking=non_blocking).long()
+        for index, xb in zip(plan, batches(x, plan, device)):
+            yb = y[index].to(device, non_blocking=non_blocking).long()
             with torch.no_grad():
                 h = model.embed(xb)
                 logits = model.fc(h)
