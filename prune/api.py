@@ -26,7 +26,7 @@ from prune.models import checkpoint_record, default_model
 from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, check_seed, resolve_device
+from prune.training import TrainConfig, check_amp, check_seed, resolve_device
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None, image_size=None,
@@ -63,11 +63,11 @@ def load_training_data(dataset: str, data_root: str | None = None, download: boo
 
 def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
                    hutchinson_samples, dtype, warmup_schedule: str = "cosine", checkpoint=None,
-                   augment: str = "none") -> FeatureConfig:
+                   augment: str = "none", amp: bool = False) -> FeatureConfig:
     return FeatureConfig(
         model=model or default_model(data.source, data.input_shape),
         warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr, schedule=warmup_schedule,
-                           augment=augment),
+                           augment=augment, amp=amp),
         posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
         hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
         checkpoint=None if checkpoint is None else checkpoint_record(checkpoint),
@@ -118,7 +118,7 @@ def select_coreset(
     split: str | None = None, image_column: str | None = None, label_column: str | None = None,
     feature_column: str | None = None, image_size: int | None = None, skip_bad: bool = False,
     model: str | None = None, checkpoint: str | Path | None = None, warmup_epochs: int = 5, lr: float = 0.05,
-    batch_size: int = 128, warmup_schedule: str = "cosine", augment: str = "none",
+    batch_size: int = 128, warmup_schedule: str = "cosine", augment: str = "none", amp: bool = False,
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
@@ -131,7 +131,7 @@ def select_coreset(
     ``--image-column`` is ``image_column``, ...): load the data (``dataset`` as for
     ``prune.data.load_dataset``; ``split`` and the ``*_column`` arguments for ``hf:PATH``,
     ``image_size`` and ``skip_bad`` for ``folder:PATH``), warm up a model (from ``checkpoint``'s
-    weights if given; ``augment`` for its training batches) and compute features in a temporary store (kept at ``store`` if
+    weights if given; ``augment`` for its training batches; ``amp``: bfloat16 autocast on CUDA) and compute features in a temporary store (kept at ``store`` if
     given; ``features`` selects from an existing store instead, running no model;
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
@@ -156,6 +156,7 @@ def select_coreset(
     stage = default_difficulty(method, drop_hard, strata, difficulty_score)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    check_amp(amp, torch_device)
     if not dry_run:  # before the work, not after it
         check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
     hf = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
@@ -176,12 +177,12 @@ def select_coreset(
             if needs_features:  # dry run: the size the features would have
                 config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                         posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
-                                        checkpoint, augment)
+                                        checkpoint, augment, amp)
                 feature_bytes = store_bytes(data, config)
         else:
             config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                     posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
-                                        checkpoint, augment)
+                                        checkpoint, augment, amp)
             with tempfile.TemporaryDirectory() as tmp:
                 path = store or Path(tmp) / "features.h5"
                 build_store(data, labels, path, config, seed=seed, device=torch_device,

@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # "cosine": anneal to 0 over the epochs; "constant": keep lr
     augment: str = "none"  # "standard": random crop with padding and horizontal flip (prune.augment)
+    amp: bool = False  # forward passes in bfloat16 autocast (--amp; CUDA), the loss in float32
 
     def __post_init__(self):
         if self.augment not in augmentation.AUGMENTS:
@@ -58,15 +59,24 @@ class TrainConfig:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        """The fields; ``schedule`` and ``augment`` only when they are not the defaults ("cosine",
-        "none"), so the records of stores, manifests and ``--resume`` work folders written before
+        """The fields; ``schedule``, ``augment`` and ``amp`` only when they are not the defaults
+        ("cosine", "none", False), so the records of stores, manifests and ``--resume`` work folders written before
         they existed stay equal."""
         out = asdict(self)
         if out["schedule"] == "cosine":
             del out["schedule"]
         if out["augment"] == "none":
             del out["augment"]
+        if not out["amp"]:
+            del out["amp"]
         return out
+
+
+def check_amp(amp: bool, device: torch.device) -> bool:
+    """``--amp`` is for CUDA: on a CPU, bfloat16 autocast is slower than float32."""
+    if amp and device.type != "cuda":
+        raise PruneError("--amp (mixed precision) needs a CUDA device; drop it on the CPU")
+    return amp
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,7 +142,8 @@ def fit(
     over each batch (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs after every epoch
     (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch);
     ``config.augment`` "standard" augments every training batch (``prune.augment``, its own
-    generator seeded from ``seed``). Returns a per-epoch history of mean training loss and accuracy.
+    generator seeded from ``seed``); ``config.amp`` runs the forward passes under bfloat16 autocast
+    on ``device``'s type (the loss in float32, so no loss scaling is needed). Returns a per-epoch history of mean training loss and accuracy.
     """
     if config.augment != "none" and x.ndim != 4:
         raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
@@ -169,7 +180,9 @@ def fit(
             for batch, xb in zip(plan, batches(x, plan, device)):
                 if config.augment == "standard":
                     xb = augmentation.standard(xb, augment_generator)
-                logits = model(xb)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+                    logits = model(xb)
+                logits = logits.float()
                 losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
                 if weights is None:
                     loss = losses.mean()

@@ -102,3 +102,27 @@ def test_two_epochs_see_different_crops_and_features_never_do():
     assert all(torch.equal(batch, x) for batch in seen[False]) and len(seen[False]) == 2
     crops = standard(image.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
     assert any(torch.equal(c, image[0]) for c in crops) and any(torch.equal(c, image[0].flip(2)) for c in crops)
+
+
+def test_amp_keeps_the_head_in_float32_and_needs_cuda(tmp_path):
+    """--amp: the body under bfloat16 autocast (here on the CPU, which the library allows), the head
+    and the closed forms in float32 on that embedding; the command line refuses it without CUDA."""
+    from typer.testing import CliRunner
+
+    from prune.cli import app
+    from prune.features.closed_form import logit_quantities
+
+    torch.manual_seed(0)
+    model = build_model("torchvision:resnet18", (3, 16, 16), C).eval()
+    x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1])
+    mixed = extract_features(model, x, y, batch_size=3, device="cpu", amp=True)
+    full = extract_features(model, x, y, batch_size=3, device="cpu")
+    assert mixed["embedding"].dtype == torch.float32 and not torch.equal(mixed["embedding"], full["embedding"])
+    assert torch.allclose(mixed["embedding"], full["embedding"], rtol=0.05, atol=0.05)
+    with torch.no_grad():
+        g, a, loss = logit_quantities(model.fc(mixed["embedding"]), y)
+    assert torch.equal(mixed["grad_logit"], g) and torch.equal(mixed["hess_logit"], a)
+    fit(model, x, y, TrainConfig(epochs=1, batch_size=3, amp=True), device=torch.device("cpu"), seed=0)
+    assert model.fc.weight.dtype == torch.float32
+    result = CliRunner().invoke(app, ["train", "--amp", "--device", "cpu", "--epochs", "1"])
+    assert result.exit_code == 2 and "--amp (mixed precision) needs a CUDA device" in result.output

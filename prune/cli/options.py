@@ -93,6 +93,11 @@ def checkpoint_option(panel: str = WARMUP):
                         help="Start from these weights (a state_dict saved with torch.save; read with weights_only=True).")
 
 
+def amp_option(panel: str = WARMUP):
+    return typer.Option(False, "--amp", rich_help_panel=panel,
+                        help="CUDA: mixed precision (bfloat16 autocast for the forward passes; the head and loss in float32).")
+
+
 def augment_option(panel: str = WARMUP):
     return typer.Option("none", "--augment", rich_help_panel=panel,
                         help="Augment training batches: none, or standard (random crop with padding, horizontal flip). "

@@ -16,7 +16,7 @@ from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, 
                                Kind, LabelColumn, LabelNoise, Layers, NoiseSeed, PosteriorKind,
                                PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
                                choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option,
-                               Augment, ImageSize, SkipBad, augment_option, checkpoint_option)
+                               Augment, ImageSize, SkipBad, amp_option, augment_option, checkpoint_option)
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
 from prune.selection.methods import TOP_K_SCOPES
 from prune.training import console
@@ -40,7 +40,7 @@ def select_command(
     model: Optional[str] = model_option(), checkpoint: Optional[Path] = checkpoint_option(),
     warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
     batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
-    augment: Augment = augment_option(),
+    augment: Augment = augment_option(), amp: bool = amp_option(),
     posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
@@ -86,7 +86,7 @@ def select_command(
         fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
         data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
         feature_column=feature_column, image_size=image_size, skip_bad=skip_bad, model=model, checkpoint=checkpoint,
-        augment=augment, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        augment=augment, amp=amp, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
         warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,

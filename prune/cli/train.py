@@ -15,7 +15,7 @@ from prune.api import dataset_record, recorded_options, source_options
 from prune.atomic import atomic_path, ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
                                ImageColumn, LabelColumn, Layers, PosteriorLayers, Seed, Sigma, Split, Augment,
-                               ImageSize, SkipBad, augment_option, batch_size_option, checkpoint_option, choice,
+                               ImageSize, SkipBad, amp_option, augment_option, batch_size_option, checkpoint_option, choice,
                                lr_option, model_option, value)
 from prune.data import load_dataset, source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
@@ -23,7 +23,7 @@ from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
 from prune.models import build_model, checkpoint_record, default_model, load_checkpoint
-from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
+from prune.training import TrainConfig, check_amp, console, evaluate, fit, resolve_device, seed_everything
 
 
 DYNAMIC = "Dynamic selection"
@@ -44,7 +44,7 @@ def train_command(
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
-    augment: Augment = augment_option(TRAINING),
+    augment: Augment = augment_option(TRAINING), amp: bool = amp_option(TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
@@ -67,8 +67,8 @@ def train_command(
     device, dynamic, augment = value(device), value(dynamic), value(augment)
     posterior_layers, update_rule = value(posterior_layers), value(update_rule)
     dynamic_run = dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest))
-    if dynamic_run and (checkpoint is not None or save_model is not None or augment != "none"):
-        raise PruneError("--checkpoint, --save-model and --augment apply to static training; drop them with --dynamic "
+    if dynamic_run and (checkpoint is not None or save_model is not None or augment != "none" or amp):
+        raise PruneError("--checkpoint, --save-model, --augment and --amp apply to static training; drop them with --dynamic "
                          "(or when replaying a subset log)")
     if dynamic_run:
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
@@ -114,7 +114,7 @@ def train_command(
         if model is None and chosen.model:
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, amp=check_amp(amp, torch_device))
     seed_everything(seed)
     net = build_model(model_name, data.input_shape, data.num_classes)
     if checkpoint is not None:
@@ -132,7 +132,7 @@ def train_command(
         "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
         "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
         "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-        "augment": augment, "checkpoint": checkpoint_record(checkpoint) if checkpoint else None, "history": history,
+        "augment": augment, "amp": amp, "checkpoint": checkpoint_record(checkpoint) if checkpoint else None, "history": history,
     }
     table = Table(title="prune train")
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):

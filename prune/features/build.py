@@ -102,6 +102,7 @@ def _passes(model, x, labels, config: FeatureConfig, device, description: str, g
         for batch in extract_batches(
             model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
             hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
+            amp=config.warmup.amp,
         ):
             yield start, batch
             start += len(batch["loss"])

@@ -46,6 +46,7 @@ def extract_batches(
     hutchinson_samples: int = 100,
     generator: torch.Generator | None = None,
     out_dtype: torch.dtype = torch.float32,
+    amp: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
     """One pass over ``(x, y)``, yielding per-batch features in order.
 
@@ -60,6 +61,9 @@ def extract_batches(
     * ``"embedding"`` (b, e) ``h`` (without the bias column);
     * ``"loss"`` (b,) per-sample cross-entropy;
     * ``"logits"`` (b, C).
+
+    ``amp`` runs ``embed`` under bfloat16 autocast and the head in float32 on the float32 ``h``, so
+    the closed forms stay exact for the embedding they are given.
 
     Features do not depend on ``batch_size`` (no mean-reduced loss anywhere). Each submodule's
     train/eval flag is restored when the iterator is exhausted or closed.
@@ -80,7 +84,9 @@ def extract_batches(
         for index, xb in zip(plan, batches(x, plan, device)):
             yb = y[index].to(device, non_blocking=non_blocking).long()
             with torch.no_grad():
-                h = model.embed(xb)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    h = model.embed(xb)
+                h = h.float()
                 logits = model.fc(h)
                 g, a, loss = logit_quantities(logits, yb)
             if hessian == "hutchinson":
