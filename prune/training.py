@@ -182,7 +182,7 @@ def fit(
                     xb = augmentation.standard(xb, augment_generator)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
                     logits = model(xb)
-                logits = logits.float()
+                logits = logits.float() if config.amp else logits
                 losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
                 if weights is None:
                     loss = losses.mean()

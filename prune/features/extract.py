@@ -86,7 +86,7 @@ def extract_batches(
             with torch.no_grad():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     h = model.embed(xb)
-                h = h.float()
+                h = h.to(model.fc.weight.dtype)  # autocast's bfloat16 back to the head's type
                 logits = model.fc(h)
                 g, a, loss = logit_quantities(logits, yb)
             if hessian == "hutchinson":
