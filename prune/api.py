@@ -22,22 +22,25 @@ from prune.data import LoadedData, data_root_used, flip_labels, load_dataset, so
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest, creation_time
-from prune.models import default_model
+from prune.models import checkpoint_record, default_model
 from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan, check_request,
                              default_difficulty, plan_selection, select)
 from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, check_seed, resolve_device
+from prune.training import TrainConfig, check_amp, check_seed, resolve_device
 
 
-def source_options(split=None, image_column=None, label_column=None, feature_column=None) -> dict:
-    """The ``load_dataset`` keywords of an ``hf:`` source, leaving out those not given."""
+def source_options(split=None, image_column=None, label_column=None, feature_column=None, image_size=None,
+                   skip_bad=False) -> dict:
+    """The ``load_dataset`` keywords of an ``hf:`` or ``folder:`` source, leaving out those not given."""
     given = {"split": split, "image_column": image_column, "label_column": label_column,
-             "feature_column": feature_column}
+             "feature_column": feature_column, "image_size": image_size, "skip_bad": skip_bad or None}
     return {key: value for key, value in given.items() if value is not None}
 
 
 def recorded_options(record: dict) -> dict:
     """The ``load_dataset`` keywords that reload the data of a manifest's ``dataset`` record."""
+    if str(record.get("source", "")).startswith("folder:"):
+        return source_options(image_size=record.get("image_size"), skip_bad=record.get("skip_bad", False))
     if not str(record.get("source", "")).startswith("hf:"):
         return {}
     columns = record.get("columns") or {}
@@ -59,12 +62,15 @@ def load_training_data(dataset: str, data_root: str | None = None, download: boo
 
 
 def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
-                   hutchinson_samples, dtype, warmup_schedule: str = "cosine") -> FeatureConfig:
+                   hutchinson_samples, dtype, warmup_schedule: str = "cosine", checkpoint=None,
+                   augment: str = "none", amp: bool = False) -> FeatureConfig:
     return FeatureConfig(
         model=model or default_model(data.source, data.input_shape),
-        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr, schedule=warmup_schedule),
+        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr, schedule=warmup_schedule,
+                           augment=augment, amp=amp),
         posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
         hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
+        checkpoint=None if checkpoint is None else checkpoint_record(checkpoint),
     )
 
 
@@ -135,9 +141,9 @@ def select_coreset(
     features: str | Path | None = None, store: str | Path | None = None,
     data_root: str | None = None, download: bool = False,
     split: str | None = None, image_column: str | None = None, label_column: str | None = None,
-    feature_column: str | None = None,
-    model: str | None = None, warmup_epochs: int = 5, lr: float = 0.05, batch_size: int = 128,
-    warmup_schedule: str = "cosine",
+    feature_column: str | None = None, image_size: int | None = None, skip_bad: bool = False,
+    model: str | None = None, checkpoint: str | Path | None = None, warmup_epochs: int = 5, lr: float = 0.05,
+    batch_size: int = 128, warmup_schedule: str = "cosine", augment: str = "none", amp: bool = False,
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
@@ -148,8 +154,9 @@ def select_coreset(
 
     The same as ``prune select`` with the same arguments (``--fraction`` is ``fraction``,
     ``--image-column`` is ``image_column``, ...): load the data (``dataset`` as for
-    ``prune.data.load_dataset``; ``split`` and the ``*_column`` arguments for ``hf:PATH``),
-    warm up a model and compute features in a temporary store (kept at ``store`` if
+    ``prune.data.load_dataset``; ``split`` and the ``*_column`` arguments for ``hf:PATH``,
+    ``image_size`` and ``skip_bad`` for ``folder:PATH``), warm up a model (from ``checkpoint``'s
+    weights if given; ``augment`` for its training batches; ``amp``: bfloat16 autocast on CUDA) and compute features in a temporary store (kept at ``store`` if
     given; ``features`` selects from an existing store instead, running no model;
     ``random`` needs no features), then select. Without ``fraction`` and ``count``,
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
@@ -175,9 +182,10 @@ def select_coreset(
     stage = default_difficulty(method, drop_hard, strata, difficulty_score)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    check_amp(amp, torch_device)
     if not dry_run:  # before the work, not after it
         check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
-    hf = source_options(split, image_column, label_column, feature_column)
+    hf = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     feature_bytes = 0
     if features is not None:
         opened = FeatureStore.open(features)
@@ -203,11 +211,13 @@ def select_coreset(
             candidates = Candidates(labels, record, noise_record)
             if needs_features:  # dry run: the size the features would have
                 config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule)
+                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
+                                        checkpoint, augment, amp)
                 feature_bytes = store_bytes(data, config)
         else:
             config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule)
+                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
+                                        checkpoint, augment, amp)
             with tempfile.TemporaryDirectory() as tmp:
                 path = store or Path(tmp) / "features.h5"
                 build_store(data, labels, path, config, seed=seed, device=torch_device,

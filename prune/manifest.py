@@ -120,14 +120,16 @@ class Manifest:
 
     # -- use -----------------------------------------------------------------------------
     def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False,
-                      class_counts: list[int] | None = None) -> str | None:
+                      class_counts: list[int] | None = None, files_fingerprint: str | None = None) -> str | None:
         """Refuse data other than the manifest was made for; return a warning when forced.
 
         With the data's ``class_counts`` (examples per class) and a manifest that records
         them, a fingerprint mismatch is told apart: same counts means the order differs.
+        ``files_fingerprint`` (a ``folder:`` source's file list) is compared when both have one.
         """
         mine = self.dataset
-        problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts)
+        problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts,
+                                   files_fingerprint=files_fingerprint)
         if problem is None:
             return None
         message = f"manifest was made for {mine['source']!r} but the data given does not match: {problem}"
@@ -169,7 +171,7 @@ class Manifest:
 
 
 def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class_counts: list[int] | None = None,
-                     what: str = "manifest") -> str | None:
+                     what: str = "manifest", files_fingerprint: str | None = None) -> str | None:
     """What differs between the data ``record`` describes (a manifest's or store's ``dataset``) and the data given.
 
     None when size and label fingerprint match; else whether the size, the labels (the count
@@ -178,6 +180,9 @@ def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class
     """
     if record["num_examples"] != num_examples:
         return f"size differs: {what} has {record['num_examples']} training examples, the data has {num_examples}"
+    if files_fingerprint and record.get("files_fingerprint") not in (None, files_fingerprint):
+        return (f"files differ: the folder lists other image files (names or order) than when the {what} was made, "
+                "so its indices would pick other images")
     if record["fingerprint"] == fingerprint:
         return None
     recorded = record.get("class_counts")

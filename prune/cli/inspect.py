@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from prune.api import source_options
+from prune.api import recorded_options, source_options
 from prune.atomic import ensure_writable, finishing
 from prune.cli.options import DataRoot, LabelColumn, Split
 from prune.data import load_dataset
@@ -69,9 +69,11 @@ def inspect_command(
     if dataset and dataset.strip()[:3].lower() == "hf:":  # labels only: no images are read
         console.print(f"[green]matches[/] {check_saved(chosen, dataset, split=split, label_column=label_column)}")
     elif dataset:
-        data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column))
+        options = recorded_options(chosen.dataset) if dataset.strip()[:7].lower() == "folder:" else {}
+        data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column), **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
-        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts)
+        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts,
+                             files_fingerprint=data.record().get("files_fingerprint"))
         console.print(f"[green]matches[/] {data.source}")
 
 

@@ -14,9 +14,10 @@ from prune.api import check_outputs, select_coreset
 from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
-                               Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, Overwrite, PosteriorKind,
+                               Kind, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite, PosteriorKind,
                                PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
-                               choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option)
+                               choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option,
+                               Augment, ImageSize, SkipBad, amp_option, augment_option, checkpoint_option)
 from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
 from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
@@ -35,11 +36,14 @@ def select_command(
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
     feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
     features: Optional[Path] = typer.Option(None, "--features", help="Select from this feature store (no model is run).",
                                             rich_help_panel=DATA),
     # model, warm-up and posterior: the features computed when --features is not given
-    model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
+    model: Optional[str] = model_option(), checkpoint: Optional[Path] = checkpoint_option(),
+    warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
     batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
+    augment: Augment = augment_option(), amp: bool = amp_option(),
     posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
@@ -71,7 +75,7 @@ def select_command(
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
     posterior = value(posterior)
-    model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
+    posterior_layers, posterior_kind, hessian, augment = value(posterior_layers), value(posterior_kind), value(hessian), value(augment)
     warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
     if fraction is None and count is None:
         fraction = 0.1
@@ -88,7 +92,8 @@ def select_command(
         dataset if given or features is None else None, method, dry_run=dry_run,
         fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
         data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
-        feature_column=feature_column, model=model, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        feature_column=feature_column, image_size=image_size, skip_bad=skip_bad, model=model, checkpoint=checkpoint,
+        augment=augment, amp=amp, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
         warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,

@@ -13,18 +13,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
-from prune.atomic import ensure_writable, finishing, write_text
-from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, Overwrite, PosteriorLayers,
-                               Seed, Sigma, Split, batch_size_option, choice, lr_option, model_option, value)
+from prune.atomic import atomic_path, ensure_writable, finishing, write_text
+from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, Augment, DataRoot, Device, DeviceName, Download,
+                               FeatureColumn, ImageColumn, ImageSize, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite,
+                               PosteriorLayers, Seed, Sigma, SkipBad, Split, amp_option, augment_option, batch_size_option,
+                               checkpoint_option, choice, lr_option, model_option, value)
 from prune.data import source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
-from prune.models import build_model, default_model
-from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
+from prune.models import build_model, checkpoint_record, default_model, load_checkpoint
+from prune.training import TrainConfig, check_amp, console, evaluate, fit, resolve_device, seed_everything
 
 
 DYNAMIC = "Dynamic selection"
@@ -39,13 +40,15 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    feature_column: Optional[str] = FeatureColumn, image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
+    label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
     force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
-    model: Optional[ModelName] = model_option(TRAINING),
+    model: Optional[str] = model_option(TRAINING), checkpoint: Optional[Path] = checkpoint_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    augment: Augment = augment_option(TRAINING), amp: bool = amp_option(TRAINING),
     baseline: Optional[Baseline] = typer.Option(None, "--baseline", help="--manifest: also train on a class-balanced random subset with the manifest's per-class counts (same seed and schedule) and show the difference.", rich_help_panel=TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
@@ -62,12 +65,16 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Save the trained weights (a state_dict, torch.save) for --checkpoint.", rich_help_panel=OUTPUT),
     overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
-    model, device, dynamic = value(model), value(device), value(dynamic)
+    device, dynamic, augment = value(device), value(dynamic), value(augment)
     posterior_layers, update_rule, baseline = value(posterior_layers), value(update_rule), value(baseline)
     replaying = manifest is not None and subset_log.is_subset_log(manifest)
+    if (dynamic is not None or replaying) and (checkpoint is not None or save_model is not None or augment != "none" or amp):
+        raise PruneError("--checkpoint, --save-model, --augment and --amp apply to static training; drop them with --dynamic "
+                         "(or when replaying a subset log)")
     if baseline is not None and (manifest is None or dynamic is not None or replaying):
         raise PruneError("--baseline random compares a manifest's subset with a random one: give a manifest of "
                          "`prune select` (dynamic runs compare with `--dynamic random`)")
@@ -78,7 +85,8 @@ def train_command(
                       label_noise=label_noise, noise_seed=noise_seed,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
                       metrics=metrics, overwrite=overwrite, seed=seed, device=device,
-                      source_options=source_options(split, image_column, label_column, feature_column),
+                      source_options=source_options(split, image_column, label_column, feature_column, image_size,
+                                                    skip_bad),
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
                       tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
@@ -87,12 +95,13 @@ def train_command(
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
-    if metrics:  # fail now, not after training
-        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)], overwrite=overwrite)
+    for output in (metrics, save_model):  # fail now, not after training
+        if output:
+            ensure_writable(output, inputs=[manifest, checkpoint, *source_paths(dataset, data_root)], overwrite=overwrite)
     chosen = Manifest.load(manifest) if manifest else None
-    options = source_options(split, image_column, label_column, feature_column)
+    options = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     if chosen is not None:
-        if (dataset or chosen.dataset["source"]).startswith("hf:"):  # the manifest's split and columns, unless given
+        if (dataset or chosen.dataset["source"]).startswith(("hf:", "folder:")):  # the manifest's split and columns (image size), unless given
             recorded = recorded_options(chosen.dataset)
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
@@ -107,7 +116,7 @@ def train_command(
     if chosen is not None:
         counts = torch.bincount(labels, minlength=data.num_classes).tolist()
         warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
-                                       class_counts=counts)
+                                       class_counts=counts, files_fingerprint=data.record().get("files_fingerprint"))
         if warning:
             console.print(f"[yellow]warning:[/] {escape(warning)}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
@@ -117,14 +126,16 @@ def train_command(
         if model is None and chosen.model:
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, amp=check_amp(amp, torch_device))
     if not len(data.test):  # an hf: dataset without a test split
         console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
     subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
-    runs = {subset: _train_and_test(data, labels, indices, weights, model_name, config, seed, torch_device)}
-    result = {**runs[subset], "epochs": epochs, "model": model_name, "weighted": weighted, "seed": seed,
+    run, net = _train_and_test(data, labels, indices, weights, model_name, config, seed, torch_device, checkpoint)
+    runs = {subset: run}
+    result = {**run, "epochs": epochs, "model": model_name, "weighted": weighted, "seed": seed,
               "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-              "label_noise": noise}
+              "label_noise": noise, "augment": augment, "amp": amp,
+              "checkpoint": checkpoint_record(checkpoint) if checkpoint else None}
     if baseline is not None:  # the manifest's per-class counts drawn uniformly; the same seed and schedule
         picked = random_subset(labels, chosen.per_class, seed)
         gamma = None
@@ -132,7 +143,7 @@ def train_command(
             sizes = torch.bincount(labels, minlength=len(chosen.per_class)).double()
             gamma = (sizes / torch.tensor(chosen.per_class, dtype=torch.float64).clamp_min(1))[labels[picked]]
         runs[f"random {len(picked)}"] = result["baseline"] = _train_and_test(
-            data, labels, picked, gamma, model_name, config, seed, torch_device)
+            data, labels, picked, gamma, model_name, config, seed, torch_device, checkpoint)[0]
         ours, theirs = result["test_accuracy"], result["baseline"]["test_accuracy"]
         result["difference"] = None if ours is None else ours - theirs
     table = Table(title="prune train")
@@ -147,22 +158,29 @@ def train_command(
         console.print(f"{chosen.method['name']} - random: {100 * result['difference']:+.2f} points "
                       f"({100 * result['test_accuracy']:.2f} % against {100 * result['baseline']['test_accuracy']:.2f} %"
                       f", seed {seed})", highlight=False)
-    if metrics:
-        with finishing():
+    with finishing():
+        if save_model:
+            with atomic_path(save_model) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        if metrics:
             write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
-def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device) -> dict:
-    """A fresh ``model_name`` trained on ``indices`` and tested: accuracy, loss, size, seconds, history."""
+def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device,
+                    checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
+    """A fresh ``model_name`` (from ``checkpoint`` if given) trained on ``indices`` and tested:
+    (accuracy, loss, size, seconds, history; the trained model)."""
     seed_everything(seed)
     net = build_model(model_name, data.input_shape, data.num_classes)
+    if checkpoint is not None:
+        load_checkpoint(net, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
     start = time.perf_counter()
     history = fit(net, data.train.x[indices], labels[indices], config, device=device, seed=seed,
                   weights=weights, description=f"train {model_name}")
     wall = time.perf_counter() - start
     test = evaluate(net, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
-            "wall_seconds": wall, "history": history}
+            "wall_seconds": wall, "history": history}, net
 
 
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
@@ -185,7 +203,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
-        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
+        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith(("hf:", "folder:")) else source_options
         data = load_recorded(record, dataset, data_root, download, what="subset log", **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),

@@ -22,7 +22,7 @@ from prune.features.averaging import CheckpointAverage
 from prune.features.extract import HESSIANS, extract_batches
 from prune.features.partial import PartialStore
 from prune.features.posterior import POSTERIOR_LAYERS, hessian_noise_scale, perturbed, posterior_parameters
-from prune.models import build_model
+from prune.models import build_model, load_checkpoint
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
@@ -45,6 +45,7 @@ class FeatureConfig:
     beta2: float = 0.999
     dtype: str = "float32"
     batch_size: int = 1024
+    checkpoint: dict | None = None  # prune.models.checkpoint_record of the starting weights (--checkpoint)
 
     def check(self) -> None:
         if self.posterior_samples < 1:
@@ -65,6 +66,8 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["warmup"] = self.warmup.to_dict()
+        if out["checkpoint"] is None:  # records written before --checkpoint existed stay equal
+            del out["checkpoint"]
         return out
 
 
@@ -74,9 +77,11 @@ def stream_seed(seed: int, *path: int) -> int:
 
 
 def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None, tag=""):
-    """A fresh model trained for ``config.warmup.epochs`` on the full training split."""
+    """A fresh model (or ``config.checkpoint``'s) trained for ``config.warmup.epochs`` on the full training split."""
     seed_everything(seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
+    if config.checkpoint is not None:
+        load_checkpoint(model, config.checkpoint["path"], note=lambda text: console.print(f"[yellow]note:[/] {text}"))
     fit(model, data.train.x, labels, config.warmup, device=device, seed=seed, on_epoch_end=on_epoch_end,
         description=f"warm-up{tag}")
     return model.to(device).eval()
@@ -99,6 +104,7 @@ def _passes(model, x, labels, config: FeatureConfig, device, description: str, g
         for batch in extract_batches(
             model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
             hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
+            amp=config.warmup.amp,
         ):
             yield start, batch
             start += len(batch["loss"])

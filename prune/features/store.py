@@ -198,7 +198,8 @@ class FeatureStore:
             record["class_counts"] = torch.bincount(self.labels, minlength=self.num_classes).tolist()
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
-                                   class_counts=counts, what="store")
+                                   class_counts=counts, what="store",
+                                   files_fingerprint=data.record().get("files_fingerprint"))
         if problem:
             raise PruneError(f"feature store {self.path} was computed from {record['source']!r}, but the dataset "
                              f"given ({data.source!r}) does not match: {problem}; pass the dataset the store was "
