@@ -33,8 +33,9 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def pinned_time(monkeypatch):
-    """Pin manifests' creation time so runs can be compared byte for byte."""
+    """Pin manifests' creation time so runs can be compared byte for byte; ignore the user's data folder."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.delenv("PRUNE_DATA_ROOT", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import typer
+from rich.markup import escape
 
 from prune import __version__
 from prune.cli.bench import bench_command
@@ -21,7 +22,7 @@ from prune.cli.train import train_command
 from prune.errors import PruneError
 from prune.training import console, quiet
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink a training set to a coreset and write the choice down as a manifest.")
 
 
@@ -40,6 +41,7 @@ def prune_options(version: bool = typer.Option(False, "--version", metavar="", i
 def user_errors(command):
     """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130.
 
+    The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup).
     The command's ``quiet`` option (``--quiet``), where it has one, is applied here.
     """
 
@@ -49,7 +51,7 @@ def user_errors(command):
             with quiet(kwargs.get("quiet", False)):
                 return command(*args, **kwargs)
         except PruneError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
             console.print("interrupted", highlight=False)
@@ -67,4 +69,4 @@ app.command("bench")(user_errors(bench_command))
 
 
 def main() -> None:
-    app()
+    app(prog_name="prune")  # also under `python -m prune`: completion scripts and usage name `prune`

@@ -8,6 +8,7 @@ fingerprint, label noise), ``hf_filter`` (a manifest applied to a Hugging Face d
 
 from prune.data.labels import flip_labels, label_fingerprint
 from prune.data.loaded import LoadedData, Split, take
-from prune.data.sources import DATASETS, load_dataset, source_paths
+from prune.data.sources import DATASETS, data_root_used, load_dataset, source_paths
 
-__all__ = ["DATASETS", "LoadedData", "Split", "flip_labels", "label_fingerprint", "load_dataset", "source_paths", "take"]
+__all__ = ["DATASETS", "LoadedData", "Split", "data_root_used", "flip_labels", "label_fingerprint", "load_dataset",
+           "source_paths", "take"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prune.data.labels import unused_labels
 from prune.data.loaded import channels_first, from_arrays
 from prune.errors import PruneError
 
@@ -65,6 +66,11 @@ def open_saved(spec: str):
         )
     try:
         loaded = datasets.load_from_disk(str(path))
+    except IndexError:  # datasets cannot read back a split saved with no rows
+        raise PruneError(
+            f"cannot load {path} with datasets.load_from_disk: one of its splits has no rows; drop the empty "
+            "split (or add rows to it) and save it again"
+        ) from None
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PruneError(
@@ -305,8 +311,7 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
         num_classes = int(labels.max()) + 1
         present = np.unique(labels)
         if len(present) != num_classes:
-            gaps = sorted(set(range(num_classes)) - set(present.tolist()))
-            shown = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+            shown = unused_labels(present, num_classes)
             raise PruneError(
                 f"labels in {source} run up to {num_classes - 1} but never use {shown}; labels must be "
                 f"0..C-1 with every class used (or make {label!r} a ClassLabel column)"

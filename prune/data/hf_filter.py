@@ -93,9 +93,7 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
     where = f"{PREFIX}{path}"
     out = Path(out).expanduser()
     target = out.resolve()
-    ensure_writable(out, inputs=[path, *inputs], folder=True)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise PruneError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    ensure_writable(out, inputs=[path, *inputs], folder=True, overwrite=overwrite)
     if out.is_dir() and not any((out / name).is_file() for name in SAVED_MARKERS):
         raise PruneError(f"{out} is a folder that holds no saved dataset; prune replaces only what it wrote: "
                          "choose another --out")

@@ -129,13 +129,16 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     pending = "start"
     forward_extra = 0
     step = 0
+    selection_seconds: list[float] = []
     start_time = time.perf_counter()
 
     def select_now(reason: str, epoch: int, count: int, extra: dict) -> None:
         nonlocal current, coresets, cycle, quad, forward_extra
         count = max(1, count)
         bars.reset(picking, total=count, status=f"selection point {len(selections) + 1}")
+        start = time.perf_counter()
         coresets, info = selector.select(model, count, done=lambda: bars.advance(picking))
+        selection_seconds.append(time.perf_counter() - start)
         current = {"step": step, "epoch": epoch, "reason": reason, **info, **extra,
                    "coresets": [{"indices": _tolist(c.indices), "weights": _weights_list(c.weights)} for c in coresets],
                    "batch_coresets": [], "batches": []}
@@ -198,17 +201,17 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     settings = {**cfg.to_dict(), "model": model_name, "seed": seed, "device": str(device),
                 "posterior_layers_used": selector.layers_used,
                 "class_balance": "proportional within each subset V_p" if cfg.class_balanced else "none (one greedy per V_p)"}
-    selection_seconds = sum(s["seconds"] for s in selections)
     result = {"backprops": trainer.backprops, "steps": step, "selections": len(selections),
               "forward_examples": selector.forward_examples + forward_extra,
               "dropped_hard": selector.dropped_hard,
-              "selection_seconds": selection_seconds, "wall_seconds": wall,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
     log = {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),
            "dataset": record, "label_noise": _label_noise(data.train.y, labels), "settings": settings,
            "budget": budget.to_dict(cfg.fraction, n, cfg.batch_size), "selections": selections,
            "checks": checks, "result": result, "history": history}
-    return DynamicResult(model, log, history, trainer.backprops, test)
+    timings = {"selection_seconds": sum(selection_seconds), "wall_seconds": wall,
+               "selection_point_seconds": selection_seconds}
+    return DynamicResult(model, log, history, trainer.backprops, test, timings)
 
 
 def _label_noise(clean: torch.Tensor, used: torch.Tensor) -> dict | None:

@@ -12,7 +12,6 @@ budget).
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 import torch
@@ -128,7 +127,6 @@ class Selector:
     def select(self, model: nn.Module, count: int, done=lambda: None) -> tuple[list[Coreset], dict]:
         """``count`` coresets of size m from ``count`` fresh random subsets; ``done()`` after each one."""
         cfg = self.cfg
-        start = time.perf_counter()
         pool = self.candidates()
         r = min(cfg.subset_size, len(pool))
         m = min(cfg.batch_size, r)
@@ -174,5 +172,5 @@ class Selector:
                     done()
         self.points += 1
         info = {"subsets": count, "subset_size": r, "objective": objective,
-                "candidates": len(pool), "seconds": time.perf_counter() - start}
+                "candidates": len(pool)}
         return coresets, info

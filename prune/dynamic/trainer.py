@@ -7,7 +7,7 @@ seed and optimiser; on CPU it reproduces the run's final weights bit for bit (``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -73,6 +73,7 @@ class DynamicResult:
     history: list[dict]
     backprops: int
     test: dict
+    timings: dict = field(default_factory=dict)  # seconds; kept out of the log so that it is reproducible
 
 
 def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None = None,

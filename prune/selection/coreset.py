@@ -11,7 +11,7 @@ from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.selection.budget import class_budgets
 from prune.selection.difficulty import Difficulty, DifficultyOptions
-from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
+from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
 from prune.training import console, progress
 
 
@@ -74,6 +74,30 @@ def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
     return [torch.nonzero(labels == c).flatten() for c in range(candidates.dataset["num_classes"])]
 
 
+def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torch.Tensor:
+    """Sorted indices of a uniform sample of ``per_class[c]`` examples of each class c (the random baseline)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
+             for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
+    return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+def check_request(labels: torch.Tensor, num_classes: int, method: str, *, fraction: float | None = None,
+                  count: int | None = None, balance: str = "proportional", options: MethodOptions = MethodOptions(),
+                  posterior_samples: int | None = None) -> None:
+    """Every check of a selection that needs only the labels and the options, so it fails before any model runs.
+
+    ``posterior_samples`` is M of the features still to be computed (None: given by a store).
+    """
+    if method not in METHODS:
+        raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    class_budgets(torch.bincount(labels, minlength=num_classes).tolist(), fraction=fraction, count=count,
+                  balance=balance)
+    if method == "ensemble" and posterior_samples is not None and posterior_samples < 2:
+        raise PruneError(f"method ensemble needs posterior samples, got --posterior-samples {posterior_samples}; "
+                         "add --posterior-samples 4")
+    if method == "lcmat" and options.top_k_scope not in TOP_K_SCOPES:
+        raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
+
+
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
            difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
@@ -85,6 +109,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method in SAMPLING and options.posterior is not None:
+        raise PruneError(f"--posterior chooses the features a distance is computed from; {method} computes none")
     class_rows = rows_per_class(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
     stage = difficulty_stage(candidates, method, difficulty)
@@ -117,7 +143,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
                     chosen.append(result.positions)
                     weights.append(result.weights)
                     objective += result.objective
-        params = {**engine.params(), "posterior_samples": candidates.store.posterior_samples}
+        params = {**engine.params(), "posterior": engine.posterior,
+                  "posterior_samples": candidates.store.posterior_samples}
         selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
         if engine.split:
             console.print(f"[yellow]note:[/] {engine.split} pools larger than --max-pool {options.max_pool} were "
