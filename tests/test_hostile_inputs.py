@@ -159,6 +159,16 @@ def test_bad_manifest_fields_are_named_by_path(case, tiny, tmp_path):
     assert os.listdir(tmp_path) == ["m.json"]
 
 
+def test_inspect_summarises_a_manifest_without_optional_params(tiny, tmp_path):
+    """method.params may be null, or name posterior mean without posterior_samples: inspect still works."""
+    raw = copy.deepcopy(tiny.raw)
+    raw["method"]["params"] = {"posterior": "mean"}
+    shown = runner.invoke(app, ["inspect", str(_written(raw, tmp_path))], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "mean over the posterior samples" in shown.output, shown.output
+    raw["method"]["params"] = None
+    assert invoke("inspect", _written(raw, tmp_path)).exit_code == 0
+
+
 @pytest.mark.parametrize("text, match", [
     ('{"schema": "prune.manifest/1", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to read"),
     ('{"schema": "prune.manifest/1", "seed": ' + "9" * 5000 + "}", "is not valid JSON (Exceeds the limit"),
