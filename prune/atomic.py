@@ -1,13 +1,15 @@
 """Write-then-rename, so an interrupted run never leaves a file that looks complete.
 
 Every output goes through here: ``ensure_writable`` checks a path before any work (a folder's
-rights, no device, pipe or socket, not one of the command's inputs), ``atomic_path`` writes
+rights, no device, pipe or socket, not one of the command's inputs, and -- every command's one
+policy -- no existing output unless ``--overwrite``), ``atomic_path`` writes
 under a temporary name and renames it onto the path with Ctrl-C held off (``committing``),
 so a commit is never cut in half.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -68,18 +70,36 @@ def refuse_inputs(path: str | os.PathLike, inputs: Iterable, *, folder: bool = F
         raise PruneError(f"{out} {problem}; writing there would destroy an input: choose another path")
 
 
-def ensure_writable(path: str | os.PathLike, *, inputs: Iterable = (), folder: bool = False) -> Path:
+def output_exists(path: str | os.PathLike) -> bool:
+    """Whether an output is at ``path``: a file, a link (even a dangling one) or a folder that is not empty."""
+    final = Path(path).expanduser()
+    if final.is_symlink() or not final.is_dir():
+        return final.is_symlink() or final.exists()
+    return any(final.iterdir())
+
+
+def refuse_existing(path: str | os.PathLike) -> None:
+    """Raise ``PruneError`` if an output is at ``path`` (``output_exists``): every command's policy without --overwrite."""
+    if output_exists(path):
+        raise PruneError(f"{path} already exists; pass --overwrite to replace it, or choose another path")
+
+
+def ensure_writable(path: str | os.PathLike, *, inputs: Iterable = (), folder: bool = False,
+                    overwrite: bool = True) -> Path:
     """Check, before any long work, that prune may write ``path``.
 
     Refuses (``PruneError``) a device, pipe or socket, a path that is or overlaps one of
     ``inputs`` (``refuse_inputs``), an existing folder unless ``folder`` (an output that is a
-    folder), and a folder that cannot be created or written (a probe file is written in it).
+    folder), an existing output unless ``overwrite`` (``refuse_existing``), and a folder that
+    cannot be created or written (a probe file is written in it).
     """
     final = Path(path).expanduser()
     refuse_special(final)
     if final.is_dir() and not folder:
         raise PruneError(f"{final} is a folder; give a file name")
     refuse_inputs(final, inputs, folder=folder)
+    if not overwrite:
+        refuse_existing(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=final.parent, prefix=f".{final.name}.probe-"):
@@ -129,18 +149,42 @@ def finishing() -> Iterator[None]:
         _state.finishing = False
 
 
+def remove_leftovers(final: Path) -> None:
+    """Remove the temporary siblings ``.NAME.tmp-<pid>`` of ``final`` whose process no longer exists."""
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name starts with a dot and ends in ``.tmp-<pid>``, so a killed run leaves
-    only an obviously partial file (or folder) behind, never one at ``path``. A device, pipe
+    only an obviously partial file (or folder) behind, never one at ``path``; the next write of
+    ``path`` removes it (``remove_leftovers``). A device, pipe
     or socket at ``path`` is never replaced (``refuse_special``). A folder written at the
     temporary name replaces what is at ``path`` by moving that aside (``.NAME.old-<pid>``),
     renaming, then removing it, all under ``committing``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         yield tmp

@@ -1,20 +1,25 @@
 """`prune bench`: the papers' evaluation protocol on the user's data (methods.md, "Evaluation protocol").
 
 For every (label noise, seed): warm up once and write a feature store (a second one with M
-posterior samples, from the same warm-up, when ``ensemble`` is asked for), select every method
+posterior samples, from the same warm-up, when ``ensemble`` or a ``<method>-mean`` row is asked
+for: ``craig-mean``, ``adacore-mean``, ... select with ``--posterior mean``, beside the method's
+own row at the unperturbed weights, which equal those of the M = 1 store), select every method
 at every fraction from it (each with its default difficulty stage unless ``drop_hard``/``strata``
 say otherwise),
 train a fresh model per cell and test it; train once on the full (noisy) data as the
 reference row (``full=False`` skips it). Every cell is written to ``OUT/cells/`` as soon as it
-is done, so a re-run skips finished cells (resume). Aggregates: ``results.csv``,
-``results.json``, ``results.md`` (mean ± std over seeds, and the paired difference to
-``random`` trained on the same seed: mean ± std over seeds, a tie when |mean| <= std) and
-``results.png`` (test accuracy vs fraction, one panel per noise level).
+is done, named by a hash of every setting that produced it (stores in ``OUT/stores/`` too), so
+a resumed run reuses exactly the cells with the same settings and recomputes the rest.
+Aggregates: ``results.csv``, ``results.json``, ``results.md`` (mean ± std over seeds, and the
+paired difference to ``random`` trained on the same seed: mean ± std over seeds, a tie when
+|mean| <= std) and ``results.png`` (test accuracy vs fraction, one panel per noise level).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import time
@@ -29,9 +34,18 @@ from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
-from prune.selection import METHODS, Candidates, DifficultyOptions, MethodOptions, default_difficulty, select
-from prune.selection.methods import SAMPLING
+from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, check_request, default_difficulty,
+                             select)
+from prune.selection.methods import FACILITY_LOCATION, SAMPLING
 from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
+
+
+def method_posterior(name: str) -> tuple[str, str | None]:
+    """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``."""
+    base = name.removesuffix("-mean")
+    if name.endswith("-mean") and base in FACILITY_LOCATION and base != "ensemble":
+        return base, "mean"
+    return name, None
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class BenchConfig:
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
     def difficulty(self, method: str) -> DifficultyOptions:
+        method = method_posterior(method)[0]
         if method == "random":  # the baseline stays plain
             return default_difficulty(method)
         return default_difficulty(method, self.drop_hard, self.strata)
@@ -67,7 +82,7 @@ class BenchConfig:
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS
 
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if method_posterior(m)[0] not in METHODS]
         if unknown:
             raise PruneError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from {', '.join(METHODS)}")
         unknown = [k for k in self.dynamic if k not in DYNAMIC_KINDS]
@@ -103,6 +118,19 @@ def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str,
             "train_seconds": seconds, "train_examples": len(indices)}
 
 
+def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
+    """The ``prune.dynamic.DynamicConfig`` of a ``dyn-<kind>`` cell on ``n`` training examples (see ``_dynamic_cell``)."""
+    from prune.dynamic import DynamicConfig
+
+    crest = {"update_rule": "crest", "learned_loss": 0.1, "weighted": True} if kind == "crest" else {}
+    if config.drop_hard is not None and kind != "random":  # the stage in each subset (default auto); random has none
+        crest["drop_hard"] = config.drop_hard
+    return DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
+                         lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), n),
+                         posterior_samples=config.posterior_samples if kind == "ensemble" else None,
+                         posterior_sigma=config.posterior_sigma, **crest)
+
+
 def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str, fraction: float, noise: float,
                   seed: int, device) -> dict:
     """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets.
@@ -110,31 +138,63 @@ def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str,
     ``dyn-crest`` runs CREST's own rule (Algorithm 1): re-selection when rho exceeds tau, learned
     examples (loss below alpha = 0.1 over T2 selections) dropped, and gamma-weighted training.
     """
-    from prune.dynamic import DynamicConfig, run_dynamic
+    from prune.dynamic import run_dynamic
 
-    crest = {"update_rule": "crest", "learned_loss": 0.1, "weighted": True} if kind == "crest" else {}
-    if config.drop_hard is not None:  # the difficulty stage inside each subset (default auto)
-        crest["drop_hard"] = config.drop_hard
-    cfg = DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
-                        lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), len(labels)),
-                        posterior_samples=config.posterior_samples if kind == "ensemble" else None,
-                        posterior_sigma=config.posterior_sigma, **crest)
+    cfg = _dynamic_config(config, kind, fraction, len(labels))
     result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
                          description=f"dyn-{kind}")
-    facts = result.log["result"]
+    seconds = result.timings
     trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
     return {"method": f"dyn-{kind}", "fraction": fraction, "noise": noise, "seed": seed,
-            "selection_seconds": facts["selection_seconds"], "test_accuracy": facts["test_accuracy"],
-            "train_seconds": facts["wall_seconds"] - facts["selection_seconds"], "train_examples": len(trained)}
+            "selection_seconds": seconds["selection_seconds"], "test_accuracy": result.test["accuracy"],
+            "train_seconds": seconds["wall_seconds"] - seconds["selection_seconds"], "train_examples": len(trained)}
 
 
-def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
-    """Run (or resume) the whole grid; returns one row per cell."""
+def settings_key(settings: dict) -> str:
+    """A short hash of ``settings`` (JSON, keys sorted): what names a cached cell or store in ``OUT/``."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Cells:
+    """``OUT/cells/``: one JSON file per finished cell, named by the key of all the settings that produced it.
+
+    With ``reuse`` a cell whose file exists (the same settings, exactly) is read instead of computed.
+    """
+
+    def __init__(self, folder: Path, reuse: bool):
+        self.folder, self.reuse = folder, reuse
+        self.reused = self.computed = 0
+
+    def row(self, name: str, settings: dict, compute) -> dict:
+        path = self.folder / f"{name}-{settings_key(settings)}.json"
+        if self.reuse and path.exists():
+            self.reused += 1
+            return json.loads(path.read_text())
+        row = compute()
+        write_text(path, json.dumps(row) + "\n")
+        self.computed += 1
+        console.print(f"{row['method']:>9s} fraction {row['fraction']:<5g} noise {row['noise']:<4g} seed {row['seed']}: "
+                      f"test accuracy {row['test_accuracy']:.4f}", highlight=False)
+        return row
+
+
+def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) -> list[dict]:
+    """Run the whole grid, reusing (``reuse``) the cells an earlier run finished with the same settings.
+
+    Returns one row per cell. Every check that needs only the labels and the options runs first.
+    """
     config.check()
     data = load_dataset(config.dataset, config.data_root)
+    for row in config.methods:  # every check that needs only the labels and the options, before any model
+        method, posterior = method_posterior(row)
+        samples = config.posterior_samples if method == "ensemble" or posterior == "mean" else 1
+        for fraction in config.fractions:
+            check_request(data.train.y, data.num_classes, method, fraction=fraction, options=config.options,
+                          posterior_samples=samples)
     model_name = config.model or default_model(data.source, data.input_shape)
-    cells = config.out / "cells"
-    cells.mkdir(parents=True, exist_ok=True)
+    cells = Cells(config.out / "cells", reuse)
+    cells.folder.mkdir(parents=True, exist_ok=True)
     write_text(config.out / "config.json", json.dumps({**config.to_dict(), "model": model_name,
                                                        "device": str(device)}, indent=1) + "\n")
     rows = []
@@ -142,40 +202,55 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
         for seed in config.seeds:
             labels, flipped = flip_labels(data.train.y, noise, data.num_classes, seed) if noise else (data.train.y, torch.empty(0, dtype=torch.int64))
             noise_record = {"fraction": noise, "seed": seed} if noise else None
+            # what every cell of this (noise, seed) depends on
+            base = {"dataset": data.record(), "noise": noise, "seed": seed, "model": model_name,
+                    "train_epochs": config.train_epochs, "lr": config.lr, "batch_size": config.batch_size}
             if config.full:
-                rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-full.json", lambda: {
+                rows.append(cells.row(f"{_noise_tag(noise)}-seed{seed}-full", {**base, "method": "full"}, lambda: {
                     "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
                     **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
             stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
 
-            def store_for(method: str) -> FeatureStore:
-                samples = config.posterior_samples if method == "ensemble" else 1
+            def features_for(method: str, posterior: str | None) -> FeatureConfig:
+                samples = config.posterior_samples if method == "ensemble" or posterior == "mean" else 1
+                return FeatureConfig(
+                    model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
+                    warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
+
+            def store_settings(features: FeatureConfig) -> dict:
+                return {"dataset": data.record(), "noise": noise, "seed": seed, "features": features.to_dict()}
+
+            def store_for(method: str, posterior: str | None) -> FeatureStore:
+                features = features_for(method, posterior)
+                samples = features.posterior_samples
                 if samples not in stores:
-                    path = config.out / "stores" / f"{_noise_tag(noise)}-seed{seed}-M{samples}.h5"
-                    if not path.exists():
-                        feature_config = FeatureConfig(
-                            model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
-                            warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
+                    key = settings_key(store_settings(features))
+                    path = config.out / "stores" / f"{_noise_tag(noise)}-seed{seed}-M{samples}-{key}.h5"
+                    if not (reuse and path.exists()):
                         if not warm:
-                            warm.append(warm_up(data, labels, feature_config, seed=seed, device=device))
-                        build_store(data, labels, path, feature_config, seed=seed, device=device,
+                            warm.append(warm_up(data, labels, features, seed=seed, device=device))
+                        build_store(data, labels, path, features, seed=seed, device=device,
                                     label_noise=noise_record, flipped=flipped, warm=warm[0])
                     stores[samples] = FeatureStore.open(path)
                 return stores[samples]
 
-            for method in config.methods:
+            for row in config.methods:
+                method, posterior = method_posterior(row)
                 stage = config.difficulty(method)
-                tag = "" if stage == default_difficulty(method) else f"-drop{stage.drop_hard}-strata{stage.strata}"
+                options = dataclasses.replace(config.options, posterior=posterior) if posterior else config.options
+                uses_store = method not in SAMPLING or stage.active  # random: no features needed
+                store = store_settings(features_for(method, posterior)) if uses_store else None
                 for weighted in (False, True) if config.weighted and method != "random" else (False,):
-                    name = method + ("+γ" if weighted else "")
+                    name = row + ("+γ" if weighted else "")
                     for fraction in config.fractions:
-                        def cell(method=method, fraction=fraction, stage=stage, name=name, weighted=weighted):
-                            if method in SAMPLING and not stage.active:  # random: no features needed
-                                candidates = Candidates(labels, data.record())
+                        def cell(method=method, posterior=posterior, options=options, fraction=fraction, stage=stage,
+                                 name=name, weighted=weighted, uses_store=uses_store):
+                            if uses_store:
+                                candidates = Candidates.from_store(store_for(method, posterior))
                             else:
-                                candidates = Candidates.from_store(store_for(method))
+                                candidates = Candidates(labels, data.record())
                             start = time.perf_counter()
-                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=config.options,
+                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=options,
                                               difficulty=stage, device=device)
                             seconds = time.perf_counter() - start
                             gamma = torch.from_numpy(manifest.weights) if weighted else None
@@ -184,27 +259,21 @@ def run_bench(config: BenchConfig, device: torch.device) -> list[dict]:
                                     "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
                                     **_train_and_test(data, labels, torch.from_numpy(manifest.indices), config,
                                                       model_name, seed, device, weights=gamma)}
-                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{method}{tag}{'-weighted' if weighted else ''}-{fraction:g}.json"
-                        rows.append(_cell(cells / cell_name, cell))
+                        settings = {**base, "method": method, "fraction": fraction, "weighted": weighted,
+                                    "difficulty": stage.to_dict(), "options": asdict(options), "store": store}
+                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{row}{'-weighted' if weighted else ''}-{fraction:g}"
+                        rows.append(cells.row(cell_name, settings, cell))
             for kind in config.dynamic:  # selected during training, at the same budget in backprops
                 for fraction in config.fractions:
-                    tag = "" if config.drop_hard is None else f"-drop{config.drop_hard}"
-                    rows.append(_cell(cells / f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}{tag}-{fraction:g}.json",
-                                      lambda kind=kind, fraction=fraction: _dynamic_cell(
-                                          data, labels, config, model_name, kind, fraction, noise, seed, device)))
+                    settings = {**base, "dynamic": asdict(_dynamic_config(config, kind, fraction, len(data.train)))}
+                    rows.append(cells.row(f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}", settings,
+                                          lambda kind=kind, fraction=fraction: _dynamic_cell(
+                                              data, labels, config, model_name, kind, fraction, noise, seed, device)))
     write_reports(rows, config, model_name)
+    if cells.reused:
+        console.print(f"reused {cells.reused} of {len(rows)} cells from {cells.folder} (made with the same settings); "
+                      f"computed {cells.computed}", highlight=False)
     return rows
-
-
-def _cell(path: Path, compute) -> dict:
-    """Load a finished cell, or compute and save it (atomically) -- the unit of resumption."""
-    if path.exists():
-        return json.loads(path.read_text())
-    row = compute()
-    write_text(path, json.dumps(row) + "\n")
-    console.print(f"{row['method']:>9s} fraction {row['fraction']:<5g} noise {row['noise']:<4g} seed {row['seed']}: "
-                  f"test accuracy {row['test_accuracy']:.4f}", highlight=False)
-    return row
 
 
 def summarise(rows: list[dict]) -> list[dict]:

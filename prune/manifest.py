@@ -8,7 +8,6 @@ filters a Hugging Face dataset with its ``indices``. Loading validates everythin
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,7 @@ import numpy as np
 from prune import __version__
 from prune.atomic import write_text
 from prune.errors import PruneError
-
-SCHEMA = "prune.manifest/1"
+from prune.manifest_schema import SCHEMA, validate
 
 
 def creation_time() -> str:
@@ -97,8 +95,13 @@ class Manifest:
             raise PruneError(f"manifest {path} does not exist; check the path or run `prune select --out {path}`")
         try:
             raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except OSError as err:
+            raise PruneError(f"cannot read manifest {path} ({err.strerror or err})") from None
+        except ValueError as err:  # not JSON, not UTF-8, or an integer of thousands of digits
             raise PruneError(f"manifest {path} is not valid JSON ({err}); was it truncated or written by another tool?") from None
+        except RecursionError:
+            raise PruneError(f"manifest {path} is invalid: values are nested too deeply to read; "
+                             "was it written by another tool?") from None
         validate(raw, source=str(path))
         return cls(
             indices=np.asarray(raw["indices"], dtype=np.int64),
@@ -117,20 +120,33 @@ class Manifest:
 
     # -- use -----------------------------------------------------------------------------
     def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False,
-                      class_counts: list[int] | None = None) -> str | None:
+                      class_counts: list[int] | None = None, files_fingerprint: str | None = None,
+                      can_force: bool = True) -> str | None:
         """Refuse data other than the manifest was made for; return a warning when forced.
 
         With the data's ``class_counts`` (examples per class) and a manifest that records
         them, a fingerprint mismatch is told apart: same counts means the order differs.
+        ``files_fingerprint`` (a ``folder:`` source's file list) is compared when both have one.
+        ``can_force=False``: the caller has no ``--force``, so the error does not suggest one.
         """
         mine = self.dataset
-        problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts)
+        problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts,
+                                   files_fingerprint=files_fingerprint)
         if problem is None:
             return None
         message = f"manifest was made for {mine['source']!r} but the data given does not match: {problem}"
+        beyond = self.beyond(num_examples)
+        if force and beyond:
+            raise PruneError(f"{message}; {beyond} of its indices and flipped labels lie beyond the {num_examples} "
+                             "examples given, so not even --force can use it")
         if force:
             return message + " (continuing because of --force)"
-        raise PruneError(message + "; pass the dataset the manifest was made from, or --force")
+        raise PruneError(message + "; pass the dataset the manifest was made from" + (", or --force" if can_force else ""))
+
+    def beyond(self, num_examples: int) -> int:
+        """How many indices (and recorded label flips) lie outside data of ``num_examples`` examples."""
+        flipped = (self.label_noise or {}).get("flipped", [])
+        return int((self.indices >= num_examples).sum()) + sum(1 for i in flipped if i >= num_examples)
 
     def apply(self, dataset, *, label_column: str | None = None, force: bool = False,
               keep_in_memory: bool = False):
@@ -148,6 +164,28 @@ class Manifest:
 
         return apply_manifest(self, dataset, label_column=label_column, force=force, keep_in_memory=keep_in_memory)
 
+    def subset(self, dataset, *, labels=None, force: bool = False):
+        """The selected examples of a map-style PyTorch dataset, checked first.
+
+        Checks the dataset's size and label fingerprint as ``apply`` does (labels: ``labels`` if
+        given, else the dataset's ``targets``, a ``TensorDataset``'s second tensor, or
+        ``dataset[i][1]``) and raises ``PruneError`` on a mismatch (``force=True`` warns).
+        Returns ``torch.utils.data.Subset(dataset, indices)``.
+        """
+        from prune.data.torch_subset import checked_torch_subset
+
+        return checked_torch_subset(self, dataset, labels=labels, force=force)
+
+    def sampler(self, num_samples: int | None = None, *, replacement: bool = True, generator=None):
+        """A ``torch.utils.data.WeightedRandomSampler`` over the positions of ``subset(...)``,
+        weighted by gamma (``num_samples`` default: the manifest's size)::
+
+            loader = DataLoader(m.subset(train_set), batch_size=128, sampler=m.sampler())
+        """
+        from prune.data.torch_subset import gamma_sampler
+
+        return gamma_sampler(self, num_samples, replacement=replacement, generator=generator)
+
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """The labels the selection used: ``labels`` with the recorded label noise applied."""
         labels = np.array(labels, dtype=np.int64, copy=True)
@@ -157,7 +195,7 @@ class Manifest:
 
 
 def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class_counts: list[int] | None = None,
-                     what: str = "manifest") -> str | None:
+                     what: str = "manifest", files_fingerprint: str | None = None) -> str | None:
     """What differs between the data ``record`` describes (a manifest's or store's ``dataset``) and the data given.
 
     None when size and label fingerprint match; else whether the size, the labels (the count
@@ -166,6 +204,9 @@ def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class
     """
     if record["num_examples"] != num_examples:
         return f"size differs: {what} has {record['num_examples']} training examples, the data has {num_examples}"
+    if files_fingerprint and record.get("files_fingerprint") not in (None, files_fingerprint):
+        return (f"files differ: the folder lists other image files (names or order) than when the {what} was made, "
+                "so its indices would pick other images")
     if record["fingerprint"] == fingerprint:
         return None
     recorded = record.get("class_counts")
@@ -193,78 +234,3 @@ def _count(counts, c: int) -> int:
 
 def _number(w: float):
     return int(w) if float(w).is_integer() else float(w)
-
-
-def validate(raw: dict, *, source: str) -> None:
-    """Check a decoded manifest; raise ``PruneError`` with the first problem found."""
-
-    def fail(what: str):
-        raise PruneError(f"manifest {source} is invalid: {what}")
-
-    if not isinstance(raw, dict):
-        fail("the top level is not a JSON object")
-    schema = raw.get("schema")
-    if schema != SCHEMA:
-        fail(f"schema is {schema!r}, this prune reads {SCHEMA!r}; re-create it with this version of prune")
-    for key in ("prune_version", "created_at", "dataset", "method", "budget", "per_class", "indices", "weights"):
-        if key not in raw:
-            fail(f"missing key {key!r}")
-    dataset = raw["dataset"]
-    for key in ("source", "split", "num_examples", "num_classes", "fingerprint"):
-        if not isinstance(dataset, dict) or key not in dataset:
-            fail(f"dataset is missing {key!r}")
-    n = dataset["num_examples"]
-    if not _is_int(n) or n <= 0:
-        fail("dataset.num_examples must be a positive integer")
-    num_classes = dataset["num_classes"]
-    if not _is_int(num_classes) or num_classes <= 0:
-        fail("dataset.num_classes must be a positive integer")
-    if not isinstance(dataset["source"], str) or not isinstance(dataset["fingerprint"], str):
-        fail("dataset.source and dataset.fingerprint must be strings")
-    counts = dataset.get("class_counts")
-    if counts is not None and not (isinstance(counts, list) and len(counts) == num_classes
-                                   and all(_is_int(c) and c >= 0 for c in counts)):
-        fail("dataset.class_counts must list one non-negative count per class")
-    for key, kind in (("method", "an object"), ("budget", "an object")):
-        if not isinstance(raw[key], dict):
-            fail(f"{key} must be {kind}")
-    if not isinstance(raw["method"].get("name"), str):
-        fail("method.name must be a string")
-    for key in ("model", "selection", "label_noise"):
-        if raw.get(key) is not None and not isinstance(raw[key], dict):
-            fail(f"{key} must be an object or null")
-    if raw.get("seed") is not None and not _is_int(raw["seed"]):
-        fail("seed must be an integer or null")
-    indices, weights = raw["indices"], raw["weights"]
-    if not isinstance(indices, list) or not all(_is_int(i) for i in indices):
-        fail("indices must be a list of integers")
-    if any(i < 0 for i in indices):
-        fail(f"indices contain a negative value ({min(indices)})")
-    if indices and max(indices) >= n:
-        fail(f"index {max(indices)} is out of range for {n} training examples")
-    if any(b <= a for a, b in zip(indices, indices[1:])):
-        dup = len(indices) != len(set(indices))
-        fail("indices contain duplicates" if dup else "indices are not sorted ascending")
-    if not isinstance(weights, list) or len(weights) != len(indices):
-        fail(f"weights has {len(weights) if isinstance(weights, list) else 'no'} entries, indices has {len(indices)}")
-    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights):
-        fail("weights must be finite non-negative numbers")
-    per_class = raw["per_class"]
-    if (not isinstance(per_class, list) or len(per_class) != num_classes
-            or not all(_is_int(k) and k >= 0 for k in per_class) or sum(per_class) != len(indices)):
-        fail("per_class must list one non-negative count per class, summing to the number of indices")
-    noise = raw.get("label_noise")
-    if noise:
-        flipped, noisy = noise.get("flipped"), noise.get("noisy_labels")
-        if not isinstance(flipped, list) or not isinstance(noisy, list) or len(flipped) != len(noisy):
-            fail("label_noise needs equally long lists 'flipped' and 'noisy_labels'")
-        if not all(_is_int(i) for i in flipped) or not all(_is_int(y) for y in noisy):
-            fail("label_noise.flipped and label_noise.noisy_labels must hold integers")
-        if flipped and (min(flipped) < 0 or max(flipped) >= n):
-            fail("label_noise.flipped has an index out of range")
-        if noisy and (min(noisy) < 0 or max(noisy) >= num_classes):
-            fail(f"label_noise.noisy_labels has a label outside 0..{num_classes - 1}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

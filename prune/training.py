@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -21,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from prune import augment as augmentation
+from prune.data.streaming import batches
 from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -40,8 +43,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # "cosine": anneal to 0 over the epochs; "constant": keep lr
+    augment: str = "none"  # "standard": random crop with padding and horizontal flip (prune.augment)
+    amp: bool = False  # forward passes in bfloat16 autocast (--amp; CUDA), the loss in float32
 
     def __post_init__(self):
+        if self.augment not in augmentation.AUGMENTS:
+            raise PruneError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(augmentation.AUGMENTS)}")
         if self.schedule not in SCHEDULES:
             raise PruneError(f"unknown learning-rate schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
@@ -53,12 +60,24 @@ class TrainConfig:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        """The fields; ``schedule`` only when it is not the default "cosine", so the records of
-        stores, manifests and ``--resume`` work folders written before it existed stay equal."""
+        """The fields; ``schedule``, ``augment`` and ``amp`` only when they are not the defaults
+        ("cosine", "none", False), so the records of stores, manifests and ``--resume`` work folders written before
+        they existed stay equal."""
         out = asdict(self)
         if out["schedule"] == "cosine":
             del out["schedule"]
+        if out["augment"] == "none":
+            del out["augment"]
+        if not out["amp"]:
+            del out["amp"]
         return out
+
+
+def check_amp(amp: bool, device: torch.device) -> bool:
+    """``--amp`` is for CUDA: on a CPU, bfloat16 autocast is slower than float32."""
+    if amp and device.type != "cuda":
+        raise PruneError("--amp (mixed precision) needs a CUDA device; drop it on the CPU")
+    return amp
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,8 +111,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_quiet = False
+
+
+@contextmanager
+def quiet(on: bool = True):
+    """Within this block (``--quiet``): no progress bars and no per-epoch lines; results still print."""
+    global _quiet
+    before, _quiet = _quiet, on
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
+def epoch_lines() -> bool:
+    """Whether loops print one line per epoch: on a log or pipe, where no bar is drawn, unless quiet."""
+    return not console.is_terminal and not _quiet
+
+
 def progress() -> Progress:
-    """The progress bar style used by every long loop."""
+    """The progress bar style used by every long loop (drawn on a terminal, unless quiet)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -102,7 +140,7 @@ def progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=_quiet or not console.is_terminal,
     )
 
 
@@ -122,10 +160,18 @@ def fit(
 
     ``weights`` (per example) turn the loss into the weighted mean ``sum w_i l_i / sum w_i``
     over each batch (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs after every epoch
-    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch). Returns a per-epoch history of mean training loss and accuracy.
+    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch);
+    ``config.augment`` "standard" augments every training batch (``prune.augment``, its own
+    generator seeded from ``seed``); ``config.amp`` runs the forward passes under bfloat16 autocast
+    on ``device``'s type (the loss in float32, so no loss scaling is needed). Returns a per-epoch history of mean training loss and accuracy.
     """
+    if config.augment != "none" and x.ndim != 4:
+        raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
+    augment_generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 6]).generate_state(1)[0]))
     model.to(device)
-    x, y = x.to(device), y.to(device)
+    if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
+        x = x.to(device)
+    y = y.to(device)
     if weights is not None:
         weights = weights.to(device=device, dtype=torch.float32)
     n = len(y)
@@ -147,12 +193,16 @@ def fit(
             order = torch.randperm(n, generator=generator).to(device)
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start in range(0, n, config.batch_size):
-                batch = order[start : start + config.batch_size]
-                if len(batch) < 2 and has_batchnorm:
-                    bars.update(task, advance=1)
-                    continue  # BatchNorm cannot train on a batch of one
-                logits = model(x[batch])
+            plan = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
+            if has_batchnorm and len(plan[-1]) < 2:  # BatchNorm cannot train on a batch of one
+                plan.pop()
+                bars.update(task, advance=1)
+            for batch, xb in zip(plan, batches(x, plan, device)):
+                if config.augment == "standard":
+                    xb = augmentation.standard(xb, augment_generator)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+                    logits = model(xb)
+                logits = logits.float() if config.amp else logits
                 losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
                 if weights is None:
                     loss = losses.mean()
@@ -174,7 +224,7 @@ def fit(
                     f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry"
                 )
             history.append({"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n})
-            if not console.is_terminal:  # logs get one line per epoch instead of a live bar
+            if epoch_lines():  # logs get one line per epoch instead of a live bar
                 console.print(f"{description}: epoch {epoch}/{config.epochs} loss {total_loss / n:.4f} "
                               f"accuracy {correct / n:.4f}", highlight=False)
             if on_epoch_end is not None:
@@ -187,8 +237,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torc
     """Accuracy and mean cross-entropy of ``model`` (eval mode) on (x, y)."""
     model.to(device).eval()
     total_loss, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+    plan = [slice(start, start + batch_size) for start in range(0, len(y), batch_size)]
+    for index, xb in zip(plan, batches(x, plan, device)):
+        yb = y[index].to(device)
         logits = model(xb)
         total_loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()

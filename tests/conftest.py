@@ -33,8 +33,9 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def pinned_time(monkeypatch):
-    """Pin manifests' creation time so runs can be compared byte for byte."""
+    """Pin manifests' creation time so runs can be compared byte for byte; ignore the user's data folder."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.delenv("PRUNE_DATA_ROOT", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +54,17 @@ def fashion_slice(tmp_path_factory) -> Path:
         y_test=_read_idx(FASHION_ROOT / "t10k-labels-idx1-ubyte.gz", images=False)[:500],
     )
     return path
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """prune's console as if on a terminal (progress bars drawn), recorded: ``terminal.getvalue()``."""
+    import io
+
+    from rich.console import Console
+
+    import prune.training
+
+    out = io.StringIO()
+    monkeypatch.setattr(prune.training, "console", Console(file=out, force_terminal=True, width=160))
+    return out

@@ -34,9 +34,46 @@ def test_bench_smoke_writes_reports_and_resumes(tmp_path):
 
     cells = sorted((out / "cells").iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in cells}
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(app, args + ["--resume"])
     assert again.exit_code == 0, again.output
     assert {p: p.stat().st_mtime_ns for p in cells} == stamps  # nothing recomputed
+    assert "reused 24 of 24 cells" in again.output
+
+
+def test_bench_reuses_only_cells_and_stores_of_the_same_settings(tmp_path):
+    """Another --warmup-epochs recomputes craig (its store changed) but reuses random; another
+    --train-epochs reuses nothing; the tables hold only rows of the settings asked for."""
+    out = tmp_path / "bench"
+
+    def bench(*extra):
+        result = CliRunner().invoke(app, ["bench", "--methods", "random,craig", "--fractions", "0.1", "--seeds", "0",
+                                          "--no-full", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    bench("--warmup-epochs", "1", "--train-epochs", "1")
+    assert "reused 1 of 2 cells" in bench("--warmup-epochs", "2", "--train-epochs", "1", "--resume")
+    assert "reused 2 of 2 cells" in bench("--warmup-epochs", "2", "--train-epochs", "1", "--resume")
+    assert "reused" not in bench("--warmup-epochs", "2", "--train-epochs", "2", "--resume")
+    assert len(list((out / "cells").iterdir())) == 5 and len(list((out / "stores").iterdir())) == 2
+    report = json.loads((out / "results.json").read_text())
+    assert len(report["rows"]) == 2 and report["config"]["train_epochs"] == 2
+
+
+def test_bench_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", "--methods", "random", "--fractions", "0.1", "--seeds", "0", "--no-full", "--train-epochs", "1",
+            "--out", str(out)]
+    refused = CliRunner().invoke(app, [*args, "--resume"])  # nothing to resume
+    assert refused.exit_code == 2 and "no earlier run" in refused.output
+    assert CliRunner().invoke(app, args).exit_code == 0
+    cell = next((out / "cells").iterdir())
+    before = cell.stat().st_mtime_ns
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output and "--overwrite" in refused.output
+    assert cell.stat().st_mtime_ns == before
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert cell.stat().st_mtime_ns != before  # recomputed
 
 
 def test_bench_refuses_unknown_method(tmp_path):
@@ -45,7 +82,8 @@ def test_bench_refuses_unknown_method(tmp_path):
 
 
 def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
-    """craig (M = 1) and ensemble (M = 2) stores come from one warm-up, so their rows differ only in selection."""
+    """craig (M = 1) and ensemble (M = 2) stores come from one warm-up, so their rows differ only in selection;
+    craig-mean is craig with --posterior mean from the M = 2 store, which is ensemble."""
     import prune.bench
     from prune.features import FeatureStore
 
@@ -53,13 +91,16 @@ def test_bench_warms_up_once_per_noise_and_seed(tmp_path, monkeypatch):
     real = prune.bench.warm_up
     monkeypatch.setattr(prune.bench, "warm_up", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = tmp_path / "bench"
-    result = CliRunner().invoke(app, ["bench", "--methods", "craig,ensemble", "--fractions", "0.1", "--seeds", "0",
+    result = CliRunner().invoke(app, ["bench", "--methods", "craig,craig-mean,ensemble", "--fractions", "0.1", "--seeds", "0",
                                       "--warmup-epochs", "1", "--train-epochs", "1", "--posterior-samples", "2",
                                       "--no-full", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
-    one, two = (FeatureStore.open(out / "stores" / f"noise0-seed0-M{m}.h5") for m in (1, 2))
+    one, two = (FeatureStore.open(next((out / "stores").glob(f"noise0-seed0-M{m}-*.h5"))) for m in (1, 2))
     assert torch.equal(one.grad_logit_ema[:], two.grad_logit_ema[:]) and torch.equal(one.loss_per_epoch[:], two.loss_per_epoch[:])
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"craig", "craig-mean", "ensemble"}
+    assert rows["craig-mean"]["test_accuracy"] == rows["ensemble"]["test_accuracy"]
 
 
 def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):
@@ -84,3 +125,12 @@ def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):
     crest, ensemble = seen
     assert (crest.update_rule, crest.weighted, crest.learned_loss) == ("crest", True, 0.1)
     assert (ensemble.update_rule, ensemble.weighted, ensemble.learned_loss) == ("every", False, 0.0)
+
+
+def test_dyn_random_cells_do_not_depend_on_the_stage():
+    """dyn-random has no difficulty stage, so its cells are keyed (and shared) alike for every --drop-hard."""
+    from prune.bench import BenchConfig, _dynamic_config
+
+    configs = [BenchConfig(dataset="digits", out=None, drop_hard=d) for d in (None, "0", "0.2")]
+    assert len({_dynamic_config(c, "random", 0.1, 1000) for c in configs}) == 1
+    assert len({_dynamic_config(c, "ensemble", 0.1, 1000) for c in configs}) == 3

@@ -494,3 +494,35 @@ def test_flip_labels_zero_and_bad_fractions():
             flip_labels(labels, bad, 4, seed=0)
     with pytest.raises(PruneError, match="0..2"):
         flip_labels(labels, 0.5, 3, seed=0)
+
+
+def test_data_root_falls_back_to_the_environment_and_manifests_record_it_as_a_hint(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from prune.cli import app
+    from prune.manifest import Manifest
+
+    def prune(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    monkeypatch.chdir(tmp_path)
+    write_idx_set(tmp_path / "data", *random_idx_arrays())
+    with pytest.raises(PruneError, match=r"needs --data-root DIR or \$PRUNE_DATA_ROOT"):
+        load_dataset("mnist")
+    monkeypatch.setenv("PRUNE_DATA_ROOT", "data")
+    assert len(load_dataset("mnist").train) == 50
+    assert prune("select", "--dataset", "mnist", "--method", "random", "--out", "m.json").exit_code == 0
+    monkeypatch.delenv("PRUNE_DATA_ROOT")
+    assert Manifest.load("m.json").dataset["root"] == "data"  # inside the working folder: relative
+    train = ("train", "--manifest", "m.json", "--epochs", "1")
+    assert prune(*train).exit_code == 0  # the recorded folder, found here
+    (tmp_path / "data").rename(tmp_path / "moved")
+    failed = prune(*train)
+    assert failed.exit_code == 2 and "needs --data-root DIR or $PRUNE_DATA_ROOT" in failed.output
+    assert "(the manifest was made from the files in data, not found here)" in failed.output
+    monkeypatch.setenv("PRUNE_DATA_ROOT", str(tmp_path / "moved"))
+    assert prune(*train).exit_code == 0
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the data outside the working folder: recorded absolute
+    assert prune("select", "--dataset", "mnist", "--method", "random", "--out", "n.json").exit_code == 0
+    assert Manifest.load("n.json").dataset["root"] == str((tmp_path / "moved").resolve())

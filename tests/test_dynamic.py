@@ -74,8 +74,25 @@ def test_loop_respects_budget_logs_and_replays_bit_exactly(digits, kind, rule):
 def test_same_seed_same_subsets(digits):
     a = run(digits, kind="crest", epochs=2)
     b = run(digits, kind="crest", epochs=2)
-    strip = lambda log: [{k: v for k, v in p.items() if k != "seconds"} for p in log["selections"]]  # noqa: E731
-    assert strip(a.log) == strip(b.log)
+    assert json.dumps(a.log) == json.dumps(b.log)  # no timings in the log
+    assert len(a.timings["selection_point_seconds"]) == a.log["result"]["selections"]
+
+
+def test_cli_dynamic_with_label_noise_writes_the_same_log_twice(tmp_path):
+    from prune.data import flip_labels
+
+    args = ["train", "--dynamic", "crest", "--label-noise", "0.2", "--noise-seed", "3", "--epochs", "2",
+            "--batch-size", "32", "--subset-size", "64"]
+    for name in ("a", "b"):
+        result = runner.invoke(app, [*args, "--log", str(tmp_path / f"{name}.json"),
+                                     "--metrics", str(tmp_path / f"{name}-metrics.json")])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    digits = load_dataset("digits")
+    _, flipped = flip_labels(digits.train.y, 0.2, digits.num_classes, 3)
+    assert subset_log.load(tmp_path / "a.json")["label_noise"]["flipped"] == flipped.tolist()
+    metrics = json.loads((tmp_path / "a-metrics.json").read_text())
+    assert metrics["label_noise"] == {"fraction": 0.2, "seed": 3} and metrics["selection_seconds"] > 0
 
 
 def test_ensemble_differs_from_crest_and_uses_posterior_samples(digits):
@@ -209,3 +226,14 @@ def test_difficulty_stage_leaves_out_what_the_current_model_misclassifies(digits
         for core in point["coresets"]:
             assert len(core["indices"]) == 32 and sum(core["weights"]) <= 96  # gamma: kept examples only
     assert result.log["selections"] != off.log["selections"]
+
+
+def test_progress_shows_steps_and_coresets_done_of_planned_on_a_terminal(digits, terminal):
+    result = run(digits, kind="crest", epochs=2)
+    steps, shown = result.log["budget"]["steps"], terminal.getvalue()
+    assert f"{steps}/{steps}" in shown and "epoch 2/2" in shown  # training steps done / planned
+    last = result.log["selections"][-1]
+    assert f"{last['subsets']}/{last['subsets']}" in shown and f"selection point {len(result.log['selections'])}" in shown
+    terminal.seek(0), terminal.truncate()
+    replay(result.log, digits, device=CPU)
+    assert f"{steps}/{steps}" in terminal.getvalue()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,16 +139,18 @@ MANIFEST_CASES = {
     "unsorted": (lambda m: m["indices"].reverse(), "not sorted ascending"),
     "negative": (lambda m: m["indices"].__setitem__(0, -3), "negative value (-3)"),
     "weights length": (lambda m: m["weights"].pop(), "weights has 143 entries, indices has 144"),
-    "weights NaN": (lambda m: m["weights"].__setitem__(0, float("nan")), "weights must be finite"),
-    "indices not ints": (lambda m: m["indices"].__setitem__(0, "7"), "indices must be a list of integers"),
-    "per_class": (lambda m: m["per_class"].__setitem__(0, "x"), "per_class must list"),
+    "weights NaN": (lambda m: m["weights"].__setitem__(0, float("nan")), "weights[0] must be a finite number >= 0"),
+    "indices not ints": (lambda m: m["indices"].__setitem__(0, "7"), "indices[0] must be an integer, got '7'"),
+    "per_class": (lambda m: m["per_class"].__setitem__(0, "x"), "per_class[0] must be an integer"),
     "missing key": (lambda m: m.pop("weights"), "missing key 'weights'"),
-    "dataset": (lambda m: m.update(dataset="digits"), "dataset is missing 'source'"),
-    "num_classes": (lambda m: m["dataset"].update(num_classes="ten"), "num_classes must be a positive integer"),
+    "dataset": (lambda m: m.update(dataset="digits"), "dataset must be an object, got 'digits'"),
+    "num_classes": (lambda m: m["dataset"].update(num_classes="ten"), "dataset.num_classes must be an integer"),
     "method": (lambda m: m.update(method="craig"), "method must be an object"),
-    "model": (lambda m: m.update(model=[1]), "model must be an object or null"),
-    "noise labels": (lambda m: m.update(label_noise={"flipped": [1], "noisy_labels": [10]}), "outside 0..9"),
-    "noise types": (lambda m: m.update(label_noise={"flipped": ["a"], "noisy_labels": [1]}), "must hold integers"),
+    "model": (lambda m: m.update(model=[1]), "model must be an object, got a list [1]"),
+    "noise labels": (lambda m: m.update(label_noise={"fraction": 0.1, "seed": 0, "flipped": [1], "noisy_labels": [10]}),
+                     "label_noise.noisy_labels[0] must be in 0..9, got 10"),
+    "noise types": (lambda m: m.update(label_noise={"fraction": 0.1, "seed": 0, "flipped": ["a"], "noisy_labels": [1]}),
+                    "label_noise.flipped[0] must be an integer, got 'a'"),
     "top level": (lambda m: m.clear(), "schema is None"),
 }
 
@@ -170,10 +173,11 @@ def test_manifest_missing_not_json_or_a_folder(tmp_path):
 
 
 def test_manifest_on_other_data_says_what_differs(digits_manifest, digits_variants):
-    fails("inspect", digits_manifest, "--dataset", f"npz:{digits_variants['smaller']}",
-          match="size differs: manifest has 1437 training examples, the data has 1000")
-    fails("train", "--manifest", digits_manifest, "--dataset", f"npz:{digits_variants['shuffled']}",
-          match="order differs")
+    error = fails("inspect", digits_manifest, "--dataset", f"npz:{digits_variants['smaller']}",
+                  match="size differs: manifest has 1437 training examples, the data has 1000")
+    assert "--force" not in error  # inspect has none to offer
+    assert "or --force" in fails("train", "--manifest", digits_manifest, "--dataset",
+                                 f"npz:{digits_variants['shuffled']}", match="order differs")
     fails("inspect", digits_manifest, "--dataset", f"npz:{digits_variants['relabelled']}",
           match="labels differ: examples per class do not match (class ")
     assert "matches" in run("inspect", digits_manifest, "--dataset", f"npz:{digits_variants['same']}")
@@ -340,6 +344,34 @@ def test_unknown_names_and_bad_settings(args, match, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("args, keywords, match", [
+    (["--fraction", "0"], {"fraction": 0}, "--fraction must be in (0, 1]"),
+    (["--count", "5000"], {"count": 5000}, "--count 5000 exceeds the 1437 examples"),
+    (["--count", "5", "--balance", "equal"], {"count": 5, "balance": "equal"}, "--balance equal needs at least one"),
+    (["--method", "ensemble", "--posterior-samples", "1"], {"method": "ensemble", "posterior_samples": 1},
+     "method ensemble needs posterior samples, got --posterior-samples 1"),
+])
+def test_selection_is_checked_before_any_model_runs(args, keywords, match, tmp_path, monkeypatch):
+    """Every check that needs only the labels and the options fails before the warm-up, in the CLI and the library."""
+    import prune.api
+    import prune.bench
+
+    def model_ran(*args, **kwargs):
+        raise AssertionError("a model ran before the options were checked")
+
+    monkeypatch.setattr(prune.api, "build_store", model_ran)
+    fails("select", *(["--method", "craig"] if "--method" not in args else []), *args, "--out", tmp_path / "m.json",
+          match=match)
+    with pytest.raises(PruneError, match=re.escape(match)):
+        prune.api.select_coreset("digits", **{"method": "craig", **keywords})
+    assert os.listdir(tmp_path) == []
+    if "fraction" in keywords or "posterior_samples" in keywords:  # bench checks its grid the same way
+        monkeypatch.setattr(prune.bench, "warm_up", model_ran)
+        monkeypatch.setattr(prune.bench, "_train_and_test", model_ran)
+        grid = ["--fractions", "0"] if "fraction" in keywords else ["--posterior-samples", "1"]
+        fails("bench", "--methods", keywords.get("method", "craig"), *grid, "--out", tmp_path / "bench", match=match)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("command", [["select", "--method", "random"], ["features", "--out", "x.h5"], ["train"]])
 def test_cuda_without_cuda(command, tmp_path, monkeypatch):
@@ -446,6 +478,34 @@ def test_dry_run_from_a_store_runs_nothing_and_matches_the_real_pools(digits_sto
     assert f"greedy runs: {chosen.selection['pools']};" in text
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status (VmHWM)")
+def test_dry_run_memory_is_within_30_percent_of_the_measured_peak(tmp_path):
+    """Two classes of 3000: craig's distances (p = 3000) weigh as much as Python, torch and the data."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6000, 32)).astype(np.float32), (rng.random(6000) < 0.5).astype(np.int64)
+    np.savez(tmp_path / "two.npz", x_train=x, y_train=y, x_test=x[:200], y_test=y[:200])
+    script = (
+        "import re, sys, prune\n"
+        "kw = dict(dataset='npz:' + sys.argv[1], method='craig', drop_hard=0, warmup_epochs=1, device='cpu')\n"
+        "plan = prune.select_coreset(dry_run=True, **kw)\n"
+        "prune.select_coreset(**kw)\n"
+        "peak = int(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
+        "print(plan.memory_bytes, peak)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "two.npz")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    estimate, peak = map(int, done.stdout.split()[-2:])
+    assert 0.7 * peak <= estimate <= 1.3 * peak, (estimate, peak)
+
+
+def test_dry_run_downloads_nothing_and_creates_no_folder(tmp_path):
+    root = tmp_path / "data" / "fashion"
+    fails("select", "--dataset", "fashion-mnist", "--data-root", root, "--download", "--dry-run",
+          match="a dry run downloads nothing")
+    assert os.listdir(tmp_path) == []
+
+
 def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     def no_features(*args, **kwargs):
         raise AssertionError("a dry run must not compute features")
@@ -454,10 +514,11 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     monkeypatch.setattr("prune.features.build.warm_start", no_features)
     monkeypatch.chdir(tmp_path)
     text = run("select", "--dry-run", "--method", "craig", "--max-pool", "100", "--posterior-samples", "2")
-    # digits' largest class has 155 examples: two pools of 78 and 77; 78^2 * 4 B = 24.3 KB
-    assert "largest pool p = 78" in text and "24.3 KB" in text
-    # features: 1437 x 2 x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
-    assert f"features {(1437 * 2 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
+    # digits' largest class has 155 examples: two pools of 78 and 77; craig: the float32 78 x 78 result, and one
+    # block of rows (all 78 of them) with its Gram buffer
+    assert "largest pool p = 78" in text and f"pool {3 * 4 * 78 ** 2 / 1e3:.1f} KB" in text
+    # features: 1437 x (2 samples + the unperturbed) x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
+    assert f"compute {(1437 * 3 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
     assert "manifests/digits-craig-0.1.json" in text
     fails("select", "--dry-run", "--count", "5", "--balance", "equal", match="budget is 5 for 10 classes")
     assert os.listdir(tmp_path) == []
@@ -494,7 +555,8 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     assert not target.exists()
     leftovers = hidden(tmp_path)
     assert any(name.startswith(".output.tmp-") for name in leftovers), leftovers
-    run(*command, target)  # a new run is not confused by the old temporary files
+    run(*command, target)  # a new run is not confused by the old temporary files, and removes them
+    assert hidden(tmp_path) == []
     if command[0] == "select":
         Manifest.load(target)
     elif command[0] == "train":
@@ -502,6 +564,22 @@ def test_killed_just_before_the_rename_leaves_no_output(command, tmp_path):
     else:
         FeatureStore.open(target)
         assert not partial_path(target).exists()
+
+
+def test_leftovers_of_live_processes_and_other_outputs_are_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / f".m.json.tmp-{dead.pid}").mkdir()  # a dead writer's folder (prune filter writes folders)
+        (tmp_path / f".m.json.tmp-{dead.pid}" / "part").write_text("x")
+        (tmp_path / f".m.json.tmp-{live.pid}").write_text("being written")
+        (tmp_path / f".other.json.tmp-{dead.pid}").write_text("another output's")
+        run("select", "--method", "random", "--out", tmp_path / "m.json")
+        assert hidden(tmp_path) == sorted([f".m.json.tmp-{live.pid}", f".other.json.tmp-{dead.pid}"])
+    finally:
+        live.kill()
+        live.wait()
 
 
 def _store_bytes(path: Path) -> tuple[dict, dict]:
@@ -555,9 +633,9 @@ def _build(resumable, path, **kwargs):
     return build_store(data, data.train.y, path, config, seed=1, device=torch.device("cpu"), **kwargs)
 
 
-# 2 checkpoint passes then 3 feature passes, 6 batches each: stop during warm-up, in sample 0,
-# right after sample 0, and in the last sample
-@pytest.mark.parametrize("stop_after", [5, 14, 18, 27])
+# 2 checkpoint passes, 3 feature passes and the unperturbed pass, 6 batches each: stop during warm-up,
+# in sample 0, right after sample 0, in the last sample, and in the unperturbed pass
+@pytest.mark.parametrize("stop_after", [5, 14, 18, 27, 33])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
     original = prune.features.build.extract_batches
     batches = 0
@@ -597,7 +675,35 @@ def test_resume_refuses_other_settings_and_fresh_runs_replace_old_work(tmp_path,
     text = run("features", "--warmup-epochs", "1", "--out", out)  # no --resume: start over
     assert "replacing the unfinished work" in text
     assert FeatureStore.open(out).num_examples == 1437 and hidden(tmp_path) == []
-    assert "nothing to resume" in run("features", "--warmup-epochs", "1", "--resume", "--out", tmp_path / "t.h5")
+    fails("features", "--warmup-epochs", "1", "--resume", "--out", tmp_path / "t.h5", match="no unfinished work")
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_every_command_refuses_an_existing_output_unless_overwrite(digits_store, tmp_path):
+    """One policy: select, features and train refuse an existing output without --overwrite (nothing
+    changes), replace it with it; features --resume with nothing to resume never replaces a finished store."""
+    out = tmp_path / "s.h5"
+    run("features", "--warmup-epochs", "0", "--out", out)
+    before = out.read_bytes()
+    fails("features", "--warmup-epochs", "1", "--out", out, match="already exists; pass --overwrite")
+    fails("features", "--warmup-epochs", "1", "--resume", "--out", out, match="already exists; pass --overwrite")
+    fails("features", "--warmup-epochs", "1", "--resume", "--overwrite", "--out", out, match="no unfinished work")
+    assert out.read_bytes() == before
+    run("features", "--warmup-epochs", "1", "--overwrite", "--out", out)
+    assert FeatureStore.open(out).meta["features"]["warmup"]["epochs"] == 1
+
+    manifest, metrics = tmp_path / "m.json", tmp_path / "metrics.json"
+    run("select", "--features", digits_store, "--method", "random", "--out", manifest)
+    fails("select", "--features", digits_store, "--method", "random", "--fraction", "0.2", "--out", manifest,
+          match="already exists")
+    assert len(Manifest.load(manifest)) == 144
+    run("select", "--features", digits_store, "--method", "random", "--fraction", "0.2", "--out", manifest, "--overwrite")
+    assert len(Manifest.load(manifest)) == 287
+    metrics.write_text("{}")
+    fails("train", "--manifest", manifest, "--epochs", "0", "--metrics", metrics, match="already exists")
+    assert metrics.read_text() == "{}"
+    run("train", "--manifest", manifest, "--epochs", "0", "--metrics", metrics, "--overwrite")
+    assert "test_accuracy" in json.loads(metrics.read_text())
 
 
 def test_ctrl_c_exits_130_without_a_traceback_or_an_output(digits_store, tmp_path, monkeypatch):
@@ -627,7 +733,7 @@ def test_two_writers_of_one_store_are_refused(tmp_path):
 def manifests(draw):
     n = draw(st.integers(min_value=1, max_value=300))
     classes = draw(st.integers(min_value=1, max_value=12))
-    indices = sorted(draw(st.sets(st.integers(min_value=0, max_value=n - 1), max_size=min(n, 60))))
+    indices = sorted(draw(st.sets(st.integers(min_value=0, max_value=n - 1), min_size=1, max_size=min(n, 60))))
     weights = draw(st.lists(st.one_of(
         st.floats(min_value=0, max_value=1e300, allow_nan=False, allow_infinity=False),
         st.integers(min_value=0, max_value=10**6)), min_size=len(indices), max_size=len(indices)))

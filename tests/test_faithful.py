@@ -2,7 +2,8 @@
 
 * the warm-up learning-rate schedule (cosine, or constant as DeepCore/LCMat warm up);
 * CREST's quadratic model rho (eq. 6, 10) against autograd;
-* ``build_store`` with M posterior samples: distinct samples, averages equal a recomputation.
+* ``build_store`` with M posterior samples: distinct samples, averages equal a recomputation;
+  ``--posterior point`` on it equals an M = 1 store, ``mean`` equals ensemble.
 
 AdaCore's batch-averaged expected Hessian (§5.2) is checked against a loop over the
 permutation's mini-batches in tests/test_methods.py.
@@ -162,3 +163,29 @@ def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_reco
             member = extract_features(model, data.train.x, labels, batch_size=64, device=device)
         for name in ("grad_logit", "hess_logit", "embedding"):
             torch.testing.assert_close(getattr(store, name)[:, m], member[name], rtol=1e-5, atol=1e-6)
+
+
+def test_posterior_point_equals_an_m1_store_and_mean_equals_ensemble(tmp_path):
+    """One warm-up, two stores: M = 1 and M = 3. From the M = 3 store, craig with --posterior point
+    picks what craig picks from the M = 1 store, bit for bit, and --posterior mean what ensemble picks."""
+    from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
+    from prune.selection import Candidates, DifficultyOptions, MethodOptions, select
+
+    data = _small_digits(240)
+    labels, device = data.train.y, torch.device("cpu")
+    configs = {m: FeatureConfig(model="mlp", warmup=TrainConfig(epochs=2, batch_size=32), posterior_samples=m,
+                                posterior_sigma=0.05, posterior_layers="fc") for m in (1, 3)}
+    warm = warm_up(data, labels, configs[1], seed=5, device=device)
+    stores = {m: FeatureStore.open(build_store(data, labels, tmp_path / f"M{m}.h5", config, seed=5, device=device,
+                                               warm=warm)) for m, config in configs.items()}
+    assert torch.equal(stores[3].grad_logit_point[:], stores[1].grad_logit[:, 0])  # the same forward pass
+
+    def craig(m, method="craig", posterior=None):
+        # no difficulty stage: it scores from the posterior samples whatever --posterior says
+        manifest = select(Candidates.from_store(stores[m]), method, fraction=0.2, seed=1,
+                          options=MethodOptions(posterior=posterior), difficulty=DifficultyOptions(drop_hard=0))
+        return manifest.indices.tolist(), manifest.weights.tobytes(), manifest.method["params"]["posterior"]
+
+    assert craig(3) == craig(1) == craig(3, posterior="point")
+    assert craig(3, posterior="mean") == craig(3, "ensemble")
+    assert craig(3, posterior="mean")[0] != craig(3)[0]  # averaging over the samples changes the picks

@@ -23,6 +23,11 @@ def random_store(seed: int = 0, samples: int = M, n: int = N) -> FeatureStore:
     onehot = torch.nn.functional.one_hot(labels, C).float()[:, None]
     grad = p - onehot
     hess = p * (1 - p)
+    point = {}
+    if samples > 1:  # the unperturbed weights' features: one more draw
+        q = (torch.randn(n, C, generator=g) * 2).softmax(-1)
+        point = dict(grad_logit_point=q - onehot[:, 0], hess_logit_point=q * (1 - q),
+                     embedding_point=torch.randn(n, E, generator=g).relu())
     return FeatureStore(
         path=Path("synthetic.h5"),
         meta={"num_classes": C, "dataset_source": "synthetic", "fingerprint": "x", "features": {}, "seed": 0},
@@ -34,6 +39,7 @@ def random_store(seed: int = 0, samples: int = M, n: int = N) -> FeatureStore:
         hess_logit_ema=hess[:, 0] * 1.1,
         loss_per_epoch=torch.rand(n, 3, generator=g) * 0.3,
         noise_flipped=torch.empty(0, dtype=torch.int64),
+        **point,
     )
 
 
@@ -48,11 +54,31 @@ def method(name, store, **options):
 ROWS = torch.arange(N)
 
 
-def test_craig_is_expected_logit_gradient_distance():
+def test_craig_is_the_logit_gradient_distance_at_the_point_or_its_mean_over_samples():
     store = random_store()
-    g = store.grad_logit.double().numpy()
-    direct = pairwise(lambda i, j: np.mean([np.linalg.norm(g[i, m] - g[j, m]) for m in range(M)]))
-    np.testing.assert_allclose(method("craig", store).distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
+    g, point = store.grad_logit.double().numpy(), store.grad_logit_point.double().numpy()
+    at_point = pairwise(lambda i, j: np.linalg.norm(point[i] - point[j]))
+    np.testing.assert_allclose(method("craig", store).distances(ROWS).numpy(), at_point, rtol=1e-6, atol=1e-6)
+    mean = pairwise(lambda i, j: np.mean([np.linalg.norm(g[i, m] - g[j, m]) for m in range(M)]))
+    np.testing.assert_allclose(method("craig", store, posterior="mean").distances(ROWS).numpy(), mean,
+                               rtol=1e-6, atol=1e-6)
+    assert method("craig", store).posterior == "point" and method("ensemble", store).posterior == "mean"
+
+
+def test_posterior_choice_is_checked():
+    from prune.errors import PruneError
+
+    with pytest.raises(PruneError, match="--posterior mean needs posterior samples"):
+        method("craig", random_store(samples=1), posterior="mean")
+    with pytest.raises(PruneError, match="ensemble is craig with --posterior mean"):
+        method("ensemble", random_store(), posterior="point")
+    with pytest.raises(PruneError, match="unknown --posterior"):
+        MethodOptions(posterior="median")
+    old = random_store()
+    old.grad_logit_point = old.hess_logit_point = old.embedding_point = None  # a store from before them
+    with pytest.raises(PruneError, match="lacks the unperturbed weights' features.*re-create it"):
+        method("craig", old)
+    method("craig", old, posterior="mean")  # its samples are still usable
 
 
 def test_ensemble_uses_mean_of_distances_not_distance_of_means():
@@ -90,7 +116,7 @@ def test_adacore_posterior_averages_per_sample_preconditioned_gradients():
     g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
     u = g / (a + 1e-3 * a.mean())
     direct = pairwise(lambda i, j: np.mean([np.linalg.norm(u[i, m] - u[j, m]) for m in range(M)]))
-    got = method("adacore", store, hessian_batch=1).distances(ROWS).numpy()
+    got = method("adacore", store, hessian_batch=1, posterior="mean").distances(ROWS).numpy()
     np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
 
 
@@ -117,7 +143,8 @@ def test_adacore_batch_averaged_hessian_matches_a_loop_over_batches(samples, bat
     else:
         g, a = store.grad_logit.double().numpy(), store.hess_logit.double().numpy()
     hbar = direct_batch_hessian(a, batch, seed=7)
-    adacore = method("adacore", store, hessian_batch=batch)
+    posterior = "point" if samples == 1 else "mean"
+    adacore = method("adacore", store, hessian_batch=batch, posterior=posterior)
     np.testing.assert_allclose(adacore.hess.numpy(), hbar, rtol=1e-12)
     assert adacore.params()["hessian_batch"] == batch
     assert len({tuple(np.round(h.ravel(), 12)) for h in hbar}) == -(-23 // batch)  # one H-bar per batch
@@ -127,7 +154,7 @@ def test_adacore_batch_averaged_hessian_matches_a_loop_over_batches(samples, bat
     np.testing.assert_allclose(adacore.distances(torch.arange(n)).numpy(), direct, rtol=1e-5, atol=1e-6)
     # the permutation depends on the store's seed
     store.meta["seed"] = 8
-    assert not np.allclose(method("adacore", store, hessian_batch=batch).hess.numpy(), hbar) or batch >= 23
+    assert not np.allclose(method("adacore", store, hessian_batch=batch, posterior=posterior).hess.numpy(), hbar) or batch >= 23
 
 
 def test_adacore_batch_hessian_does_not_blow_up_confidently_mislabelled_examples():
@@ -171,7 +198,7 @@ def materialised_lcmat(store, rho, top_k):
 def test_lcmat_matches_materialised_gradients_and_curvature():
     store = random_store()
     direct, top = materialised_lcmat(store, rho=0.5, top_k=7)
-    lcmat = method("lcmat", store, rho=0.5, top_k=7, top_k_scope="all")  # the paper's whole-set K
+    lcmat = method("lcmat", store, rho=0.5, top_k=7, top_k_scope="all", posterior="mean")  # the paper's whole-set K
     assert sorted(lcmat.coordinates.tolist()) == sorted(top.tolist())
     np.testing.assert_allclose(lcmat.distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
 
@@ -219,7 +246,7 @@ def test_lcmat_chooses_top_k_per_class_by_default():
     assert lcmat.params()["top_k_scope"] == "class"
     rows = torch.nonzero(store.labels == 1).flatten()
     lcmat.select_class(rows, 2, torch.Generator().manual_seed(0))
-    expected = top_variance_coordinates(store.hess_logit[rows], store.embedding[rows], 5)
+    expected = top_variance_coordinates(store.hess_logit_point[rows, None], store.embedding_point[rows, None], 5)
     assert lcmat.coordinates.tolist() == expected.tolist()
 
 
@@ -303,3 +330,48 @@ def test_rows_per_class_is_one_sort_of_the_labels():
     labels[labels == 4] = 5  # an empty class
     rows = rows_per_class(Candidates(labels, {"num_classes": 7}))
     assert [r.tolist() for r in rows] == [torch.nonzero(labels == c).flatten().tolist() for c in range(7)]
+
+
+def test_crest_says_how_many_it_dropped_as_learned_per_class(capsys):
+    """The learned drop is printed and recorded per class (``prune inspect`` shows it)."""
+    from prune.selection import Candidates, DifficultyOptions, select
+
+    store = random_store(n=40)
+    store.loss_per_epoch[:] = 1.0
+    store.loss_per_epoch[:10] = 0.01  # learned: 3, 3, 2, 2 of classes 0..3
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    manifest = select(candidates, "crest", fraction=0.2, options=MethodOptions(subset_size=7, learned_window=2),
+                      difficulty=DifficultyOptions(drop_hard=0))
+    assert manifest.selection["dropped_learned"] == [3, 3, 2, 2]
+    assert "crest: dropped 10 examples as learned" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_pool_limit_note_is_printed_only_where_max_pool_split_a_class(capsys):
+    """crest forms pools of --subset-size, so --max-pool's note never applies to it."""
+    from prune.selection import Candidates, DifficultyOptions, select
+
+    store = random_store(n=40)
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    stage = DifficultyOptions(drop_hard=0)
+    crest = select(candidates, "crest", fraction=0.5, options=MethodOptions(subset_size=4), difficulty=stage)
+    assert crest.selection["pools"] == 12 and "pool" not in capsys.readouterr().err
+    craig = select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert craig.selection["pools"] == 12
+    assert "4 pools larger than --max-pool 4 were split at random: 12 greedy runs" in " ".join(capsys.readouterr().err.split())
+    select(candidates, "craig", fraction=0.5, difficulty=DifficultyOptions(drop_hard="auto"))  # no split: no note
+    assert "pool" not in capsys.readouterr().err
+
+
+def test_greedy_shows_its_runs_done_of_planned_on_a_terminal(terminal):
+    from prune.selection import Candidates, DifficultyOptions, select
+    from prune.training import quiet
+
+    store = random_store(n=40)
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    stage = DifficultyOptions(drop_hard=0)
+    select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert "greedy craig" in terminal.getvalue() and "12/12" in terminal.getvalue()
+    terminal.seek(0), terminal.truncate()
+    with quiet():
+        select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert "greedy" not in terminal.getvalue()

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from prune.atomic import ensure_writable
+from prune.atomic import ensure_writable, output_exists
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, ModelName, Sigma,
-                               batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, Overwrite, Quiet,
+                               Sigma, batch_size_option, flag, lr_option, model_option, value, warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
@@ -30,28 +30,29 @@ def bench_command(
     # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot,
     # the grid
-    methods: str = typer.Option("random,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods.", rich_help_panel=GRID),
+    methods: str = typer.Option("random,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods; craig-mean, adacore-mean, lcmat-mean, crest-mean: the method with --posterior mean (from the store with --posterior-samples).", rich_help_panel=GRID),
     fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions.", rich_help_panel=GRID),
     label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions.", rich_help_panel=GRID),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),
     dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>.", rich_help_panel=GRID),
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random, and inside --dynamic ensemble|crest: auto, a fraction, or 0 (default: each method's own; auto for dynamic).", rich_help_panel=GRID),
     strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own).", rich_help_panel=GRID),
-    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row).", rich_help_panel=GRID),
-    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
+    full: bool = flag("full", "Also train on all the data (the reference row).", default=True, rich_help_panel=GRID),
+    weighted: bool = flag("weighted", "Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
     # model, warm-up and training
-    model: Optional[ModelName] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
+    model: Optional[str] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
     train_epochs: int = typer.Option(40, "--train-epochs", help="Epochs of each fresh training run (40: random has converged within 0.3 points on Fashion-MNIST at 1-10 %; 20 is a fast mode).", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
     # posterior
-    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the ensemble method's store.", rich_help_panel=POSTERIOR),
+    posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the store of ensemble and the -mean rows.", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma,
     # output
-    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}; re-running resumes.", rich_help_panel=OUTPUT),
-    device: DeviceName = Device,
+    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}.", rich_help_panel=OUTPUT),
+    resume: bool = flag("resume", "Continue in an existing --out: reuse the cells made with exactly these settings, compute the rest.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
-    model, device = value(model), value(device)
+    device = value(device)
     config = BenchConfig(
         dataset=dataset, out=out, data_root=data_root, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),
@@ -60,6 +61,10 @@ def bench_command(
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
         drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
     )
-    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True)
-    run_bench(config, resolve_device(device))
+    if resume and overwrite:
+        raise PruneError("--resume reuses the finished cells in --out and --overwrite recomputes them; give one of them")
+    if resume and not output_exists(out):
+        raise PruneError(f"--resume: {out} holds no earlier run to resume; leave out --resume to start")
+    ensure_writable(out, inputs=source_paths(dataset, data_root), folder=True, overwrite=resume or overwrite)
+    run_bench(config, resolve_device(device), reuse=resume)
     console.print(f"results: {out / 'results.md'}, {out / 'results.png'}")

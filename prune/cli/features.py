@@ -13,12 +13,13 @@ from prune.api import feature_config, load_training_data, source_options
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
-                               ModelName, NoiseSeed, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
-                               Schedule, StorageType, batch_size_option, lr_option, model_option, value, warmup_epochs_option,
+                               NoiseSeed, Overwrite, PosteriorKind, PosteriorLayers, Quiet, Samples, Sigma, Split,
+                               Schedule, StorageType, Augment, ImageSize, SkipBad, amp_option, augment_option, batch_size_option,
+                               checkpoint_option, flag, lr_option, model_option, seed_option, value, warmup_epochs_option,
                                warmup_schedule_option)
 from prune.data import source_paths
 from prune.features import build_store, partial_path
-from prune.training import console, resolve_device
+from prune.training import check_amp, console, resolve_device
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -35,28 +36,35 @@ def features_command(
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
     feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
     # model, warm-up and posterior
-    model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
+    model: Optional[str] = model_option(), checkpoint: Optional[Path] = checkpoint_option(),
+    warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
     batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
+    augment: Augment = augment_option(), amp: bool = amp_option(),
     posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # output
     out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed).", rich_help_panel=OUTPUT),
     dtype: StorageType = typer.Option("float32", "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block.", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    resume: bool = flag("resume", "Continue the interrupted run of the same --out and settings from its last complete block (refused when there is none).", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite,
+    seed: int = seed_option("Seed for the warm-up (initialisation, batch order) and the posterior draws."),
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
-    model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
-    dtype, device, warmup_schedule = value(dtype), value(device), value(warmup_schedule)
+    posterior_layers, posterior_kind, hessian = value(posterior_layers), value(posterior_kind), value(hessian)
+    dtype, device, warmup_schedule, augment = value(dtype), value(device), value(warmup_schedule), value(augment)
     torch_device = resolve_device(device)
-    ensure_writable(out, inputs=source_paths(dataset, data_root))
+    check_amp(amp, torch_device)
+    ensure_writable(out, inputs=source_paths(dataset, data_root), overwrite=overwrite)
     data, labels, noise, flipped = load_training_data(
         dataset, data_root, download, label_noise, noise_seed,
-        **source_options(split, image_column, label_column, feature_column))
+        **source_options(split, image_column, label_column, feature_column, image_size, skip_bad))
     config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                            posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule)
+                            posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule,
+                            checkpoint, augment, amp)
     start, before = time.perf_counter(), _identity(out)
     try:
         build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,

@@ -1,4 +1,4 @@
-"""`prune filter`: write a manifest's rows of a Hugging Face dataset to a new save_to_disk folder."""
+"""`prune filter`: write a manifest's rows of a Hugging Face dataset (or files of an image folder) to a new folder."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from prune.atomic import finishing
+from prune.cli.options import flag
+from prune.data.folder_filter import write_filtered_folder
 from prune.data.hf_filter import write_filtered
 from prune.errors import PruneError
 from prune.manifest import Manifest
@@ -17,26 +20,39 @@ from prune.training import console
 
 def filter_command(
     manifest: Path = typer.Option(..., "--manifest", help="Manifest whose rows to keep."),
-    out: Path = typer.Option(..., "--out", help="Folder to write with save_to_disk (written beside it, then renamed)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="hf:PATH, a save_to_disk folder (default: the manifest's source)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (written beside it, then renamed): save_to_disk, or an image folder tree."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="hf:PATH, a save_to_disk folder, or folder:PATH, an image folder (default: the manifest's source)."),
     split: Optional[str] = typer.Option(None, "--split", help="DatasetDict split to filter (default: the manifest's); other splits are copied."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column of labels checked against the manifest (default: the manifest's, else label)."),
-    weight_column: bool = typer.Option(False, "--weight-column", help="Add a prune_weight column holding each row's gamma."),
-    force: bool = typer.Option(False, "--force", help="Write even if the data do not match the manifest (warns)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    weight_column: bool = flag("weight-column", "Add a prune_weight column holding each row's gamma."),
+    force: bool = flag("force", "Write even if the data do not match the manifest (warns)."),
+    overwrite: bool = flag("overwrite", "Replace --out if it exists."),
 ):
-    """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder."""
+    """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder, or its files
+    of an image folder (folder:PATH) to a new tree of hard links."""
     chosen = Manifest.load(manifest)
     source = dataset or chosen.dataset["source"]
+    if source.strip().lower().startswith("folder:"):
+        if split or label_column or weight_column:
+            raise PruneError("--split, --label-column and --weight-column apply to hf: datasets, not to folder:; drop them")
+        start = time.perf_counter()
+        with finishing():
+            written, files, linked, warning = write_filtered_folder(chosen, source.strip(), out, force=force,
+                                                                    overwrite=overwrite, inputs=[manifest])
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"wrote {files} of {chosen.dataset['num_examples']} training images to {written} "
+                      f"({linked} files hard-linked, the rest copied) in {time.perf_counter() - start:.1f} s")
+        return
     if not source.strip().lower().startswith("hf:"):
-        raise PruneError(f"prune filter writes Hugging Face datasets; pass --dataset hf:PATH "
-                         f"(the manifest was made from {chosen.dataset['source']!r})")
+        raise PruneError(f"prune filter writes Hugging Face datasets and image folders; pass --dataset hf:PATH or "
+                         f"folder:PATH (the manifest was made from {chosen.dataset['source']!r})")
     start = time.perf_counter()
     with finishing():
         written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
                                                 weight_column=weight_column, force=force, overwrite=overwrite,
                                                 inputs=[manifest])
     if warning:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"wrote {rows} of {chosen.dataset['num_examples']} rows to {written} "
                   f"in {time.perf_counter() - start:.1f} s")

@@ -8,9 +8,10 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from prune.api import source_options
+from prune.api import recorded_options, source_options
 from prune.atomic import ensure_writable, finishing
 from prune.cli.options import DataRoot, LabelColumn, Split
 from prune.data import load_dataset
@@ -18,6 +19,13 @@ from prune.data.hf_filter import check_saved
 from prune.dynamic import subset_log
 from prune.manifest import Manifest
 from prune.training import console
+
+
+class PlainTable(Table):
+    """A table whose cells are shown as is: they quote the user's files (``[/x]`` is no markup)."""
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 def inspect_command(
@@ -32,17 +40,25 @@ def inspect_command(
         inspect_log(manifest, plot)
         return
     chosen = Manifest.load(manifest)
-    info = Table(title=str(manifest), show_header=False)
+    info = PlainTable(title=escape(str(manifest)), show_header=False)
     info.add_row("dataset", f"{chosen.dataset['source']} ({chosen.dataset['num_examples']} examples, "
                  f"{chosen.dataset['num_classes']} classes)")
     if chosen.dataset.get("columns"):
         columns = ", ".join(f"{role} {name!r}" for role, name in chosen.dataset["columns"].items())
         info.add_row("split, columns", f"{chosen.dataset['split']}; {columns}")
     info.add_row("fingerprint", chosen.dataset["fingerprint"])
-    info.add_row("method", f"{chosen.method['name']} {json.dumps(chosen.method.get('params', {}))}")
+    params = chosen.method.get("params") or {}
+    info.add_row("method", f"{chosen.method['name']} {json.dumps(params)}")
+    if "posterior" in params:  # distance methods
+        info.add_row("distance", "at the unperturbed warm weights (posterior point)" if params["posterior"] == "point"
+                     else f"mean over {params.get('posterior_samples', 'the')} posterior samples (posterior mean)")
     budget = chosen.budget
     info.add_row("budget", f"{len(chosen)} examples ({len(chosen) / chosen.dataset['num_examples']:.2%}), {budget.get('balance')}")
     info.add_row("weights", f"min {chosen.weights.min():g}, mean {chosen.weights.mean():g}, max {chosen.weights.max():g}" if len(chosen) else "-")
+    for key, why in (("dropped_hard", "difficulty stage"), ("dropped_learned", "learned (crest)")):
+        per_class = chosen.selection.get(key)
+        if per_class is not None:
+            info.add_row(f"dropped: {why}", f"{sum(per_class)} examples ({', '.join(map(str, per_class))} per class)")
     info.add_row("seed", str(chosen.seed))
     if chosen.label_noise:
         info.add_row("label noise", f"{chosen.label_noise['fraction']} ({len(chosen.label_noise['flipped'])} flipped)")
@@ -57,9 +73,11 @@ def inspect_command(
     if dataset and dataset.strip()[:3].lower() == "hf:":  # labels only: no images are read
         console.print(f"[green]matches[/] {check_saved(chosen, dataset, split=split, label_column=label_column)}")
     elif dataset:
-        data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column))
+        options = recorded_options(chosen.dataset) if dataset.strip()[:7].lower() == "folder:" else {}
+        data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column), **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
-        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts)
+        chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts,
+                             files_fingerprint=data.record().get("files_fingerprint"), can_force=False)
         console.print(f"[green]matches[/] {data.source}")
 
 
@@ -70,7 +88,7 @@ def inspect_log(path, plot=None) -> dict:
     log = subset_log.load(path)
     facts = subset_log.summary(log)
     s, d, b = log["settings"], log["dataset"], log["budget"]
-    info = Table(title=str(path), show_header=False)
+    info = PlainTable(title=escape(str(path)), show_header=False)
     info.add_row("dataset", f"{d['source']} ({d['num_examples']} examples, {d['num_classes']} classes)")
     info.add_row("fingerprint", d["fingerprint"])
     info.add_row("dynamic", f"{s['kind']}, update rule {s['update_rule']}"

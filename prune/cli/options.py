@@ -2,10 +2,10 @@
 
 ``--help`` groups options by stage: Data, Model & warm-up (Model & training for ``train`` and
 ``bench``), Posterior, Method, Budget, Output; ``--seed`` and ``--device`` stay in the general
-Options panel. Fixed choices are ``choice`` enums, so ``--help`` lists them and the parser
-refuses any other value with a usage error (exit 2). Commands turn a chosen member back into
-its name with ``value`` before calling the library, which checks the same names itself for
-Python callers.
+Options panel. On/off options are ``flag``s, listed as ``--x/--no-x``. Fixed choices are
+``choice`` enums, so ``--help`` lists them and the parser refuses any other value with a usage
+error (exit 2). Commands turn a chosen member back into its name with ``value`` before calling
+the library, which checks the same names itself for Python callers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import typer
 
 from prune.data import DATASETS
 from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
+from prune.augment import AUGMENTS
 from prune.models import MODELS
+from prune.models.torchvision_models import PREFIX as TORCHVISION, torchvision_names
 from prune.selection.difficulty import SCORES
 from prune.training import DEVICES, SCHEDULES, SEED_MAX
 
@@ -40,7 +42,12 @@ def value(chosen: Enum | None) -> str | None:
     return None if chosen is None else chosen.value
 
 
-ModelName = choice("ModelName", MODELS)
+def flag(name: str, help: str, default: bool = False, **kwargs):
+    """An on/off option ``--name/--no-name``, listed without a ``<bool>`` type placeholder."""
+    return typer.Option(default, f"--{name}/--no-{name}", metavar="", help=help, **kwargs)
+
+
+Augment = choice("Augment", AUGMENTS)
 DeviceName = choice("DeviceName", DEVICES)
 PosteriorLayers = choice("PosteriorLayers", POSTERIOR_LAYERS)
 PosteriorKind = choice("PosteriorKind", POSTERIOR_KINDS)
@@ -51,25 +58,56 @@ DifficultyScore = choice("DifficultyScore", SCORES)
 
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
-DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files.", rich_help_panel=DATA)
-Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
+DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files (default: $PRUNE_DATA_ROOT).",
                         rich_help_panel=DATA)
+Download = flag("download", "Download the dataset into --data-root if missing.", rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
 Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).", rich_help_panel=DATA)
 ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).", rich_help_panel=DATA)
 LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).",
                            rich_help_panel=DATA)
+EvalSplit = typer.Option(None, "--eval-split", help="hf: DatasetDict split held out for test accuracy (default: test, else validation).",
+                         rich_help_panel=DATA)
 FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).",
                              rich_help_panel=DATA)
 LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
                           rich_help_panel=DATA)
 NoiseSeed = typer.Option(0, "--noise-seed", min=0, max=SEED_MAX, help="Seed of the label flips.", rich_help_panel=DATA)
+# folder: sources (prune.data.folder)
+ImageSize = typer.Option(None, "--image-size", min=1, help="folder: resize images (shorter side to N, centre crop N x N).",
+                         rich_help_panel=DATA)
+SkipBad = flag("skip-bad", "folder: leave unreadable images out (recorded) instead of stopping.", rich_help_panel=DATA)
 
 
 # -- model and its training: under "Model & warm-up" (select, features) or "Model & training" --
+def _model_name(name: str | None) -> str | None:
+    """``--model``: one of ``MODELS`` or ``torchvision:NAME`` with NAME a torchvision classification model."""
+    if name is None or name in MODELS or (name.startswith(TORCHVISION) and name[len(TORCHVISION):] in torchvision_names()):
+        return name
+    raise typer.BadParameter(f"{name!r} is not one of {', '.join(map(repr, MODELS))}, nor torchvision:NAME with NAME "
+                             "a torchvision classification model (e.g. torchvision:resnet18)")
+
+
 def model_option(panel: str = WARMUP):
-    return typer.Option(None, "--model", help="Default: mlp for small inputs, lenet for images, resnet20 for CIFAR.",
-                        rich_help_panel=panel)
+    return typer.Option(None, "--model", callback=_model_name, rich_help_panel=panel,
+                        help=f"{', '.join(MODELS)} or torchvision:NAME (e.g. torchvision:resnet18). "
+                             "Default: mlp for small inputs, lenet for images, resnet20 for CIFAR.")
+
+
+def checkpoint_option(panel: str = WARMUP):
+    return typer.Option(None, "--checkpoint", rich_help_panel=panel,
+                        help="Start from these weights (a state_dict saved with torch.save; read with weights_only=True).")
+
+
+def amp_option(panel: str = WARMUP):
+    return flag("amp", "CUDA: mixed precision (bfloat16 autocast for the forward passes; the head and loss in float32).",
+                rich_help_panel=panel)
+
+
+def augment_option(panel: str = WARMUP):
+    return typer.Option("none", "--augment", rich_help_panel=panel,
+                        help="Augment training batches: none, or standard (random crop with padding, horizontal flip). "
+                             "Features are never augmented.")
 
 
 def lr_option(panel: str = WARMUP):
@@ -110,6 +148,15 @@ Hessian = typer.Option("exact", "--hessian", help="Logit Hessian diagonal: close
 HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.",
                                  rich_help_panel=POSTERIOR)
 
+# -- output --------------------------------------------------------------------------------
+Overwrite = flag("overwrite", "Replace existing outputs (without it, an existing output is refused before any work).",
+                 rich_help_panel=OUTPUT)
+
 # -- general -------------------------------------------------------------------------------
-Seed = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for warm-up, posterior draws and selection.")
+def seed_option(help: str = "Seed for warm-up, posterior draws and selection."):
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
+
+
+Seed = seed_option()
+Quiet = flag("quiet", "No progress bars or per-epoch lines; results and notes still print.")
 Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,20 +11,24 @@ import typer
 from rich.table import Table
 
 from prune.api import check_outputs, select_coreset
-from prune.atomic import finishing
+from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
-                               Kind, LabelColumn, LabelNoise, Layers, ModelName, NoiseSeed, PosteriorKind,
-                               PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
-                               choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option)
+                               Kind, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite, PosteriorKind,
+                               PosteriorLayers, Quiet, Samples, Schedule, Score, Seed, Sigma, Split, Strata,
+                               batch_size_option, choice, flag, lr_option, model_option, value, warmup_epochs_option,
+                               warmup_schedule_option, Augment, ImageSize, SkipBad, amp_option, augment_option,
+                               checkpoint_option)
+from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
-from prune.selection.methods import TOP_K_SCOPES
+from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
 from prune.training import console
 
 
 Method = choice("Method", METHODS)
 Balance = choice("Balance", BALANCES)
 TopKScope = choice("TopKScope", TOP_K_SCOPES)
+Posterior = choice("Posterior", POSTERIORS)
 
 
 def select_command(
@@ -32,17 +37,21 @@ def select_command(
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
     feature_column: Optional[str] = FeatureColumn, label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
     features: Optional[Path] = typer.Option(None, "--features", help="Select from this feature store (no model is run).",
                                             rich_help_panel=DATA),
     # model, warm-up and posterior: the features computed when --features is not given
-    model: Optional[ModelName] = model_option(), warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
+    model: Optional[str] = model_option(), checkpoint: Optional[Path] = checkpoint_option(),
+    warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
     batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
+    augment: Augment = augment_option(), amp: bool = amp_option(),
     posterior_samples: int = Samples, posterior_sigma: float = Sigma,
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # method
     method: Method = typer.Option("clean", "--method", help="Selection method (README, \"Methods\"; clean, the default, is random sampling without the labels the warm model disbelieves).",
                                   rich_help_panel=METHOD),
+    posterior: Optional[Posterior] = typer.Option(None, "--posterior", help="Distance methods: from the features at the unperturbed warm weights (point; the default) or averaged over the store's posterior samples (mean; ensemble is craig with mean). The difficulty stage always averages over the samples.", rich_help_panel=METHOD),
     max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),
     rho: float = typer.Option(0.05, "--rho", help="lcmat: weight of the curvature term.", rich_help_panel=METHOD),
     top_k: int = typer.Option(100, "--top-k", help="lcmat: Hessian coordinates matched (largest variance).", rich_help_panel=METHOD),
@@ -61,17 +70,20 @@ def select_command(
     # output
     out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json.", rich_help_panel=OUTPUT),
     store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file).", rich_help_panel=OUTPUT),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    dry_run: bool = flag("dry-run", "Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
-    model, posterior_layers, posterior_kind, hessian = value(model), value(posterior_layers), value(posterior_kind), value(hessian)
+    posterior = value(posterior)
+    posterior_layers, posterior_kind, hessian, augment = value(posterior_layers), value(posterior_kind), value(hessian), value(augment)
     warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
     if fraction is None and count is None:
         fraction = 0.1
     if not dry_run:  # fail now, not after the warm-up
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features)
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
+        if out is None and not overwrite:  # the default (written, and its folder made, at the end)
+            refuse_existing(default_out(dataset, features, method, fraction, count))
     # --dataset with --features: check the store against that dataset (its default means "the store's")
     source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
     given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -81,20 +93,18 @@ def select_command(
         dataset if given or features is None else None, method, dry_run=dry_run,
         fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
         data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
-        feature_column=feature_column, model=model, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+        feature_column=feature_column, image_size=image_size, skip_bad=skip_bad, model=model, checkpoint=checkpoint,
+        augment=augment, amp=amp, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
         warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
-        label_noise=label_noise, noise_seed=noise_seed, device=device,
+        label_noise=label_noise, noise_seed=noise_seed, device=device, overwrite=overwrite,
         options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
                               hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
-                              learned_window=learned_window),
+                              learned_window=learned_window, posterior=posterior),
     )
     seconds = time.perf_counter() - start
-    if out is None:
-        budget = f"{fraction:g}" if fraction is not None else f"n{count}"
-        source = manifest.dataset["source"]
-        out = Path("manifests") / f"{Path(source).stem.replace('npz:', '')}-{method}-{budget}.json"
+    out = out or default_out(dataset, features, method, fraction, count)
     if dry_run:
         print_plan(manifest, out)
         return
@@ -102,6 +112,22 @@ def select_command(
         manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
+
+
+def default_out(dataset: str, features: Path | None, method: str, fraction: float | None, count: int | None) -> Path:
+    """Where a manifest goes without --out: manifests/<dataset>-<method>-<budget>.json (the store's dataset
+    with --features)."""
+    source = dataset
+    if features is not None:
+        import h5py
+
+        try:  # one attribute; the store itself is checked when it is opened
+            with h5py.File(features, "r") as file:
+                source = json.loads(file.attrs["dataset_source"])
+        except (OSError, KeyError, ValueError, TypeError):
+            source = Path(features).stem
+    budget = f"{fraction:g}" if fraction is not None else f"n{count}"
+    return Path("manifests") / f"{source_stem(source)}-{method}-{budget}.json"
 
 
 def _size(n: int) -> str:
@@ -129,6 +155,7 @@ def print_plan(plan: SelectionPlan, out: Path) -> None:
         count = sum(len(p) for p in plan.pools)
         console.print(f"greedy runs: {count}; largest pool p = {plan.largest_pool}"
                       + ("" if plan.exact_pools else " (sized before examples are dropped)"), highlight=False)
-        console.print(f"memory: largest distance matrix p^2 x 4 B = {_size(plan.distance_bytes)}, features "
-                      f"{_size(plan.feature_bytes)}, together about {_size(plan.memory_bytes)}", highlight=False)
+    console.print(f"memory: about {_size(plan.memory_bytes)} at the peak: {_size(plan.resident_bytes)} now (Python, "
+                  f"torch, the data), features still to compute {_size(plan.feature_bytes)}, distances of the largest "
+                  f"pool {_size(plan.distance_bytes)}", highlight=False)
     console.print(f"dry run: no model was run and nothing was written (the manifest would go to {out})", highlight=False)

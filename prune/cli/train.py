@@ -9,25 +9,30 @@ from typing import Optional
 
 import torch
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from prune.api import dataset_record, recorded_options, source_options
-from prune.atomic import ensure_writable, finishing, write_text
-from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, DataRoot, Device, DeviceName, Download, FeatureColumn,
-                               ImageColumn, LabelColumn, Layers, ModelName, PosteriorLayers, Seed, Sigma, Split,
-                               batch_size_option, choice, lr_option, model_option, value)
-from prune.data import load_dataset, source_paths
+from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
+from prune.atomic import atomic_path, ensure_writable, finishing, write_text
+from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, Augment, DataRoot, Device, DeviceName, Download,
+                               EvalSplit, FeatureColumn, ImageColumn, ImageSize, LabelColumn, LabelNoise, Layers,
+                               NoiseSeed, Overwrite, PosteriorLayers, Quiet, Sigma, SkipBad, Split, amp_option,
+                               augment_option, batch_size_option, checkpoint_option, choice, flag, lr_option,
+                               model_option, seed_option, value)
+from prune.data import source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
+from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
-from prune.models import build_model, default_model
-from prune.training import TrainConfig, console, evaluate, fit, resolve_device, seed_everything
+from prune.models import build_model, checkpoint_record, default_model, load_checkpoint
+from prune.training import TrainConfig, check_amp, console, evaluate, fit, resolve_device, seed_everything
 
 
 DYNAMIC = "Dynamic selection"
 DynamicKind = choice("DynamicKind", DYNAMIC_KINDS)
 UpdateRule = choice("UpdateRule", UPDATE_RULES)
+Baseline = choice("Baseline", ("random",))
 
 
 def train_command(
@@ -36,13 +41,17 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn,
-    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
+    feature_column: Optional[str] = FeatureColumn, eval_split: Optional[str] = EvalSplit,
+    image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
+    label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
+    force: bool = flag("force", "Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
-    model: Optional[ModelName] = model_option(TRAINING),
+    model: Optional[str] = model_option(TRAINING), checkpoint: Optional[Path] = checkpoint_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    weighted: bool = flag("weighted", "Weight each example by its gamma.", rich_help_panel=TRAINING),
+    augment: Augment = augment_option(TRAINING), amp: bool = amp_option(TRAINING),
+    baseline: Optional[Baseline] = typer.Option(None, "--baseline", help="--manifest: also train on a class-balanced random subset with the manifest's per-class counts (same seed and schedule) and show the difference.", rich_help_panel=TRAINING),
     # dynamic selection
     dynamic: Optional[DynamicKind] = typer.Option(None, "--dynamic", help="Select mini-batch coresets during training (README, \"Dynamic selection\").", rich_help_panel=DYNAMIC),
     fraction: Optional[float] = typer.Option(None, "--fraction", help="--dynamic: fraction of full-data backprops, f * n * epochs in all (default 0.1).", rich_help_panel=DYNAMIC),
@@ -58,16 +67,31 @@ def train_command(
     # output
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
-    seed: int = Seed, device: DeviceName = Device,
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="Save the trained weights (a state_dict, torch.save) for --checkpoint.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite,
+    seed: int = seed_option("Seed for the model's initialisation and batch order (and, with --dynamic, the subsets and posterior draws)."),
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
-    model, device, dynamic = value(model), value(device), value(dynamic)
-    posterior_layers, update_rule = value(posterior_layers), value(update_rule)
-    if dynamic is not None or (manifest is not None and subset_log.is_subset_log(manifest)):
+    device, dynamic, augment = value(device), value(dynamic), value(augment)
+    posterior_layers, update_rule, baseline = value(posterior_layers), value(update_rule), value(baseline)
+    replaying = manifest is not None and subset_log.is_subset_log(manifest)
+    if (dynamic is not None or replaying) and (checkpoint is not None or save_model is not None or augment != "none" or amp):
+        raise PruneError("--checkpoint, --save-model, --augment and --amp apply to static training; drop them with --dynamic "
+                         "(or when replaying a subset log)")
+    if baseline is not None and (manifest is None or dynamic is not None or replaying):
+        raise PruneError("--baseline random compares a manifest's subset with a random one: give a manifest of "
+                         "`prune select` (dynamic runs compare with `--dynamic random`)")
+    if label_noise and manifest is not None:
+        raise PruneError("a manifest (or subset log) records the labels it was made with; drop --label-noise")
+    if dynamic is not None or replaying:
         train_dynamic(dynamic=dynamic, manifest=manifest, dataset=dataset, data_root=data_root, download=download,
+                      label_noise=label_noise, noise_seed=noise_seed,
                       model=model, epochs=epochs, lr=lr, batch_size=batch_size, weighted=weighted, force=force,
-                      metrics=metrics, seed=seed, device=device,
-                      source_options=source_options(split, image_column, label_column, feature_column),
+                      metrics=metrics, overwrite=overwrite, seed=seed, device=device,
+                      source_options=source_options(split, image_column, label_column, feature_column, image_size,
+                                                    skip_bad),
+                      eval_split=eval_split,
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
                       tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
@@ -76,28 +100,31 @@ def train_command(
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
+    for output in (metrics, save_model):  # fail now, not after training
+        if output:
+            ensure_writable(output, inputs=[manifest, checkpoint, *source_paths(dataset, data_root)], overwrite=overwrite)
     chosen = Manifest.load(manifest) if manifest else None
-    options = source_options(split, image_column, label_column, feature_column)
+    options = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     if chosen is not None:
-        dataset = dataset or chosen.dataset["source"]
-        data_root = data_root or chosen.dataset.get("root")
-        if dataset.startswith("hf:"):  # the split and columns the manifest was made from, unless given
+        if (dataset or chosen.dataset["source"]).startswith(("hf:", "folder:")):  # the manifest's split and columns (image size), unless given
             recorded = recorded_options(chosen.dataset)
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
-    if metrics:  # fail now, not after training
-        ensure_writable(metrics, inputs=[manifest, *source_paths(dataset, data_root)])
-    data = load_dataset(dataset or "digits", data_root, download, **options)
-    labels = data.train.y
+        data = load_recorded(chosen.dataset, dataset, data_root, download, eval_split=eval_split, **options)
+        labels, noise = data.train.y, None
+    else:
+        data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise, noise_seed,
+                                                    eval_split=eval_split, **options)
+    say_held_out(data)
     indices = torch.arange(len(labels))
     weights = None
     if chosen is not None:
         counts = torch.bincount(labels, minlength=data.num_classes).tolist()
         warning = chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(labels), force=force,
-                                       class_counts=counts)
+                                       class_counts=counts, files_fingerprint=data.record().get("files_fingerprint"))
         if warning:
-            console.print(f"[yellow]warning:[/] {warning}")
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
         labels = torch.from_numpy(chosen.training_labels(labels.numpy()))
         indices = torch.from_numpy(chosen.indices)
         if weighted:
@@ -105,40 +132,78 @@ def train_command(
         if model is None and chosen.model:
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
-    seed_everything(seed)
-    net = build_model(model_name, data.input_shape, data.num_classes)
-    start = time.perf_counter()
-    history = fit(net, data.train.x[indices], labels[indices], config, device=torch_device, seed=seed,
-                  weights=weights, description=f"train {model_name}")
-    wall = time.perf_counter() - start
-    if len(data.test):
-        test = evaluate(net, data.test.x, data.test.y, device=torch_device)
-    else:  # an hf: dataset without a test split
-        test = {"accuracy": None, "loss": None}
-        console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
-    result = {
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
-        "epochs": epochs, "wall_seconds": wall, "model": model_name, "weighted": weighted, "seed": seed,
-        "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-        "history": history,
-    }
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, amp=check_amp(amp, torch_device))
+    subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
+    run, net = _train_and_test(data, labels, indices, weights, model_name, config, seed, torch_device, checkpoint)
+    runs = {subset: run}
+    result = {**run, "epochs": epochs, "model": model_name, "weighted": weighted, "seed": seed,
+              "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+              "train": config.to_dict(), "label_noise": noise, "augment": augment, "amp": amp,
+              "checkpoint": checkpoint_record(checkpoint) if checkpoint else None}
+    if baseline is not None:  # the manifest's per-class counts drawn uniformly; the same seed and schedule
+        picked = random_subset(labels, chosen.per_class, seed)
+        gamma = None
+        if weighted:  # random's gamma: how many examples of its class each pick stands for
+            sizes = torch.bincount(labels, minlength=len(chosen.per_class)).double()
+            gamma = (sizes / torch.tensor(chosen.per_class, dtype=torch.float64).clamp_min(1))[labels[picked]]
+        runs[f"random {len(picked)}"] = result["baseline"] = _train_and_test(
+            data, labels, picked, gamma, model_name, config, seed, torch_device, checkpoint)[0]
+        ours, theirs = result["test_accuracy"], result["baseline"]["test_accuracy"]
+        result["difference"] = None if ours is None else ours - theirs
     table = Table(title="prune train")
     for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
         table.add_column(column)
-    subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
-    accuracy = "-" if test["accuracy"] is None else f"{test['accuracy']:.4f}"
-    table.add_row(data.source, subset, model_name, str(epochs), accuracy, f"{wall:.1f}")
+    for name, run in runs.items():
+        accuracy = "-" if run["test_accuracy"] is None else f"{run['test_accuracy']:.4f}"
+        cells = (data.source, name, model_name, str(epochs), accuracy, f"{run['wall_seconds']:.1f}")
+        table.add_row(*map(escape, cells))
     console.print(table)
-    if metrics:
-        with finishing():
+    if result.get("difference") is not None:
+        console.print(f"{chosen.method['name']} - random: {100 * result['difference']:+.2f} points "
+                      f"({100 * result['test_accuracy']:.2f} % against {100 * result['baseline']['test_accuracy']:.2f} %"
+                      f", seed {seed})", highlight=False)
+    with finishing():
+        if save_model:
+            with atomic_path(save_model) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        if metrics:
             write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
-def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, model: str | None,
-                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, seed: int,
-                  device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
-                  posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
+def say_held_out(data) -> None:
+    """Name the split test accuracy comes from where the source has a choice (hf:), or say there is none."""
+    if data.source.startswith("hf:") and data.eval_split is not None:
+        console.print(f"test accuracy on split {escape(repr(data.eval_split))} ({len(data.test)} examples)", highlight=False)
+    elif data.source.startswith("hf:"):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test or validation split; no test accuracy to "
+                      "report (--eval-split NAME holds out another split)", highlight=False)
+    elif not len(data.test):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test split; no test accuracy to report",
+                      highlight=False)
+
+
+def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device,
+                    checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
+    """A fresh ``model_name`` (from ``checkpoint`` if given) trained on ``indices`` and tested:
+    (accuracy, loss, size, seconds, history; the trained model)."""
+    seed_everything(seed)
+    net = build_model(model_name, data.input_shape, data.num_classes)
+    if checkpoint is not None:
+        load_checkpoint(net, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
+    start = time.perf_counter()
+    history = fit(net, data.train.x[indices], labels[indices], config, device=device, seed=seed,
+                  weights=weights, description=f"train {model_name}")
+    wall = time.perf_counter() - start
+    test = evaluate(net, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
+            "wall_seconds": wall, "history": history}, net
+
+
+def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
+                  noise_seed: int, model: str | None,
+                  epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, overwrite: bool, seed: int,
+                  device: str, source_options: dict, eval_split: str | None, fraction: float | None, every: int,
+                  subset_size: int, posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
                   tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
     """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
     torch_device = resolve_device(device)
@@ -146,16 +211,17 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
     inputs = [manifest, *source_paths(dataset, data_root)]
     if log is not None:
-        ensure_writable(log, inputs=[*inputs, metrics])
+        ensure_writable(log, inputs=[*inputs, metrics], overwrite=overwrite)
     if metrics is not None:
-        ensure_writable(metrics, inputs=inputs)
+        ensure_writable(metrics, inputs=inputs, overwrite=overwrite)
     if manifest is not None:  # replay a subset log
         if log is not None:
             raise PruneError("--log writes the log of a --dynamic run; a replay (--manifest LOG) writes none")
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
-        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith("hf:") else source_options
-        data = load_dataset(dataset or record["source"], data_root or record.get("root"), download, **options)
+        options = {**recorded_options(record), **source_options} if str(record["source"]).startswith(("hf:", "folder:")) else source_options
+        data = load_recorded(record, dataset, data_root, download, what="subset log", eval_split=eval_split, **options)
+        say_held_out(data)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="subset log")
@@ -163,7 +229,11 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
             if not force:
                 raise PruneError(message + "; pass the dataset the log was made from, or --force")
-            console.print(f"[yellow]warning:[/] {message} (continuing because of --force)")
+            beyond = subset_log.beyond(recorded, len(data.train))
+            if beyond:
+                raise PruneError(f"{message}; {beyond} of its indices and flipped labels lie beyond the "
+                                 f"{len(data.train)} examples given, so not even --force can use it")
+            console.print(f"[yellow]warning:[/] {escape(message)} (continuing because of --force)")
         s = recorded["settings"]
         console.print(f"replaying {manifest}: {len(recorded['selections'])} selection points, "
                       f"{recorded['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
@@ -175,7 +245,9 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         extra = {"replayed": str(manifest), "selections": len(recorded["selections"])}
         fraction_used, run_seed = s["fraction"], s["seed"]
     else:
-        data = load_dataset(dataset or "digits", data_root, download, **source_options)
+        data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise,
+                                                    noise_seed, eval_split=eval_split, **source_options)
+        say_held_out(data)
         model_name = model or default_model(data.source, data.input_shape)
         cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
                             batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
@@ -187,7 +259,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
             console.print(f"[yellow]note:[/] --subset-size {subset_size} exceeds the {len(data.train)} training "
                           "examples; each subset is the whole training set", highlight=False)
         start = time.perf_counter()
-        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device,
+        result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=torch_device, labels=labels,
                              dataset_record=dataset_record(data, data_root), description=f"dynamic {dynamic}")
         wall = time.perf_counter() - start
         if log is not None:
@@ -196,15 +268,17 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
         r = result.log["result"]
         extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
-                 "selection_seconds": r["selection_seconds"], "log": str(log) if log else None,
-                 "checks": len(result.log["checks"])}
+                 "selection_seconds": result.timings["selection_seconds"],
+                 "selection_point_seconds": result.timings["selection_point_seconds"], "log": str(log) if log else None,
+                 "checks": len(result.log["checks"]), "label_noise": noise}
     test = result.test
     n = len(data.train)
     out = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "dynamic": kind, "fraction": fraction_used,
            "backprops": result.backprops, "full_data_backprops": n * run_epochs,
            "train_examples": len({i for p in result.log["selections"] for b in p["batches"] for i in b}),
            "epochs": run_epochs, "wall_seconds": wall, "model": model_name, "weighted": bool(weighted), "seed": run_seed,
-           "manifest": str(manifest) if manifest else None, "dataset": data.source, **extra,
+           "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+           **extra,
            "history": result.history}
     table = Table(title="prune train (dynamic)")
     for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):

@@ -32,6 +32,16 @@ def label_fingerprint(labels) -> str:
     return "sha256:" + hashlib.sha256(_FINGERPRINT_PREFIX + data).hexdigest()
 
 
+def unused_labels(present: np.ndarray, num_classes: int, shown: int = 5) -> str:
+    """The first ``shown`` of 0..num_classes-1 missing from ``present`` (the sorted labels in use), for a message.
+
+    Looks only at the first ``len(present) + shown`` candidates, so a corrupted label of 10^9 costs nothing.
+    """
+    gaps = np.setdiff1d(np.arange(min(num_classes, len(present) + shown)), present)[:shown]
+    more = num_classes - len(present) > len(gaps)
+    return ", ".join(map(str, gaps.tolist())) + (", ..." if more else "")
+
+
 def flip_labels(
     labels: torch.Tensor, fraction: float, num_classes: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

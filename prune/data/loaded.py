@@ -47,6 +47,10 @@ class LoadedData:
     # the source's split used for training, and (hf: only) the columns read: role -> name
     split: str = "train"
     columns: dict | None = field(default=None, hash=False)
+    # the source's split held out as ``test`` (None: nothing is held out, ``test`` is empty)
+    eval_split: str | None = "test"
+    # folder: only: classes, image size, skipped files, the file list's fingerprint (prune.data.folder)
+    details: dict | None = field(default=None, hash=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -63,6 +67,8 @@ class LoadedData:
                   "num_classes": self.num_classes, "fingerprint": self.fingerprint, "class_counts": counts}
         if self.columns:
             record["columns"] = dict(self.columns)
+        if self.details:
+            record.update(self.details)
         return record
 
 

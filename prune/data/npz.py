@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prune.data.labels import unused_labels
 from prune.data.loaded import LoadedData, channels_first, from_arrays
 from prune.errors import PruneError
 
@@ -109,8 +110,7 @@ def load_npz(path_text: str) -> LoadedData:
         )
     present = np.union1d(np.unique(y_train), np.unique(y_test))
     if len(present) != num_classes:
-        gaps = sorted(set(range(num_classes)) - set(present.tolist()))
-        shown = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+        shown = unused_labels(present, num_classes)
         raise PruneError(
             f"labels in {path} run up to {num_classes - 1} but never use {shown}; labels must be "
             f"0..C-1 with every class used (remap them with numpy.unique(y, return_inverse=True))"

@@ -11,8 +11,8 @@ Sources (``load_dataset(spec, data_root, download)``):
 ``fashion-mnist``, ``mnist``
     The original IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; gzipped or not) read from
-    ``data_root``, or from torchvision's layout ``data_root/FashionMNIST/raw`` /
-    ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
+    ``data_root`` (``$PRUNE_DATA_ROOT`` when not given), or from torchvision's layout
+    ``data_root/FashionMNIST/raw`` / ``data_root/MNIST/raw``. 60000 / 10000 grey 28 x 28 images in file order.
     ``download=True`` fetches them with torchvision (into ``data_root/<Name>/raw``) when
     they are not already there. The two share file names, so the real files of one are
     recognised by their first training labels and refused when loaded as the other.
@@ -34,9 +34,13 @@ Sources (``load_dataset(spec, data_root, download)``):
     side is ``test`` when present, else empty), ``label_column`` (default ``label``)
     the integer labels, and ``image_column`` (default ``image``) or ``feature_column``
     (precomputed vectors) the inputs. ``LoadedData.split`` and ``.columns`` record them.
+``folder:PATH``
+    Images in torchvision's ImageFolder layout (``PATH/<class>/*.png`` or ``PATH/train/...``
+    with ``PATH/test/`` or ``PATH/val/``), read by ``prune.data.folder`` (its docstring has the
+    details): ``image_size`` resizes them, ``skip_bad`` leaves unreadable files out.
 
 Each source has its own module (``digits`` is here; ``prune.data.idx``,
-``prune.data.torchvision_sets``, ``prune.data.npz``, ``prune.data.hf``); all of them normalise
+``prune.data.torchvision_sets``, ``prune.data.npz``, ``prune.data.hf``, ``prune.data.folder``); all of them normalise
 with the training statistics (``prune.data.loaded``). Nothing is cached between calls.
 """
 
@@ -46,14 +50,15 @@ from pathlib import Path
 
 import numpy as np
 
-from prune.data import hf
+from prune.data import folder, hf
 from prune.data.idx import IDX_SETS, find_idx_files, load_idx
 from prune.data.loaded import LoadedData, from_arrays
 from prune.data.npz import load_npz
-from prune.data.torchvision_sets import CIFAR_SETS, load_cifar
+from prune.data.torchvision_sets import CIFAR_SETS, given_root, load_cifar
 from prune.errors import PruneError
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "hf:PATH")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz:PATH", "hf:PATH", "folder:PATH")
+ROOTED = (*IDX_SETS, *CIFAR_SETS)  # the sources read from a folder: --data-root, else $PRUNE_DATA_ROOT
 
 DIGITS_TRAIN = 1437
 DIGITS_TEST = 360
@@ -61,17 +66,30 @@ DIGITS_TEST = 360
 
 def load_dataset(spec: str, data_root: str | None = None, download: bool = False, *,
                  split: str | None = None, image_column: str | None = None,
-                 label_column: str | None = None, feature_column: str | None = None) -> LoadedData:
+                 label_column: str | None = None, feature_column: str | None = None,
+                 eval_split: str | None = None, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
     """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
 
-    ``split``, ``image_column``, ``label_column`` and ``feature_column`` apply to ``hf:PATH``
-    only (``prune.data.hf``); ``None`` means the default.
+    ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply
+    to ``hf:PATH`` only (``prune.data.hf``), ``image_size`` and ``skip_bad`` to ``folder:PATH``
+    only (``prune.data.folder``); ``None`` means the default.
     """
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
     spec = spec.strip()
+    if spec[:len(folder.PREFIX)].lower() == folder.PREFIX:
+        if data_root is not None and str(data_root).strip():
+            raise PruneError("--data-root does not apply to folder: datasets; give the folder as folder:PATH")
+        given = [f"--{name.replace('_', '-')}" for name, value in (("split", split), ("image_column", image_column),
+                 ("label_column", label_column), ("feature_column", feature_column), ("eval_split", eval_split))
+                 if value is not None]
+        if given:
+            raise PruneError(f"{', '.join(given)} apply only to hf: datasets, not to folder:; drop them")
+        return folder.load(spec, image_size=image_size, skip_bad=skip_bad)
+    if image_size is not None or skip_bad:
+        raise PruneError(f"--image-size and --skip-bad apply only to folder: datasets, not to {spec!r}; drop them")
     hf_options = {"split": split, "image_column": image_column, "label_column": label_column,
-                  "feature_column": feature_column}
+                  "feature_column": feature_column, "eval_split": eval_split}
     if spec[:3].lower() == "hf:":
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")
@@ -103,11 +121,12 @@ def _canonical(name: str) -> str:
 def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
     """The files and folders ``load_dataset(spec, data_root)`` reads: the inputs no output may replace."""
     spec = spec.strip() if isinstance(spec, str) else ""
-    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:" or spec[:7].lower() == "folder:":
         path = spec.split(":", 1)[1].strip()
         return [Path(path).expanduser()] if path else []
     name = _canonical(spec)
-    if not data_root or not str(data_root).strip():
+    data_root = given_root(data_root)
+    if data_root is None:
         return []
     root = Path(data_root).expanduser()
     if name in IDX_SETS:
@@ -116,6 +135,20 @@ def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
     if name in CIFAR_SETS:
         return [root / CIFAR_SETS[name][2]]
     return []
+
+
+def source_stem(spec: str) -> str:
+    """A source's short name for file names (of ``spec`` or a ``LoadedData.source``): the dataset's
+    name, or the stem of an ``npz:``/``hf:`` path."""
+    spec = spec.strip()
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
+        return Path(spec.split(":", 1)[1].strip()).stem
+    return _canonical(spec)
+
+
+def data_root_used(source: str, data_root: str | None) -> str | None:
+    """The folder a loaded ``source`` (``LoadedData.source``) was read from: None for those that read none."""
+    return given_root(data_root) if source in ROOTED else None
 
 
 def _load_digits() -> LoadedData:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,24 @@ CIFAR_SETS = {
 }
 
 
+ROOT_ENV = "PRUNE_DATA_ROOT"  # the folder of the files when --data-root is not given
+
+
+def given_root(data_root) -> str | None:
+    """``data_root`` if given, else ``$PRUNE_DATA_ROOT`` (None when neither is set)."""
+    if data_root is not None and str(data_root).strip():
+        return str(data_root)
+    return os.environ.get(ROOT_ENV, "").strip() or None
+
+
 def root_folder(data_root, display: str, hint: str) -> Path:
-    """``data_root`` as a path; a ``PruneError`` saying what it should hold when it is not given."""
-    if data_root is None or str(data_root).strip() == "":
+    """``data_root`` (or ``$PRUNE_DATA_ROOT``) as a path; a ``PruneError`` saying what it should hold when neither is set."""
+    root = given_root(data_root)
+    if root is None:
         raise PruneError(
-            f"{display} needs --data-root DIR ({hint}); add --download to fetch the files into DIR"
+            f"{display} needs --data-root DIR or ${ROOT_ENV} ({hint}); add --download to fetch the files into DIR"
         )
-    return Path(data_root).expanduser()
+    return Path(root).expanduser()
 
 
 def torchvision_download(cls_name: str, root: Path, display: str, **kwargs) -> object:

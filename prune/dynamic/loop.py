@@ -83,7 +83,7 @@ from prune.errors import PruneError
 from prune.features import stream_seed
 from prune.manifest import creation_time
 from prune.models import build_model
-from prune.training import evaluate, seed_everything
+from prune.training import evaluate, progress, seed_everything
 
 
 def _tolist(t: torch.Tensor) -> list:
@@ -129,12 +129,16 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     pending = "start"
     forward_extra = 0
     step = 0
+    selection_seconds: list[float] = []
     start_time = time.perf_counter()
 
     def select_now(reason: str, epoch: int, count: int, extra: dict) -> None:
         nonlocal current, coresets, cycle, quad, forward_extra
         count = max(1, count)
-        coresets, info = selector.select(model, count)
+        bars.reset(picking, total=count, status=f"selection point {len(selections) + 1}")
+        start = time.perf_counter()
+        coresets, info = selector.select(model, count, done=lambda: bars.advance(picking))
+        selection_seconds.append(time.perf_counter() - start)
         current = {"step": step, "epoch": epoch, "reason": reason, **info, **extra,
                    "coresets": [{"indices": _tolist(c.indices), "weights": _weights_list(c.weights)} for c in coresets],
                    "batch_coresets": [], "batches": []}
@@ -148,42 +152,46 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
             forward_extra += quad.forward_examples
             current["hessian_norm"] = quad.hess_norm
 
-    for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
-        for j, size in enumerate(sizes):
-            if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
-                last = min(epoch + cfg.every - 1, cfg.epochs)
-                count = sum(steps_per_epoch[epoch - 1:last])
-                select_now("start" if epoch == 1 else "every", epoch, count, {})
-                pending = None
-            elif pending is not None:  # the crest rule: first selection, or rho > tau
-                select_now(pending, epoch, min(cfg.coresets_per_check * t1, budget.steps - step), {"t1": t1})
-                if h0 is None:
-                    h0 = quad.hess_norm
-                pending, since_check = None, 0
-            if not cycle:
-                cycle = torch.randperm(len(coresets), generator=order_gen).tolist()[::-1]
-            owner = cycle.pop()
-            core = coresets[owner]
-            if size < len(core.indices):  # a short step: a random part of the coreset
-                keep = torch.sort(torch.randperm(len(core.indices), generator=part_gen)[:size]).values
-            else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
-                keep = torch.arange(len(core.indices))
-            batch = core.indices[keep]
-            trainer.step(batch, core.weights[keep] if cfg.weighted else None)
-            current["batch_coresets"].append(owner)
-            current["batches"].append(_tolist(batch))
-            step += 1
-            since_check += 1
-            if cfg.update_rule == "crest" and since_check >= t1 and step < budget.steps:
-                rho, hess_norm = quad.rho(model, x, labels, cfg.feature_batch_size, device)
-                forward_extra += r
-                reselect = rho > cfg.tau
-                checks.append({"step": step, "rho": rho, "reselect": reselect, "t1": t1})
-                since_check = 0
-                if reselect:
-                    t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
-                    pending = "rho"
-        history.append(trainer.end_epoch(epoch, cfg.epochs, description))
+    with progress() as bars:  # training steps done / planned; the coresets of the latest selection point done / P
+        training = bars.add_task(description, total=budget.steps, status="")
+        picking = bars.add_task("coresets", total=None, status="")
+        for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
+            for j, size in enumerate(sizes):
+                if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
+                    last = min(epoch + cfg.every - 1, cfg.epochs)
+                    count = sum(steps_per_epoch[epoch - 1:last])
+                    select_now("start" if epoch == 1 else "every", epoch, count, {})
+                    pending = None
+                elif pending is not None:  # the crest rule: first selection, or rho > tau
+                    select_now(pending, epoch, min(cfg.coresets_per_check * t1, budget.steps - step), {"t1": t1})
+                    if h0 is None:
+                        h0 = quad.hess_norm
+                    pending, since_check = None, 0
+                if not cycle:
+                    cycle = torch.randperm(len(coresets), generator=order_gen).tolist()[::-1]
+                owner = cycle.pop()
+                core = coresets[owner]
+                if size < len(core.indices):  # a short step: a random part of the coreset
+                    keep = torch.sort(torch.randperm(len(core.indices), generator=part_gen)[:size]).values
+                else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
+                    keep = torch.arange(len(core.indices))
+                batch = core.indices[keep]
+                trainer.step(batch, core.weights[keep] if cfg.weighted else None)
+                current["batch_coresets"].append(owner)
+                current["batches"].append(_tolist(batch))
+                step += 1
+                bars.update(training, advance=1, status=f"epoch {epoch}/{cfg.epochs}")
+                since_check += 1
+                if cfg.update_rule == "crest" and since_check >= t1 and step < budget.steps:
+                    rho, hess_norm = quad.rho(model, x, labels, cfg.feature_batch_size, device)
+                    forward_extra += r
+                    reselect = rho > cfg.tau
+                    checks.append({"step": step, "rho": rho, "reselect": reselect, "t1": t1})
+                    since_check = 0
+                    if reselect:
+                        t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
+                        pending = "rho"
+            history.append(trainer.end_epoch(epoch, cfg.epochs, description))
     wall = time.perf_counter() - start_time
 
     if trainer.backprops != budget.backprops:  # the invariant the budget rule promises
@@ -193,17 +201,17 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     settings = {**cfg.to_dict(), "model": model_name, "seed": seed, "device": str(device),
                 "posterior_layers_used": selector.layers_used,
                 "class_balance": "proportional within each subset V_p" if cfg.class_balanced else "none (one greedy per V_p)"}
-    selection_seconds = sum(s["seconds"] for s in selections)
     result = {"backprops": trainer.backprops, "steps": step, "selections": len(selections),
               "forward_examples": selector.forward_examples + forward_extra,
               "dropped_hard": selector.dropped_hard,
-              "selection_seconds": selection_seconds, "wall_seconds": wall,
               "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
     log = {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),
            "dataset": record, "label_noise": _label_noise(data.train.y, labels), "settings": settings,
            "budget": budget.to_dict(cfg.fraction, n, cfg.batch_size), "selections": selections,
            "checks": checks, "result": result, "history": history}
-    return DynamicResult(model, log, history, trainer.backprops, test)
+    timings = {"selection_seconds": sum(selection_seconds), "wall_seconds": wall,
+               "selection_point_seconds": selection_seconds}
+    return DynamicResult(model, log, history, trainer.backprops, test, timings)
 
 
 def _label_noise(clean: torch.Tensor, used: torch.Tensor) -> dict | None:

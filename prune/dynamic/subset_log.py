@@ -24,10 +24,11 @@ Layout (JSON object)::
                       [{"indices": [...], "weights": [...]}] (each at most batch_size long),
                       batch_coresets [coreset id of each batch], batches [[dataset indices]]
                       (the batches trained from this point until the next, in order),
-                      objective, seconds, and for the crest rule t1 and hessian_norm
+                      objective, and for the crest rule t1 and hessian_norm
     checks          the crest rule's evaluations: step, rho, reselect
     result          backprops (counted), steps, forward_examples, dropped_hard (examples the
-                      difficulty stage left out, summed over coresets), selection_seconds, ...
+                      difficulty stage left out, summed over coresets), test_accuracy, test_loss
+    (no timings: a run repeated with the same seed writes the same bytes; they go to --metrics)
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from prune.errors import PruneError
+from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, number, obj, optional, require, show,
+                                   string)
 
 SCHEMA = "prune.subsets/1"
 
@@ -64,8 +67,12 @@ def load(path: str | os.PathLike) -> dict:
         raise PruneError(f"subset log {path} does not exist; check the path or run `prune train --dynamic ... --log {path}`")
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise PruneError(f"cannot read subset log {path} ({err.strerror or err})") from None
+    except ValueError as err:  # not JSON, not UTF-8, or an integer of thousands of digits
         raise PruneError(f"subset log {path} is not valid JSON ({err}); was it truncated?") from None
+    except RecursionError:
+        raise PruneError(f"subset log {path} is invalid: values are nested too deeply to read") from None
     validate(raw, source=str(path))
     return raw
 
@@ -96,6 +103,10 @@ def validate(raw: dict, *, source: str) -> None:
     for key in ("prune_version", "created_at", "dataset", "settings", "budget", "selections"):
         if key not in raw:
             fail(f"missing key {key!r}")
+    try:
+        check_types(raw)
+    except Invalid as err:
+        fail(str(err))
     dataset = raw["dataset"]
     for key in ("source", "num_examples", "num_classes", "fingerprint"):
         if not isinstance(dataset, dict) or key not in dataset:
@@ -169,10 +180,54 @@ def validate(raw: dict, *, source: str) -> None:
         fail(f"the batches hold {backprops} examples, budget.backprops says {budget['backprops']}")
 
 
+def check_types(raw: dict) -> None:
+    """The types and ranges of what replaying and ``prune inspect`` read (``prune.manifest_schema``'s checks)."""
+    check_depth(raw)
+    string(raw["prune_version"], "prune_version")
+    string(raw["created_at"], "created_at")
+    dataset_record(raw["dataset"], "dataset")
+    settings = obj(raw["settings"], "settings")
+    require(settings, ("kind", "model", "seed", "batch_size", "lr", "momentum", "weight_decay", "weighted", "fraction",
+                       "update_rule"), "settings")
+    for key in ("kind", "model", "update_rule"):
+        string(settings[key], f"settings.{key}")
+    integer(settings["seed"], "settings.seed")
+    integer(settings["batch_size"], "settings.batch_size", low=1)
+    for key in ("lr", "momentum", "weight_decay", "fraction"):
+        number(settings[key], f"settings.{key}")
+    if not isinstance(settings["weighted"], bool):
+        raise Invalid(f"settings.weighted must be true or false, got {settings['weighted']!r}")
+    if settings["update_rule"] == "every":
+        integer(settings.get("every"), "settings.every", low=1)
+    else:
+        number(settings.get("tau"), "settings.tau")
+    budget = obj(raw["budget"], "budget")
+    require(budget, ("fraction", "epochs", "backprops", "steps"), "budget")
+    number(budget["fraction"], "budget.fraction")
+    for key in ("epochs", "backprops", "steps"):
+        integer(budget[key], f"budget.{key}", low=0)
+    for s, point in enumerate(raw["selections"] if isinstance(raw["selections"], list) else []):
+        optional(obj(point, f"selections[{s}]"), "reason", string, f"selections[{s}].reason")
+    checks = raw.get("checks") or []
+    if not isinstance(checks, list):
+        raise Invalid(f"checks must be a list, got {show(checks)}")
+    for c, check in enumerate(checks):
+        obj(check, f"checks[{c}]")
+    if raw.get("result") is not None:
+        optional(obj(raw["result"], "result"), "test_accuracy", number, "result.test_accuracy")
+
+
 def batches(log: dict) -> list[tuple[int, int, list[int]]]:
     """Every batch in training order: (selection point, coreset id, dataset indices)."""
     return [(s, owner, batch) for s, point in enumerate(log["selections"])
             for owner, batch in zip(point["batch_coresets"], point["batches"])]
+
+
+def beyond(log: dict, num_examples: int) -> int:
+    """How many recorded indices (coreset members, label flips) lie outside data of ``num_examples`` examples."""
+    members = [i for point in log["selections"] for coreset in point["coresets"] for i in coreset["indices"]]
+    flipped = (log.get("label_noise") or {}).get("flipped", [])
+    return sum(1 for i in [*members, *flipped] if i >= num_examples)
 
 
 def selection_counts(log: dict) -> tuple[np.ndarray, np.ndarray]:

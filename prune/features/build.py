@@ -3,7 +3,8 @@
 The pipeline of `prune features` (and of `prune select` without ``--features``):
 warm-up with a checkpoint pass at every epoch end (EMA of g and H, per-example losses),
 then M feature passes at the final weights, each under one posterior perturbation drawn
-once and used for every example (methods.md, "ensemble" and "Implementation notes").
+once and used for every example (methods.md, "ensemble" and "Implementation notes"), and with
+M > 1 one more at the unperturbed weights (what ``--posterior point`` selects from).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prune.features.averaging import CheckpointAverage
 from prune.features.extract import HESSIANS, extract_batches
 from prune.features.partial import PartialStore
 from prune.features.posterior import POSTERIOR_LAYERS, hessian_noise_scale, perturbed, posterior_parameters
-from prune.models import build_model
+from prune.models import build_model, load_checkpoint
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
@@ -44,6 +45,7 @@ class FeatureConfig:
     beta2: float = 0.999
     dtype: str = "float32"
     batch_size: int = 1024
+    checkpoint: dict | None = None  # prune.models.checkpoint_record of the starting weights (--checkpoint)
 
     def check(self) -> None:
         if self.posterior_samples < 1:
@@ -64,6 +66,8 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["warmup"] = self.warmup.to_dict()
+        if out["checkpoint"] is None:  # records written before --checkpoint existed stay equal
+            del out["checkpoint"]
         return out
 
 
@@ -73,9 +77,11 @@ def stream_seed(seed: int, *path: int) -> int:
 
 
 def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None, tag=""):
-    """A fresh model trained for ``config.warmup.epochs`` on the full training split."""
+    """A fresh model (or ``config.checkpoint``'s) trained for ``config.warmup.epochs`` on the full training split."""
     seed_everything(seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
+    if config.checkpoint is not None:
+        load_checkpoint(model, config.checkpoint["path"], note=lambda text: console.print(f"[yellow]note:[/] {text}"))
     fit(model, data.train.x, labels, config.warmup, device=device, seed=seed, on_epoch_end=on_epoch_end,
         description=f"warm-up{tag}")
     return model.to(device).eval()
@@ -86,7 +92,8 @@ def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
     config.check()
     n, classes, samples = len(data.train), data.num_classes, config.posterior_samples
     embedding_dim = build_model(config.model, data.input_shape, classes).fc.in_features
-    floats = n * samples * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
+    passes = samples + (samples > 1)  # the M samples and, with M > 1, the unperturbed weights
+    floats = n * passes * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
     return 4 * floats + 8 * n  # + the int64 labels
 
 
@@ -97,6 +104,7 @@ def _passes(model, x, labels, config: FeatureConfig, device, description: str, g
         for batch in extract_batches(
             model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
             hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
+            amp=config.warmup.amp,
         ):
             yield start, batch
             start += len(batch["loss"])
@@ -192,15 +200,20 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         first = part.samples_done
         for m, (member, perturbation) in enumerate(
                 posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
-            generator = torch.Generator().manual_seed(stream_seed(seed, 1, m))
+            point = m == samples  # the pass at the unperturbed weights, after the M samples (M > 1)
+            # the point pass draws what an M = 1 store's one pass draws (Hutchinson probes), so it equals it
+            generator = torch.Generator().manual_seed(stream_seed(seed, 1, 0 if point else m))
             rows = part.rows_done if m == first else 0
             if rows and part.generator_state() is not None:
                 generator.set_state(part.generator_state())
+            description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
-                for start, batch in _passes(member, x, labels, config, device, f"features {m + 1}/{samples}",
-                                            generator, start=rows):
+                for start, batch in _passes(member, x, labels, config, device, description, generator, start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
-                        part.write_rows(name, start, batch[name], sample=m)
+                        if point:
+                            part.write_rows(f"{name}_point", start, batch[name])
+                        else:
+                            part.write_rows(name, start, batch[name], sample=m)
                     part.commit_rows(start + len(batch["loss"]), generator=generator)
             part.commit(samples_done=m + 1, rows_done=0)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
@@ -208,12 +221,19 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
 
 
 def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int = 0):
-    """Yield (model, context manager) for posterior samples ``first``..M-1; M = 1 means the model itself.
+    """Yield (model, context manager) for feature passes ``first``..: the M posterior samples, then
+    with M > 1 the warm model itself (the unperturbed weights); M = 1 means the model itself.
 
     gaussian/hessian: the warm model under a perturbation delta_m drawn once from a seeded
     generator and removed exactly afterwards; seeds: M independently warm-started models.
     Each member depends only on ``seed`` and m, so skipping the first ones changes no other.
     """
+    yield from _posterior_samples(model, data, labels, config, seed=seed, device=device, first=first)
+    if config.posterior_samples > 1:
+        yield model, nullcontext()
+
+
+def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int):
     if first >= config.posterior_samples:
         return
     if config.posterior_samples == 1:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from prune.data.streaming import batches
 from prune.errors import PruneError
 from prune.features.closed_form import logit_quantities
 from prune.features.hutchinson import cpu_generator, hutchinson_hess_logit
@@ -45,6 +46,7 @@ def extract_batches(
     hutchinson_samples: int = 100,
     generator: torch.Generator | None = None,
     out_dtype: torch.dtype = torch.float32,
+    amp: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
     """One pass over ``(x, y)``, yielding per-batch features in order.
 
@@ -60,6 +62,9 @@ def extract_batches(
     * ``"loss"`` (b,) per-sample cross-entropy;
     * ``"logits"`` (b, C).
 
+    ``amp`` runs ``embed`` under bfloat16 autocast and the head in float32 on the float32 ``h``, so
+    the closed forms stay exact for the embedding they are given.
+
     Features do not depend on ``batch_size`` (no mean-reduced loss anywhere). Each submodule's
     train/eval flag is restored when the iterator is exhausted or closed.
     """
@@ -74,13 +79,14 @@ def extract_batches(
     if hessian == "hutchinson":
         generator = cpu_generator(generator)
     non_blocking = device.type == "cuda"
-    n = x.shape[0]
+    plan = [slice(start, start + batch_size) for start in range(0, x.shape[0], batch_size)]
     with eval_mode(model):
-        for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size].to(device, non_blocking=non_blocking)
-            yb = y[start : start + batch_size].to(device, non_blocking=non_blocking).long()
+        for index, xb in zip(plan, batches(x, plan, device)):
+            yb = y[index].to(device, non_blocking=non_blocking).long()
             with torch.no_grad():
-                h = model.embed(xb)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    h = model.embed(xb)
+                h = h.to(model.fc.weight.dtype)  # autocast's bfloat16 back to the head's type
                 logits = model.fc(h)
                 g, a, loss = logit_quantities(logits, yb)
             if hessian == "hutchinson":

@@ -3,17 +3,18 @@
 ``prune features --out DIR/NAME.h5`` works in the folder ``DIR/.NAME.h5.partial/``:
 
 * one ``.npy`` file per store dataset (``grad_logit``, ``hess_logit``, ``embedding``,
-  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``), memory-mapped and filled block
+  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``, and with M > 1 the ``*_point`` ones), memory-mapped and filled block
   by block. Raw arrays, not HDF5: a writer killed mid-block can leave at most that block's
   rows half-written, never a damaged file structure (HDF5 keeps its metadata in a cache that
   a killed process never writes back). Their disk space is allocated when they are created,
   so a full disk is an error then, not a crash (SIGBUS) in mid-write;
 * ``warm.pt``: the warm model's weights, once warm-up is done;
 * ``progress.json``, replaced atomically after the arrays it vouches for are flushed: the
-  settings the work began with, ``warmup_done``, ``samples_done`` (posterior samples whose
-  rows are all written), ``rows_done`` (rows written of the next sample), that sample's
-  random-generator state at that row, and a CRC-32 of the warm-up's results (``warmup_crc``)
-  and of every committed block of rows (``blocks``: sample, first row, end row, CRC).
+  settings the work began with, ``warmup_done``, ``samples_done`` (feature passes whose rows
+  are all written: the M posterior samples, then with M > 1 the unperturbed weights),
+  ``rows_done`` (rows written of the next pass), that pass's random-generator state at that row,
+  and a CRC-32 of the warm-up's results (``warmup_crc``) and of every committed block of rows
+  (``blocks``: pass, first row, end row, CRC).
 
 ``finish`` copies the arrays into the HDF5 store (``prune.features.store.create_store``: temporary
 name, then rename) and removes the folder. A run with ``resume=True`` continues from the last
@@ -21,10 +22,10 @@ committed block -- warm-up is re-run (it is deterministic given the seed) only i
 finished -- after checking that its settings equal the recorded ones and that the committed
 work still has its checksums: from a damaged block on, the work is redone (from the start of
 that posterior sample, whose random stream is known there; a damaged warm-up from the
-beginning), and a note says so. Without ``resume`` a leftover folder is replaced. An exclusive
-lock on the folder keeps two runs from writing the same store at once. Free space for the work
-folder and the store is checked before starting; a write that fails (a full disk) keeps the
-work for ``resume``.
+beginning), and a note says so; with nothing to resume it is refused. Without ``resume`` a
+leftover folder is replaced. An exclusive lock on the folder keeps two runs from writing the
+same store at once. Free space for the work folder and the store is checked before starting; a
+write that fails (a full disk) keeps the work for ``resume``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 PROGRESS_SCHEMA = "prune.partial/2"
-ARRAYS = (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -63,6 +63,8 @@ def partial_path(path: str | os.PathLike) -> Path:
 def _layout(n: int, samples: int, num_classes: int, embedding_dim: int, checkpoints: int, dtype: str) -> dict:
     width = {"grad_logit": num_classes, "hess_logit": num_classes, "embedding": embedding_dim}
     layout = {name: ((n, samples, width[name]), dtype) for name in PER_SAMPLE}
+    if samples > 1:  # and the unperturbed weights' features
+        layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
     layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, num_classes), dtype)
     layout["loss_per_epoch"] = ((n, checkpoints), "float32")
     return layout
@@ -171,7 +173,8 @@ class PartialStore:
                 lock.release()
                 shutil.rmtree(folder)
         elif resume:
-            notes.append(f"nothing to resume for {path} (no {folder.name}); starting from the beginning")
+            raise PruneError(f"--resume: there is no unfinished work for {path} (no {folder.name}) to resume; "
+                             "leave out --resume to start")
         store_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout.values())
         try:  # the store, and the work folder unless it is there already
             _check_space(path, store_bytes * (1 if part is not None else 2))
@@ -246,9 +249,10 @@ class PartialStore:
         if damage:
             notes.append(damage)
         if progress["samples_done"] or progress["rows_done"]:
-            done = f"{progress['samples_done']} of {len(arrays['grad_logit'][0])} posterior samples"
+            samples = len(arrays["grad_logit"][0])
+            done = f"{min(progress['samples_done'], samples)} of {samples} posterior samples"
             if progress["rows_done"]:
-                done += f" and {progress['rows_done']} rows of the next"
+                done += f" and {progress['rows_done']} rows of the next pass"
             notes.append(f"resuming {path}: warm-up done, {done} written")
         elif progress["warmup_done"]:
             notes.append(f"resuming {path}: warm-up done")
@@ -290,7 +294,7 @@ class PartialStore:
         self.commit(warmup_done=True, warmup_crc=self._warmup_crc())
 
     def commit_rows(self, stop: int, generator: torch.Generator | None = None) -> None:
-        """Record rows ``rows_done``..``stop`` of the current posterior sample as written, with their checksum."""
+        """Record rows ``rows_done``..``stop`` of the current pass as written, with their checksum."""
         sample, start = self.samples_done, self.rows_done
         self.progress["blocks"].append([sample, start, stop, self._rows_crc(sample, start, stop)])
         self.commit(rows_done=stop, generator=generator)
@@ -300,6 +304,8 @@ class PartialStore:
         return zlib.crc32((self.folder / "warm.pt").read_bytes(), crc)
 
     def _rows_crc(self, sample: int, start: int, stop: int) -> int:
+        if sample == self.arrays["grad_logit"].shape[1]:  # the pass at the unperturbed weights
+            return _crc(self.arrays[f"{name}_point"][start:stop] for name in PER_SAMPLE)
         return _crc(self.arrays[name][start:stop, sample] for name in PER_SAMPLE)
 
     def _verify(self) -> str | None:

@@ -10,6 +10,8 @@ dataset               shape           content
 ``grad_logit``        (n, M, C)       g = p - y at each posterior sample
 ``hess_logit``        (n, M, C)       a = p(1 - p) (or its Hutchinson estimate)
 ``embedding``         (n, M, e)       penultimate embedding h (the bias 1 is implicit)
+``*_point``           (n, C) / (n, e) g, a and h at the unperturbed warm weights, when M > 1
+                                      (with M = 1 the one sample is those weights)
 ``grad_logit_ema``    (n, C)          g-bar over the T checkpoints (AdaCore eq. 7)
 ``hess_logit_ema``    (n, C)          H-bar over the T checkpoints (AdaCore eq. 9)
 ``loss_per_epoch``    (n, T)          per-example loss at each checkpoint (CREST §4.3)
@@ -26,9 +28,10 @@ num_classes, the dataset record manifests copy (``dataset``: split, class counts
 model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
 and compressed with LZF. Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
-the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes,
-the shapes and the labels' range, and reads nothing else: features are read by rows as selection
-needs them (a pool at a time), each read checked to be finite.
+the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes
+(``prune.features.store_schema``), the shapes and the range of labels and flipped indices, and
+reads nothing else: features are read by rows as selection needs them (a pool at a time), each
+read checked to be finite and at most ``MAX_FEATURE`` in magnitude, naming the bad rows.
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ import torch
 from prune import __version__
 from prune.atomic import atomic_path
 from prune.errors import PruneError
+from prune.features import store_schema
 
 SCHEMA = "prune.features/1"
 CHUNK_ROWS = 1024
+#: the largest feature magnitude a store may hold: far above what a converged warm-up gives (|g| <= 1,
+#: a <= 1/4, embeddings of normalised data), and low enough that no method's distances overflow
+MAX_FEATURE = 1e6
 PER_SAMPLE = ("grad_logit", "hess_logit", "embedding")
+POINT = tuple(f"{name}_point" for name in PER_SAMPLE)  # M > 1 only: the unperturbed weights' features
+POSTERIORS = ("point", "mean")  # a distance at the unperturbed weights, or its mean over the M samples
 # HDF5's cache of decompressed chunks, per dataset: the pools of one class (CREST's subsets, the
 # difficulty stage, lcmat's three arrays) read the same chunks again, from here
 CHUNK_CACHE = 32 << 20
@@ -67,6 +76,8 @@ class StoreWriter:
         for name in PER_SAMPLE:
             # One chunk holds one posterior sample's rows, so the M passes never rewrite chunks.
             file.create_dataset(name, (n, samples, width[name]), dtype=dtype, chunks=(rows, 1, width[name]), **options)
+            if samples > 1:
+                file.create_dataset(f"{name}_point", (n, width[name]), dtype=dtype, chunks=(rows, width[name]), **options)
         for name in ("grad_logit_ema", "hess_logit_ema"):
             file.create_dataset(name, (n, num_classes), dtype=dtype, chunks=(rows, num_classes), **options)
         file.create_dataset("loss_per_epoch", (n, checkpoints), dtype="float32", chunks=(rows, 1), **options)
@@ -103,15 +114,17 @@ class StoredRows:
 
     ``array[rows]`` (a tensor, array or list of row indices) reads just those rows, in
     ``CHUNK_ROWS``-aligned slabs of the rows' range, as float32; any other index (``array[:]``,
-    ``array[:, -1]``) reads the whole dataset first. Every read is checked for NaN and inf, and
-    the message names the bad rows. Other tensor attributes (``.double()``, ``.to(...)``) act on
-    the whole dataset, read.
+    ``array[:, -1]``) reads the whole dataset first. Every read is checked to be finite and at
+    most ``MAX_FEATURE`` in magnitude, and the message names the bad rows. Other tensor
+    attributes (``.double()``, ``.to(...)``) act on the whole dataset, read. With
+    ``sample_axis`` an (n, w) dataset reads as (n, 1, w): the point features as one posterior sample.
     """
 
-    def __init__(self, path: Path, file: h5py.File, name: str):
-        self.path, self.file, self.name = path, file, name
+    def __init__(self, path: Path, file: h5py.File, name: str, sample_axis: bool = False):
+        self.path, self.file, self.name, self.sample_axis = path, file, name, sample_axis
         self.dataset = file[name]
-        self.shape = torch.Size(self.dataset.shape)
+        shape = self.dataset.shape
+        self.shape = torch.Size((*shape[:1], 1, *shape[1:]) if sample_axis else shape)
         self.ndim = len(self.shape)
 
     def __len__(self) -> int:
@@ -123,20 +136,23 @@ class StoredRows:
     def element_size(self) -> int:
         return 4  # read as float32
 
+    def with_sample_axis(self) -> "StoredRows":
+        return StoredRows(self.path, self.file, self.name, sample_axis=True)
+
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, (torch.Tensor, np.ndarray, list)) and np.asarray(index).dtype.kind in "iu":
             return self.rows(torch.as_tensor(index, dtype=torch.int64))
         return self.rows(torch.arange(len(self)))[index]
 
     def __getattr__(self, name):
-        if name.startswith("__") or name in ("path", "file", "name", "dataset", "shape", "ndim"):
+        if name.startswith("__") or name in ("path", "file", "name", "sample_axis", "dataset", "shape", "ndim"):
             raise AttributeError(name)
         return getattr(self[:], name)
 
     def rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """float32 (len(rows), ...) of these rows, in their order; ``PruneError`` if unreadable or not finite."""
+        """float32 (len(rows), ...) of these rows, in their order; ``PruneError`` if unreadable, not finite or too large."""
         wanted, inverse = np.unique(rows.numpy(), return_inverse=True)
-        out = torch.empty((len(wanted), *self.shape[1:]), dtype=torch.float32)
+        out = torch.empty((len(wanted), *self.dataset.shape[1:]), dtype=torch.float32)
         step = self.dataset.chunks[0] if self.dataset.chunks else CHUNK_ROWS
         try:
             at = 0
@@ -147,16 +163,11 @@ class StoredRows:
                 slab = self.dataset[start:stop]
                 out[at:upto] = torch.from_numpy(slab[wanted[at:upto] - start])
                 at = upto
-        except (OSError, ValueError, IndexError) as err:
+        except (OSError, ValueError, IndexError, TypeError) as err:
             raise PruneError(f"feature store {self.path} cannot be read ({err}); it may be truncated: re-create it "
                              "with `prune features`") from None
-        bad = ~torch.isfinite(out).flatten(1).all(1) if len(out) else torch.zeros(0, dtype=torch.bool)
-        if bad.any():
-            named = wanted[bad.numpy()]
-            listed = ", ".join(map(str, named[:5])) + (", ..." if len(named) > 5 else "")
-            raise PruneError(f"feature store {self.path}: {self.name} has NaN or inf for {len(named)} examples "
-                             f"(rows {listed}; did warm-up diverge?); re-create it with a lower --lr")
-        return out[torch.from_numpy(inverse).reshape(-1)]
+        _checked_values(self.path, self.name, wanted, out)
+        return out[torch.from_numpy(inverse).reshape(-1)].reshape(len(rows), *self.shape[1:])
 
 
 @dataclass
@@ -177,6 +188,10 @@ class FeatureStore:
     hess_logit_ema: torch.Tensor | StoredRows
     loss_per_epoch: torch.Tensor | StoredRows
     noise_flipped: torch.Tensor
+    # the unperturbed weights' features, (n, C) / (n, e); None with M = 1 (the sample is those) or in older stores
+    grad_logit_point: torch.Tensor | StoredRows | None = None
+    hess_logit_point: torch.Tensor | StoredRows | None = None
+    embedding_point: torch.Tensor | StoredRows | None = None
 
     @property
     def num_examples(self) -> int:
@@ -190,6 +205,23 @@ class FeatureStore:
     def posterior_samples(self) -> int:
         return self.grad_logit.shape[1]
 
+    def posterior_features(self, posterior: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grad_logit, hess_logit, embedding), each (n, M', width): the M posterior samples
+        (``"mean"``) or the unperturbed weights' features (``"point"``, M' = 1)."""
+        samples = (self.grad_logit, self.hess_logit, self.embedding)
+        if posterior == "mean":
+            if self.posterior_samples < 2:
+                raise PruneError(f"--posterior mean needs posterior samples, but {self.path} has M = 1; create the "
+                                 "store with `prune features --posterior-samples 4`")
+            return samples
+        if self.posterior_samples == 1:
+            return samples
+        if self.grad_logit_point is None:
+            raise PruneError(f"feature store {self.path} lacks the unperturbed weights' features (written by an older "
+                             "prune); re-create it with `prune features`, or pass --posterior mean")
+        return tuple(_with_sample_axis(values) for values in (self.grad_logit_point, self.hess_logit_point,
+                                                               self.embedding_point))
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureStore":
         """Open and check a store (reading its labels only); wrong, old, truncated or partial files raise ``PruneError``."""
@@ -198,30 +230,14 @@ class FeatureStore:
             raise PruneError(f"feature store {path} is a folder, not an HDF5 file; pass the .h5 file `prune features --out` wrote")
         if not path.is_file():
             raise PruneError(f"feature store {path} does not exist; create it with `prune features --out {path}`")
-        file = None
         try:
             file = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE, rdcc_nslots=100_003)
-            schema = file.attrs.get("schema")
-            if schema != SCHEMA:
-                raise PruneError(
-                    f"feature store {path} has schema {schema!r}, this prune reads {SCHEMA!r}; "
-                    "re-create it with `prune features`"
-                )
-            if not file.attrs.get("complete", False):
-                raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
-            meta = {k: json.loads(v) for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
-            meta["prune_version"] = file.attrs["prune_version"]
-            arrays = {name: torch.from_numpy(file[name][...]) for name in ("labels", "noise_flipped")}
-            for name in (*PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
-                arrays[name] = StoredRows(path, file, name)
-            _check_contents(path, meta, arrays)
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            if file is not None:
-                file.close()
+        except (OSError, ValueError) as err:
             raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
-        except PruneError:
-            if file is not None:
-                file.close()
+        try:
+            meta, arrays = _contents(path, file)
+        except BaseException:
+            file.close()
             raise
         return cls(path=path, meta=meta, **arrays)
 
@@ -239,37 +255,112 @@ class FeatureStore:
             record["class_counts"] = torch.bincount(self.labels, minlength=self.num_classes).tolist()
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
-                                   class_counts=counts, what="store")
+                                   class_counts=counts, what="store",
+                                   files_fingerprint=data.record().get("files_fingerprint"))
         if problem:
             raise PruneError(f"feature store {self.path} was computed from {record['source']!r}, but the dataset "
                              f"given ({data.source!r}) does not match: {problem}; pass the dataset the store was "
                              "made from, or leave out --dataset (the store knows its data)")
 
 
-_REQUIRED_ATTRS = ("fingerprint", "num_classes", "features", "seed")
+def _contents(path: Path, file: h5py.File) -> tuple[dict, dict]:
+    """The checked attributes and arrays of an open store: labels and flipped indices read, the rest ``StoredRows``."""
+    try:
+        schema = file.attrs.get("schema")
+        if schema != SCHEMA:
+            raise PruneError(
+                f"feature store {path} has schema {schema!r}, this prune reads {SCHEMA!r}; "
+                "re-create it with `prune features`"
+            )
+        if not file.attrs.get("complete", False):
+            raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
+        attrs = {k: v for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
+        prune_version = file.attrs["prune_version"]
+        arrays = {name: torch.from_numpy(file[name][...]) for name in ("labels", "noise_flipped")}
+        for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
+            if name in file or name not in POINT:
+                arrays[name] = StoredRows(path, file, name)
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
+    meta = {**_decoded(path, attrs), "prune_version": prune_version}
+    _check_contents(path, meta, arrays)
+    return meta, arrays
+
+
+def _checked_values(path: Path, name: str, rows: np.ndarray, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (of ``rows``) if finite and at most ``MAX_FEATURE`` in magnitude; else ``PruneError`` naming the rows."""
+    flat = values.flatten(1)
+    nonfinite = ~torch.isfinite(flat).all(1)
+    if nonfinite.any():
+        raise PruneError(f"feature store {path}: {name} has NaN or inf for {int(nonfinite.sum())} examples "
+                         f"({_listed(rows, nonfinite)}; did warm-up diverge?); re-create it with a lower --lr")
+    large = (flat.abs() > MAX_FEATURE).any(1)
+    if large.any():
+        raise PruneError(f"feature store {path}: {name} reaches {float(flat[large].abs().max()):.3g} for "
+                         f"{int(large.sum())} examples, beyond {MAX_FEATURE:g}, where distances overflow "
+                         f"({_listed(rows, large)}; did warm-up diverge?); re-create it with a lower --lr")
+    return values
+
+
+def _listed(rows: np.ndarray, bad: torch.Tensor) -> str:
+    named = rows[bad.numpy()]
+    return "rows " + ", ".join(map(str, named[:5])) + (", ..." if len(named) > 5 else "")
+
+
+def _with_sample_axis(values: torch.Tensor | StoredRows) -> torch.Tensor | StoredRows:
+    """(n, w) -> (n, 1, w), read lazily for a stored dataset."""
+    return values.with_sample_axis() if isinstance(values, StoredRows) else values[:, None]
+
+
+def _decoded(path: Path, attrs: dict) -> dict:
+    """The attributes' values, each stored as JSON text."""
+    meta = {}
+    for key, text in attrs.items():
+        try:
+            meta[key] = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as err:
+            problem = "is nested too deeply to read" if isinstance(err, RecursionError) else "is not valid JSON"
+            raise PruneError(f"feature store {path}: attribute {key!r} {problem}; it was not written by "
+                             "`prune features` or is damaged: re-create it") from None
+    return meta
 
 
 def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
-    """Attributes present, shapes consistent, labels in 0..C-1; else ``PruneError``."""
-    missing = [key for key in _REQUIRED_ATTRS if key not in meta]
-    if "dataset" not in meta and "dataset_source" not in meta:
-        missing.append("dataset_source")
-    if missing:
-        raise PruneError(f"feature store {path} lacks attribute(s) {', '.join(missing)}; it was not written by "
-                         "`prune features` or is damaged: re-create it")
-    n, classes = len(arrays["labels"]), meta["num_classes"]
+    """Attributes valid, shapes consistent, labels in 0..C-1, flipped indices in range; else ``PruneError``."""
+    labels = arrays["labels"]
+    if labels.ndim != 1 or not _integral(labels):
+        raise PruneError(f"feature store {path}: labels are {labels.dtype} of shape {tuple(labels.shape)}, expected "
+                         "one integer per example; the file is damaged: re-create it")
+    store_schema.validate(meta, source=str(path))
+    n, classes = len(labels), meta["num_classes"]
     samples = arrays["grad_logit"].shape[1] if arrays["grad_logit"].ndim == 3 else None
     width = arrays["embedding"].shape[-1] if arrays["embedding"].ndim == 3 else None
     expected = {"labels": (n,), "grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
-                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes)}
+                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes),
+                "grad_logit_point": (n, classes), "hess_logit_point": (n, classes), "embedding_point": (n, width)}
+    if not any(name in arrays for name in POINT):  # M = 1, or a store older than them
+        expected = {name: shape for name, shape in expected.items() if name not in POINT}
     for name, shape in expected.items():
-        if tuple(arrays[name].shape) != shape or samples is None or width is None:
-            raise PruneError(f"feature store {path}: {name} has shape {tuple(arrays[name].shape)}, expected "
+        if name not in arrays or tuple(arrays[name].shape) != shape or samples is None or width is None:
+            found = tuple(arrays[name].shape) if name in arrays else "none"
+            raise PruneError(f"feature store {path}: {name} has shape {found}, expected "
                              f"{shape} for {n} examples of {classes} classes; the file is damaged: re-create it")
     if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
         raise PruneError(f"feature store {path}: loss_per_epoch has shape {tuple(arrays['loss_per_epoch'].shape)}, "
                          f"expected ({n}, T); the file is damaged: re-create it")
-    labels = arrays["labels"]
+    recorded = meta.get("dataset", {}).get("num_examples", n)
+    if recorded != n:
+        raise PruneError(f"feature store {path} holds {n} examples, but its dataset attribute records {recorded}; "
+                         "the file is damaged: re-create it")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise PruneError(f"feature store {path}: labels run from {int(labels.min())} to {int(labels.max())}, "
                          f"outside 0..{classes - 1}; the file is damaged: re-create it")
+    flipped = arrays["noise_flipped"]
+    if flipped.ndim != 1 or not _integral(flipped) or (len(flipped) and (int(flipped.min()) < 0 or int(flipped.max()) >= n)):
+        raise PruneError(f"feature store {path}: noise_flipped must list indices in 0..{n - 1}; the file is damaged: "
+                         "re-create it")
+    arrays["labels"], arrays["noise_flipped"] = labels.long(), flipped.long()
+
+
+def _integral(values: torch.Tensor) -> bool:
+    return not values.is_floating_point() and not values.is_complex() and values.dtype != torch.bool

@@ -1,6 +1,6 @@
 """Classifiers whose last layer is a linear head over a cheap-to-read embedding.
 
-Every model has ``embed(x) -> h`` (the penultimate embedding, n x e) and ``fc``, an
+Every model (and ``torchvision:NAME``, ``prune.models.torchvision_models``) has ``embed(x) -> h`` (the penultimate embedding, n x e) and ``fc``, an
 ``nn.Linear(e, C)``, with ``model(x) == model.fc(model.embed(x))``. The feature code reads
 ``h`` and the logits from one forward pass, so per-sample last-layer gradients and Hessians
 come in closed form (methods.md, "Per-sample features").
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from prune.errors import PruneError
+from prune.models.torchvision_models import PREFIX as TORCHVISION, build_torchvision
 
 MODELS = ("mlp", "lenet", "resnet20", "resnet18")
 
@@ -113,8 +114,13 @@ class ResNet(Classifier):
         return self.pool(self.layers(self.stem(x)))
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    """A fresh model for inputs of ``input_shape`` (C x H x W images or D-vectors)."""
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A fresh model for inputs of ``input_shape`` (C x H x W images or D-vectors).
+
+    ``name`` is one of ``MODELS`` or ``torchvision:NAME`` (``prune.models.torchvision_models``).
+    """
+    if name.startswith(TORCHVISION):
+        return build_torchvision(name, input_shape, num_classes)
     image = len(input_shape) == 3
     if name == "mlp":
         return MLP(math.prod(input_shape), num_classes)
@@ -130,7 +136,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> Cl
         return ResNet(channels, num_classes, [16, 32, 64], [3, 3, 3])
     if name == "resnet18":
         return ResNet(channels, num_classes, [64, 128, 256, 512], [2, 2, 2, 2])
-    raise PruneError(f"unknown --model {name!r}; choose one of: {', '.join(MODELS)}")
+    raise PruneError(f"unknown --model {name!r}; choose one of: {', '.join(MODELS)}, or torchvision:NAME")
 
 
 def default_model(source: str, input_shape: tuple[int, ...]) -> str:

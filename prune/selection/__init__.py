@@ -7,12 +7,12 @@ scores, dropping, strata), ``engine`` (the one greedy), ``methods/`` (one distan
 """
 
 from prune.selection.budget import BALANCES, class_budgets, exact_fraction, largest_remainder
-from prune.selection.coreset import Candidates, default_difficulty, select
+from prune.selection.coreset import Candidates, check_request, default_difficulty, random_subset, select
 from prune.selection.difficulty import DifficultyOptions
 from prune.selection.engine import facility_location, split_pool
 from prune.selection.methods import FACILITY_LOCATION, METHODS, MethodOptions
 from prune.selection.plan import SelectionPlan, plan_selection
 
 __all__ = ["BALANCES", "FACILITY_LOCATION", "METHODS", "Candidates", "DifficultyOptions", "MethodOptions",
-           "SelectionPlan", "class_budgets", "default_difficulty", "exact_fraction", "facility_location",
-           "largest_remainder", "plan_selection", "select", "split_pool"]
+           "SelectionPlan", "check_request", "class_budgets", "default_difficulty", "exact_fraction", "facility_location",
+           "largest_remainder", "plan_selection", "random_subset", "select", "split_pool"]

@@ -11,8 +11,8 @@ from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.selection.budget import class_budgets
 from prune.selection.difficulty import Difficulty, DifficultyOptions
-from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
-from prune.training import console
+from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
+from prune.training import console, progress
 
 
 @dataclass
@@ -76,6 +76,30 @@ def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
     return list(torch.argsort(labels, stable=True).split(counts.tolist()))
 
 
+def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torch.Tensor:
+    """Sorted indices of a uniform sample of ``per_class[c]`` examples of each class c (the random baseline)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
+             for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
+    return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+def check_request(labels: torch.Tensor, num_classes: int, method: str, *, fraction: float | None = None,
+                  count: int | None = None, balance: str = "proportional", options: MethodOptions = MethodOptions(),
+                  posterior_samples: int | None = None) -> None:
+    """Every check of a selection that needs only the labels and the options, so it fails before any model runs.
+
+    ``posterior_samples`` is M of the features still to be computed (None: given by a store).
+    """
+    if method not in METHODS:
+        raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    class_budgets(torch.bincount(labels, minlength=num_classes).tolist(), fraction=fraction, count=count,
+                  balance=balance)
+    if method == "ensemble" and posterior_samples is not None and posterior_samples < 2:
+        raise PruneError(f"method ensemble needs posterior samples, got --posterior-samples {posterior_samples}; "
+                         "add --posterior-samples 4")
+    if method == "lcmat" and options.top_k_scope not in TOP_K_SCOPES:
+        raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
+
+
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
            difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
@@ -87,6 +111,8 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method in SAMPLING and options.posterior is not None:
+        raise PruneError(f"--posterior chooses the features a distance is computed from; {method} computes none")
     class_rows = rows_per_class(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
     stage = difficulty_stage(candidates, method, difficulty)
@@ -98,26 +124,38 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
         engine = FACILITY_LOCATION[method](candidates.store, options, device)
 
     chosen, weights, selection = [], [], {}
-    objective, pools = 0.0, 0
-    for rows, k in zip(class_rows, budgets):
+    greedy, learned = [], []  # (class, part, its pools) in the order the generator formed them; crest's drops per class
+    for c, (rows, k) in enumerate(zip(class_rows, budgets)):
+        before = getattr(engine, "dropped", 0)
         for part, budget in (stage.split(rows, k) if stage else [(rows, k)]):
             if engine is None:  # uniform within the part; gamma = how many each stands for
                 chosen.append(part[torch.randperm(len(part), generator=generator)[:budget]])
                 weights.append(torch.full((budget,), len(part) / budget if budget else 0.0, dtype=torch.float64))
-                continue
-            for result in engine.select_class(part, budget, generator):
-                chosen.append(result.positions)
-                weights.append(result.weights)
-                objective += result.objective
-                pools += 1
+            else:
+                greedy.append((c, part, [(pool, b) for pool, b in engine.pools(part, budget, generator) if b]))
+        learned.append(getattr(engine, "dropped", 0) - before)
     params = {}
     if engine is not None:
-        params = {**engine.params(), "posterior_samples": candidates.store.posterior_samples}
+        objective, pools = 0.0, sum(len(p) for _, _, p in greedy)
+        with progress() as bars:  # greedy runs done / planned
+            task = bars.add_task(f"greedy {method}", total=pools, status="")
+            for c, part, part_pools in greedy:
+                bars.update(task, status=f"class {c}")
+                for result in engine.select_pools(part, part_pools, done=lambda: bars.advance(task)):
+                    chosen.append(result.positions)
+                    weights.append(result.weights)
+                    objective += result.objective
+        params = {**engine.params(), "posterior": engine.posterior,
+                  "posterior_samples": candidates.store.posterior_samples}
         selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
-        if pools > sum(1 for k in budgets if k) and stage is None:
-            console.print(f"[yellow]note:[/] classes larger than the pool limit were split: {pools} pools in all")
-        if getattr(engine, "dropped", 0):
-            selection["dropped_learned"] = engine.dropped
+        if engine.split:
+            console.print(f"[yellow]note:[/] {engine.split} pools larger than --max-pool {options.max_pool} were "
+                          f"split at random: {pools} greedy runs in all", highlight=False)
+        if params.get("learned_window"):  # crest: learned examples left out (methods/crest.py)
+            selection["dropped_learned"] = learned
+            console.print(f"crest: dropped {sum(learned)} examples as learned (loss below {options.learned_loss} at "
+                          f"the last {params['learned_window']} warm-up checkpoints; {', '.join(map(str, learned))} "
+                          "per class)", highlight=False)
     if stage is not None:
         params["difficulty"] = stage.options.to_dict()
         selection["dropped_hard"] = stage.dropped

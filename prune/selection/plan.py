@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +14,24 @@ from prune.selection.coreset import Candidates, difficulty_stage, rows_per_class
 from prune.selection.difficulty import DifficultyOptions
 from prune.selection.engine import split_pool
 from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
+from prune.selection.methods.distances import peak_bytes
+
+
+# torch code and buffers the first backward pass and SGD step bring into memory (measured on CPU,
+# torch 2: 160 MB, whatever the model's size); a plan that computes features runs a warm-up.
+TRAINING_RUNTIME_BYTES = 160 * 2 ** 20
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux); elsewhere its peak so far."""
+    try:
+        with open("/proc/self/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 @dataclass
@@ -21,6 +41,12 @@ class SelectionPlan:
     ``pools[c]`` lists (pool size, budget in it) of class c's greedy runs (None for random and
     ccs); with a store they are exactly the pools ``select`` forms with the same seed. Without
     one, pools are sized before the difficulty stage and crest's dropping (``exact_pools`` False).
+    Memory: what the process holds now (``resident_bytes``: Python, torch, the data, a store's
+    labels) plus, when features are still to be computed (``feature_bytes``), what the warm-up
+    brings in (``TRAINING_RUNTIME_BYTES``), plus the larger of two peaks: the features twice while
+    the store is built (the warm-up's results and the work arrays), or the distances of the
+    largest pool (selection reads the store a pool at a time; a pool's features are small beside
+    its p x p distances).
     """
 
     dataset: dict
@@ -29,7 +55,8 @@ class SelectionPlan:
     budgets: list[int]
     pools: list[list[tuple[int, int]]] | None
     exact_pools: bool
-    feature_bytes: int  # features held in memory during selection (0 for random)
+    feature_bytes: int  # features still to be computed (0 for random, or with a store)
+    resident_bytes: int = 0
 
     @property
     def largest_pool(self) -> int:
@@ -37,12 +64,16 @@ class SelectionPlan:
 
     @property
     def distance_bytes(self) -> int:
-        """The largest distance matrix: p^2 float32 numbers for the largest pool p."""
-        return self.largest_pool ** 2 * 4
+        """The distances of the largest pool at their peak (``distances.peak_bytes``), for any M: the
+        posterior samples are summed into the one p x p result."""
+        if self.pools is None:
+            return 0
+        return peak_bytes(self.largest_pool, 3 if self.method == "lcmat" else 1)
 
     @property
     def memory_bytes(self) -> int:
-        return self.distance_bytes + self.feature_bytes
+        training = TRAINING_RUNTIME_BYTES if self.feature_bytes else 0
+        return self.resident_bytes + training + max(2 * self.feature_bytes, self.distance_bytes)
 
 
 def plan_selection(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
@@ -51,8 +82,8 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
                    feature_bytes: int = 0) -> SelectionPlan:
     """The budgets and pools ``select`` would use, checking the same arguments; runs no greedy.
 
-    ``feature_bytes`` is the size of the features when ``candidates`` has no store yet; then
-    the pools are sized before the difficulty stage and crest's dropping (``exact_pools`` False).
+    ``feature_bytes`` is the size of the features when ``candidates`` has no store yet; then the
+    pools are sized before the difficulty stage and crest's dropping (``exact_pools`` False).
     """
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -62,7 +93,7 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
     difficulty = difficulty or default_difficulty(method)
     store = candidates.store
     if method in SAMPLING:
-        return SelectionPlan(candidates.dataset, method, sizes, budgets, None, True, 0)
+        return SelectionPlan(candidates.dataset, method, sizes, budgets, None, True, feature_bytes, resident_bytes())
     generator = torch.Generator().manual_seed(seed)  # drawn from in the same order as select()
     if store is not None:
         stage = difficulty_stage(candidates, method, difficulty)
@@ -70,9 +101,7 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
         pools = [[(len(pool), b) for part, budget in (stage.split(rows, k) if stage else [(rows, k)])
                   for pool, b in engine.pools(part, budget, generator) if b]
                  for rows, k in zip(class_rows, budgets)]
-        tensors = (store.labels, store.grad_logit, store.hess_logit, store.embedding, store.grad_logit_ema,
-                   store.hess_logit_ema, store.loss_per_epoch)
-        feature_bytes = sum(t.numel() * t.element_size() for t in tensors)
+        feature_bytes = 0  # computed already: read a pool at a time
     else:
         limit = options.subset_size if method == "crest" else options.max_pool
         pools = []
@@ -80,4 +109,4 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
             parts = split_pool(rows, limit, generator)
             pools.append([(len(part), b) for part, b in zip(parts, largest_remainder([len(p) for p in parts], k)) if b])
     exact = store is not None or (method != "crest" and not difficulty.active)
-    return SelectionPlan(candidates.dataset, method, sizes, budgets, pools, exact, feature_bytes)
+    return SelectionPlan(candidates.dataset, method, sizes, budgets, pools, exact, feature_bytes, resident_bytes())

@@ -1,5 +1,6 @@
 """Selection methods: each a small module defining one distance over the shared engine."""
 
+from prune.features.store import POSTERIORS
 from prune.selection.methods.adacore import AdaCore
 from prune.selection.methods.base import FacilityLocationMethod, MethodOptions
 from prune.selection.methods.craig import Craig
@@ -14,4 +15,4 @@ FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
 SAMPLING = ("random", "clean", "ccs")
 METHODS = (*SAMPLING, *FACILITY_LOCATION)
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "SAMPLING", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]
+__all__ = ["FACILITY_LOCATION", "METHODS", "POSTERIORS", "SAMPLING", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]

@@ -3,12 +3,12 @@
 u_i = g-bar_i / (H-bar_i + eps) elementwise, where
 
 * g-bar_i is example i's own logit gradient: the exponential average over the warm-up
-  checkpoints (eq. 7) when the store has M = 1 posterior sample, else each sample's g at the
-  final weights (the distance is then the expectation over the M samples);
+  checkpoints (eq. 7) with ``--posterior point`` (the default), else (``mean``) each posterior
+  sample's g at the final weights (the distance is then the expectation over the M samples);
 * H-bar_i is the *expected* Hessian diagonal of §5.2 ("Calculating the Curvature": "we use a
   batch size of b_H = 64 to calculate the expected Hessian diagonal over the training data"):
-  the mean of the per-example diagonals a = p(1 - p) (the checkpoint average of eq. 9 when
-  M = 1, else per posterior sample) over the mini-batch of ``hessian_batch`` (b_H) examples that
+  the mean of the per-example diagonals a = p(1 - p) (the checkpoint average of eq. 9 with
+  ``point``, else per posterior sample) over the mini-batch of ``hessian_batch`` (b_H) examples that
   i falls in. The mini-batches are consecutive chunks of one random permutation of the whole
   training set, seeded by ``stream_seed(store.meta["seed"], HESSIAN_STREAM)`` (the last chunk
   holds the n mod b_H remainder when b_H does not divide n);
@@ -56,7 +56,7 @@ class AdaCore(FacilityLocationMethod):
 
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
-        if store.posterior_samples == 1:
+        if self.posterior == "point":
             grad, hess = store.grad_logit_ema[:, None], store.hess_logit_ema[:, None]
         else:
             grad, hess = store.grad_logit[:], store.hess_logit[:]
@@ -68,7 +68,7 @@ class AdaCore(FacilityLocationMethod):
 
     def params(self):
         return {**super().params(), "damping": self.options.damping, "eps": self.eps,
-                "hessian_batch": self.options.hessian_batch, "smoothed": self.store.posterior_samples == 1}
+                "hessian_batch": self.options.hessian_batch, "smoothed": self.posterior == "point"}
 
     def distances(self, rows):
         return expected_euclidean(self.preconditioned[rows])

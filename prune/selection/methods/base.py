@@ -1,6 +1,9 @@
 """What every facility-location method shares: pools, budgets per pool, the greedy engine.
 
 A method only says which distance it uses (``distances``) and, for CREST, how it forms pools.
+``posterior`` says which features the distance is computed from: those at the unperturbed warm
+weights (``"point"``, every method's default but ensemble's) or every posterior sample's, the
+distance then averaged over the M samples (``"mean"``; ``ensemble`` is craig with it).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from prune.errors import PruneError
-from prune.features.store import FeatureStore
+from prune.features.store import POSTERIORS, FeatureStore
 from prune.selection.budget import largest_remainder
 from prune.selection.engine import facility_location, split_pool
 
@@ -29,6 +32,7 @@ class MethodOptions:
     subset_size: int = 500
     learned_loss: float = 0.1
     learned_window: int = 0  # crest: 0 = keep every example (static subsets; see methods/crest.py)
+    posterior: str | None = None  # "point" or "mean"; None: the method's default
 
     def __post_init__(self):
         for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
@@ -39,6 +43,8 @@ class MethodOptions:
         for flag, value in (("--rho", self.rho), ("--damping", self.damping)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+        if self.posterior is not None and self.posterior not in POSTERIORS:
+            raise PruneError(f"unknown --posterior {self.posterior!r}; choose point or mean")
         if not isinstance(self.learned_loss, (int, float)) or math.isnan(self.learned_loss):
             raise PruneError(f"--learned-loss must be a number, got {self.learned_loss!r}")
 
@@ -54,9 +60,14 @@ class FacilityLocationMethod:
     """Class-balanced facility location over pools of at most ``max_pool`` examples."""
 
     name = ""
+    default_posterior = "point"
 
     def __init__(self, store: FeatureStore, options: MethodOptions, device: torch.device):
         self.store, self.options, self.device = store, options, device
+        self.split = 0  # parts larger than max_pool that ``pools`` split
+        self.posterior = options.posterior or self.default_posterior
+        if self.posterior == "mean":
+            store.posterior_features("mean")  # refuses a store without posterior samples
 
     def params(self) -> dict:
         return {"max_pool": self.options.max_pool}
@@ -68,14 +79,21 @@ class FacilityLocationMethod:
     def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
         """Split one class into random parts of at most ``max_pool``; budgets proportional to size."""
         parts = split_pool(rows, self.options.max_pool, generator)
+        self.split += len(parts) > 1
         return list(zip(parts, largest_remainder([len(p) for p in parts], k)))
 
     def select_class(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[PoolResult]:
+        return self.select_pools(rows, self.pools(rows, k, generator))
+
+    def select_pools(self, rows: torch.Tensor, pools: list[tuple[torch.Tensor, int]],
+                     done=lambda: None) -> list[PoolResult]:
+        """Greedy in each (pool, budget) that ``pools`` formed from ``rows``; ``done()`` after each run."""
         results = []
-        for part, budget in self.pools(rows, k, generator):
+        for part, budget in pools:
             if budget == 0:
                 continue
             result = facility_location(self.distances(part).to(self.device, torch.float32), budget)
             picked = part[result.order.cpu()]
             results.append(PoolResult(picked, result.weights.cpu().double(), result.objective))
+            done()
         return results

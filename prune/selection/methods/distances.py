@@ -31,6 +31,15 @@ def _row_blocks(p: int):
         yield start, min(start + rows, p)
 
 
+def peak_bytes(p: int, scratch: int) -> int:
+    """Bytes the float32 distances of a pool of p hold at their peak: the (p, p) result (which the
+    greedy then runs on) and, per CPU worker, a block of rows and its ``scratch`` buffers (1 for
+    ``expected_euclidean``, 3 for ``expected_last_layer``)."""
+    rows = _block_rows(p)
+    workers = min(torch.get_num_threads(), -(-p // rows)) if p else 0
+    return 4 * (p * p + workers * (1 + scratch) * rows * p)
+
+
 def _add_sqrt(block: torch.Tensor, gram: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor) -> None:
     """block += sqrt(max(sq_i + sq_j - 2 gram_ij, 0)), overwriting ``gram``."""
     gram.mul_(-2).add_(sq_cols).add_(sq_rows[:, None]).clamp_min_(0).sqrt_()

@@ -7,7 +7,8 @@ the authors' code does), or over the whole training set (``"all"``, LCMat §3.3,
 class pool, "all" leaves about 90 % of K in other classes' rows (benchmarks/lcmat_scope.py);
 "class" was not worse at any rho on digits (docs/results.md). Neither G nor lambda is ever built
 whole: the variance comes from two C x (e+1) products and only the K chosen columns of lambda
-are formed. With M > 1 the distance is the expectation over posterior samples.
+are formed. With ``--posterior mean`` the distance is the expectation over the posterior samples
+(the top-K then chosen over all of them).
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class LCMat(FacilityLocationMethod):
         width = store.num_classes * (store.embedding.shape[-1] + 1)
         if not 0 < options.top_k <= width:
             raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store")
+        self.grad, self.hess, self.embedding = store.posterior_features(self.posterior)  # each (n, M', .)
         self.coordinates = None
         if options.top_k_scope == "all":
-            self.coordinates = top_variance_coordinates(store.hess_logit[:], store.embedding[:], options.top_k)
+            self.coordinates = top_variance_coordinates(self.hess[:], self.embedding[:], options.top_k)
 
     def params(self):
         return {**super().params(), "rho": self.options.rho, "top_k": self.options.top_k,
@@ -67,12 +69,12 @@ class LCMat(FacilityLocationMethod):
         h2 = with_bias(embedding.double()).square()
         return a[..., coordinates // width] * h2[..., coordinates % width]
 
-    def select_class(self, rows, k, generator):
+    def select_pools(self, rows, pools, done=lambda: None):
         if self.options.top_k_scope == "class":
-            self.coordinates = top_variance_coordinates(self.store.hess_logit[rows], self.store.embedding[rows], self.options.top_k)
-        return super().select_class(rows, k, generator)
+            self.coordinates = top_variance_coordinates(self.hess[rows], self.embedding[rows], self.options.top_k)
+        return super().select_pools(rows, pools, done)
 
     def distances(self, rows):
-        hess, embedding = self.store.hess_logit[rows], self.store.embedding[rows]  # one read of each per pool
+        hess, embedding = self.hess[rows], self.embedding[rows]  # one read of each per pool
         lam = self.curvature(hess, embedding, self.coordinates)
-        return expected_last_layer(self.store.grad_logit[rows], embedding, lam, 0.5 * self.options.rho)
+        return expected_last_layer(self.grad[rows], embedding, lam, 0.5 * self.options.rho)
