@@ -26,12 +26,19 @@ Between the feature store and the greedy engine, for every method (``random`` in
    ``score``; 0 drops nothing. A class never falls below its budget: if dropping would leave
    fewer than k_c, the least hard of its dropped examples are kept.
 
-3. **Strata** (``strata`` N > 1; coverage-centric selection, Zheng et al., ICLR 2023, Alg. 1):
-   the kept examples of a class are split into N equal-width bins of ``score``; the class
-   budget is shared out equally over the bins, a bin getting at most its size and the rest going
-   to the others (water-filling); the method then runs within each bin. This spreads a small
-   budget over all difficulty levels instead of over the dense easy region (random) or the
-   sparse hard one (facility location on gradients).
+3. **Strata** (``strata`` N > 1): the kept examples of a class are split into N strata of
+   ``score`` and the method runs within each, on a budget of its own (``strata_budget``):
+
+   * ``equal`` (coverage-centric selection, Zheng et al., ICLR 2023, Alg. 1): N equal-width
+     bins, the class budget shared out equally, a bin getting at most its size and the rest
+     going to the others (water-filling). This spreads a small budget over all difficulty
+     levels, over-sampling the sparse hard ones (``ccs``).
+   * ``proportional``: N equal-count bins (quantiles of ``score``), each with its share of the
+     budget (largest remainder), so the subset keeps the class's difficulty distribution, as a
+     uniform sample would, and the method chooses only *within* a difficulty level. Facility
+     location on gradients alone spends a small budget on the sparse, far-apart hard examples
+     (docs/results.md); within a stratum it covers that level instead. The default of every
+     facility-location method (N = 5).
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ from dataclasses import dataclass
 import torch
 
 from prune.errors import PruneError
-from prune.selection.budget import equal_split
+from prune.selection.budget import equal_split, largest_remainder
 
 SCORES = ("el2n", "loss", "margin", "trajectory")
+STRATA_BUDGETS = ("equal", "proportional")
 
 
 def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: str) -> torch.Tensor:
@@ -122,6 +130,7 @@ class DifficultyOptions:
     drop_hard: str | float = "auto"
     strata: int = 1
     score: str = "el2n"
+    strata_budget: str = "equal"
 
     def __post_init__(self):
         object.__setattr__(self, "drop_hard", parse_drop_hard(self.drop_hard))
@@ -129,13 +138,16 @@ class DifficultyOptions:
             raise PruneError(f"--strata must be a whole number >= 1, got {self.strata!r}")
         if self.score not in SCORES:
             raise PruneError(f"unknown --difficulty-score {self.score!r}; choose one of: {', '.join(SCORES)}")
+        if self.strata_budget not in STRATA_BUDGETS:
+            raise PruneError(f"unknown --strata-budget {self.strata_budget!r}; choose one of: {', '.join(STRATA_BUDGETS)}")
 
     @property
     def active(self) -> bool:
         return self.drop_hard != 0 or self.strata > 1
 
     def to_dict(self) -> dict:
-        return {"drop_hard": self.drop_hard, "strata": self.strata, "score": self.score}
+        return {"drop_hard": self.drop_hard, "strata": self.strata, "score": self.score,
+                "strata_budget": self.strata_budget}
 
 
 class Difficulty:
@@ -161,6 +173,10 @@ class Difficulty:
         if strata == 1 or len(rows) == 0:
             return [(rows, k)]
         score = self.score[rows]
+        if self.options.strata_budget == "proportional":  # quantile bins, each with its share of k
+            parts = list(torch.tensor_split(rows[torch.argsort(score, stable=True)], strata))
+            parts = [torch.sort(part).values for part in parts]
+            return list(zip(parts, largest_remainder([len(p) for p in parts], k)))
         low, high = float(score.min()), float(score.max())
         width = (high - low) / strata
         bins = ((score - low) / width).floor().long().clamp_(0, strata - 1) if width > 0 else torch.zeros(len(rows), dtype=torch.long)
