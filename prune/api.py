@@ -147,7 +147,7 @@ def select_coreset(
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
-    drop_hard: str | float | None = None, strata: int | None = None, strata_budget: str | None = None,
+    drop_hard: str | float | None = None, strata: int | str | None = None, strata_budget: str | None = None,
     difficulty_score: str | None = None,
     options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
 ) -> Manifest | SelectionPlan:

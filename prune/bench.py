@@ -69,7 +69,7 @@ class BenchConfig:
     dynamic: tuple[str, ...] = ()
     # the difficulty stage of every method but random, and inside dynamic ensemble|crest (None: defaults)
     drop_hard: str | float | None = None
-    strata: int | None = None
+    strata: int | str | None = None
     strata_budget: str | None = None
     full: bool = True  # train the full-data reference row
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"

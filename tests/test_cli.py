@@ -123,7 +123,7 @@ def test_difficulty_stage_options_reach_the_manifest(tmp_path):
     default = tmp_path / "default.json"
     run("select", "--features", store, "--method", "craig", "--out", default)
     assert Manifest.load(default).method["params"]["difficulty"] == {
-        "drop_hard": "auto", "strata": 5, "score": "el2n", "strata_budget": "proportional"}
+        "drop_hard": "auto", "strata": "auto", "score": "el2n", "strata_budget": "proportional"}
     staged = tmp_path / "staged.json"
     run("select", "--features", store, "--method", "random", "--drop-hard", "0.2", "--strata", "3",
         "--difficulty-score", "loss", "--out", staged)

@@ -118,9 +118,20 @@ def test_proportional_strata_are_quantiles_with_their_share_of_the_budget():
     assert [k for _, k in parts] == largest_remainder(sizes, 13) and sum(k for _, k in parts) == 13
 
 
+def test_auto_strata_split_a_class_only_where_its_budget_is_under_7_percent():
+    store = random_store(seed=2, n=400)
+    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata="auto", strata_budget="proportional"))
+    rows = torch.nonzero(store.labels == 0).flatten()
+    small, large = math.ceil(0.07 * len(rows)) - 1, math.ceil(0.07 * len(rows))
+    assert len(stage.split(rows, small)) == 5 and sum(k for _, k in stage.split(rows, small)) == small
+    (part, budget), = stage.split(rows, large)
+    assert torch.equal(part, rows) and budget == large
+    assert DifficultyOptions(strata="AUTO").strata == "auto" and DifficultyOptions(strata="3").strata == 3
+
+
 @pytest.mark.parametrize("method", ["craig", "adacore", "lcmat", "crest", "ensemble"])
 def test_facility_location_methods_keep_the_difficulty_distribution_by_default(method):
-    assert default_difficulty(method) == DifficultyOptions(strata=5, strata_budget="proportional")
+    assert default_difficulty(method) == DifficultyOptions(strata="auto", strata_budget="proportional")
     assert default_difficulty("ccs") == DifficultyOptions(strata=10, strata_budget="equal")
     assert default_difficulty("clean") == DifficultyOptions() and not default_difficulty("random").active
 

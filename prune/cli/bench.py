@@ -36,7 +36,7 @@ def bench_command(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),
     dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>.", rich_help_panel=GRID),
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random, and inside --dynamic ensemble|crest: auto, a fraction, or 0 (default: each method's own; auto for dynamic).", rich_help_panel=GRID),
-    strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own).", rich_help_panel=GRID),
+    strata: Optional[str] = typer.Option(None, "--strata", help="Difficulty strata of every method but random: auto or N (default: each method's own).", rich_help_panel=GRID),
     strata_budget: Optional[StrataBudget] = typer.Option(None, "--strata-budget", help="equal or proportional budgets over the strata of every method but random (default: each method's own).", rich_help_panel=GRID),
     full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row).", rich_help_panel=GRID),
     weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),

@@ -61,7 +61,7 @@ def select_command(
     learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned.", rich_help_panel=METHOD),
     learned_window: int = typer.Option(0, "--learned-window", help="crest: warm-up checkpoints the loss must stay below --learned-loss to drop an example (0 = keep all: the default, since a static subset trains a fresh model).", rich_help_panel=METHOD),
     # the difficulty stage
-    drop_hard: Optional[str] = DropHard, strata: Optional[int] = Strata, strata_budget: Optional[StrataBudget] = StrataBudgets,
+    drop_hard: Optional[str] = DropHard, strata: Optional[str] = Strata, strata_budget: Optional[StrataBudget] = StrataBudgets,
     difficulty_score: Optional[DifficultyScore] = Score,
     # budget
     fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1).", rich_help_panel=BUDGET),

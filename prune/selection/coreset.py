@@ -42,12 +42,7 @@ class Candidates:
         return cls(store.labels, dataset, noise, {"features": meta["features"], "feature_seed": meta["seed"]}, store)
 
 
-# Strata of every facility-location method: quintiles of difficulty, each with its share of the
-# budget (chosen on Fashion-MNIST at 1 %, among 1, 5 and 20 strata; docs/results.md).
-FACILITY_LOCATION_STRATA = 5
-
-
-def default_difficulty(method: str, drop_hard: str | float | None = None, strata: int | None = None,
+def default_difficulty(method: str, drop_hard: str | float | None = None, strata: int | str | None = None,
                        score: str | None = None, strata_budget: str | None = None) -> DifficultyOptions:
     """The stage ``method`` runs with, with the options given replacing its defaults (None: keep).
 
@@ -55,13 +50,13 @@ def default_difficulty(method: str, drop_hard: str | float | None = None, strata
     the examples whose label the warm model's posterior believes less than chance (``auto``);
     ``ccs`` samples across 10 equal-width difficulty strata with equal budgets after the same
     dropping (coverage-centric selection); every facility-location method drops (``auto``),
-    which keeps it from spending the budget on mislabelled examples, and runs within 5
-    difficulty quantiles with proportional budgets, which keeps it from spending a small budget
-    on the sparse hard examples (docs/results.md).
+    which keeps it from spending the budget on mislabelled examples, and, where a class's budget
+    is small, runs within 5 difficulty quantiles with proportional budgets, which keeps it from
+    spending that budget on the sparse hard examples (``strata="auto"``, docs/results.md).
     """
     default = {"random": DifficultyOptions(drop_hard=0), "clean": DifficultyOptions(),
                "ccs": DifficultyOptions(strata=10)}.get(
-        method, DifficultyOptions(strata=FACILITY_LOCATION_STRATA, strata_budget="proportional"))
+        method, DifficultyOptions(strata="auto", strata_budget="proportional"))
     return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
                              strata=default.strata if strata is None else strata,
                              score=default.score if score is None else score,
