@@ -120,12 +120,14 @@ class Manifest:
 
     # -- use -----------------------------------------------------------------------------
     def check_dataset(self, *, fingerprint: str, num_examples: int, force: bool = False,
-                      class_counts: list[int] | None = None, files_fingerprint: str | None = None) -> str | None:
+                      class_counts: list[int] | None = None, files_fingerprint: str | None = None,
+                      can_force: bool = True) -> str | None:
         """Refuse data other than the manifest was made for; return a warning when forced.
 
         With the data's ``class_counts`` (examples per class) and a manifest that records
         them, a fingerprint mismatch is told apart: same counts means the order differs.
         ``files_fingerprint`` (a ``folder:`` source's file list) is compared when both have one.
+        ``can_force=False``: the caller has no ``--force``, so the error does not suggest one.
         """
         mine = self.dataset
         problem = dataset_mismatch(mine, fingerprint=fingerprint, num_examples=num_examples, class_counts=class_counts,
@@ -139,7 +141,7 @@ class Manifest:
                              "examples given, so not even --force can use it")
         if force:
             return message + " (continuing because of --force)"
-        raise PruneError(message + "; pass the dataset the manifest was made from, or --force")
+        raise PruneError(message + "; pass the dataset the manifest was made from" + (", or --force" if can_force else ""))
 
     def beyond(self, num_examples: int) -> int:
         """How many indices (and recorded label flips) lie outside data of ``num_examples`` examples."""
@@ -161,6 +163,28 @@ class Manifest:
         from prune.data.hf_filter import apply_manifest
 
         return apply_manifest(self, dataset, label_column=label_column, force=force, keep_in_memory=keep_in_memory)
+
+    def subset(self, dataset, *, labels=None, force: bool = False):
+        """The selected examples of a map-style PyTorch dataset, checked first.
+
+        Checks the dataset's size and label fingerprint as ``apply`` does (labels: ``labels`` if
+        given, else the dataset's ``targets``, a ``TensorDataset``'s second tensor, or
+        ``dataset[i][1]``) and raises ``PruneError`` on a mismatch (``force=True`` warns).
+        Returns ``torch.utils.data.Subset(dataset, indices)``.
+        """
+        from prune.data.torch_subset import checked_torch_subset
+
+        return checked_torch_subset(self, dataset, labels=labels, force=force)
+
+    def sampler(self, num_samples: int | None = None, *, replacement: bool = True, generator=None):
+        """A ``torch.utils.data.WeightedRandomSampler`` over the positions of ``subset(...)``,
+        weighted by gamma (``num_samples`` default: the manifest's size)::
+
+            loader = DataLoader(m.subset(train_set), batch_size=128, sampler=m.sampler())
+        """
+        from prune.data.torch_subset import gamma_sampler
+
+        return gamma_sampler(self, num_samples, replacement=replacement, generator=generator)
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """The labels the selection used: ``labels`` with the recorded label noise applied."""

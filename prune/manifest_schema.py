@@ -2,8 +2,8 @@
 
 ``validate`` checks a decoded manifest, all of it (a manifest is small), and raises one
 ``PruneError`` naming the file, the field's path (``dataset.class_counts[3]``) and what is wrong.
-Fields prune does not read (``method.params``, ``selection``, ...) may hold any JSON, nested at
-most ``MAX_DEPTH`` deep. The checks of single values below ``validate`` and the dataset record
+Fields prune does not read (``method.params``, ``selection`` but its per-class ``dropped_*``
+counts, ...) may hold any JSON, nested at most ``MAX_DEPTH`` deep. The checks of single values below ``validate`` and the dataset record
 are shared with the feature store's attributes (``prune.features.store_schema``).
 """
 
@@ -62,7 +62,10 @@ def check_manifest(raw) -> None:
         if optional(model, "features", obj, "model.features") is not None:
             optional(model["features"], "model", string, "model.features.model")
         optional(model, "feature_seed", integer, "model.feature_seed")
-    optional(raw, "selection", obj, "selection")
+    selection = optional(raw, "selection", obj, "selection") or {}
+    for key in ("dropped_hard", "dropped_learned"):  # per class; prune inspect adds them up
+        if selection.get(key) is not None:
+            counts(selection[key], f"selection.{key}", classes)
 
 
 def dataset_record(value, path: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -110,8 +111,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_quiet = False
+
+
+@contextmanager
+def quiet(on: bool = True):
+    """Within this block (``--quiet``): no progress bars and no per-epoch lines; results still print."""
+    global _quiet
+    before, _quiet = _quiet, on
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
+def epoch_lines() -> bool:
+    """Whether loops print one line per epoch: on a log or pipe, where no bar is drawn, unless quiet."""
+    return not console.is_terminal and not _quiet
+
+
 def progress() -> Progress:
-    """The progress bar style used by every long loop."""
+    """The progress bar style used by every long loop (drawn on a terminal, unless quiet)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -120,7 +140,7 @@ def progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=_quiet or not console.is_terminal,
     )
 
 
@@ -204,7 +224,7 @@ def fit(
                     f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry"
                 )
             history.append({"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n})
-            if not console.is_terminal:  # logs get one line per epoch instead of a live bar
+            if epoch_lines():  # logs get one line per epoch instead of a live bar
                 console.print(f"{description}: epoch {epoch}/{config.epochs} loss {total_loss / n:.4f} "
                               f"accuracy {correct / n:.4f}", highlight=False)
             if on_epoch_end is not None:

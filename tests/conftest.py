@@ -54,3 +54,17 @@ def fashion_slice(tmp_path_factory) -> Path:
         y_test=_read_idx(FASHION_ROOT / "t10k-labels-idx1-ubyte.gz", images=False)[:500],
     )
     return path
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """prune's console as if on a terminal (progress bars drawn), recorded: ``terminal.getvalue()``."""
+    import io
+
+    from rich.console import Console
+
+    import prune.training
+
+    out = io.StringIO()
+    monkeypatch.setattr(prune.training, "console", Console(file=out, force_terminal=True, width=160))
+    return out

@@ -136,6 +136,61 @@ def test_difficulty_stage_options_reach_the_manifest(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_flags_are_listed_as_on_off_pairs_without_a_type():
+    """Only typer's own --help keeps its <bool>; every prune flag reads --x / --no-x."""
+    for command in ("select", "features", "train", "inspect", "filter", "bench"):
+        out = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert all("--help" in line for line in out.splitlines() if "<bool>" in line), out
+    assert "--no-dry-run" in runner.invoke(app, ["select", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_version_and_each_command_seed_help():
+    from prune import __version__
+
+    assert run("--version").output == f"prune {__version__}\n"
+    helps = {command: " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output.split())
+             for command in ("select", "features", "train")}
+    assert "Seed for warm-up, posterior draws and selection" in helps["select"]
+    assert "Seed for the warm-up (initialisation, batch order) and the posterior draws" in helps["features"]
+    assert "Seed for the model's initialisation and batch order" in helps["train"]
+
+
+def test_quiet_turns_the_progress_bars_off(tmp_path, terminal):
+    run("select", "--warmup-epochs", "1", "--out", tmp_path / "a.json")
+    assert "warm-up" in terminal.getvalue() and "checkpoint 1" in terminal.getvalue()
+    terminal.seek(0), terminal.truncate()
+    run("select", "--warmup-epochs", "1", "--quiet", "--out", tmp_path / "b.json")
+    assert terminal.getvalue() == ""
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_the_example_manifest_is_what_its_documented_command_writes(tmp_path, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "manifests"
+    command = re.search(r"`SOURCE_DATE_EPOCH=(\d+) prune (select [^`]*)`", (folder / "README.md").read_text())
+    args = shlex.split(command.group(2))
+    assert args[args.index("--out") + 1] == "manifests/example-digits-craig-0.1.json"
+    args[args.index("--out") + 1] = str(tmp_path / "example.json")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", command.group(1))
+    run(*args)
+    assert (tmp_path / "example.json").read_bytes() == (folder / "example-digits-craig-0.1.json").read_bytes()
+
+
+def test_crest_says_what_it_dropped_as_learned_and_inspect_shows_it(tmp_path):
+    store, manifest = tmp_path / "digits.h5", tmp_path / "crest.json"
+    run("features", *FAST, "--out", store)
+    out = run("select", "--features", store, "--method", "crest", "--learned-loss", "3", "--learned-window", "2",
+              "--out", manifest).output
+    dropped = Manifest.load(manifest).selection["dropped_learned"]
+    assert len(dropped) == 10 and sum(dropped) > 0
+    assert f"crest: dropped {sum(dropped)} examples as learned" in " ".join(out.split())
+    shown = " ".join(runner.invoke(app, ["inspect", str(manifest)], env={"COLUMNS": "200"}).output.split())
+    assert f"dropped: learned (crest) │ {sum(dropped)} examples ({', '.join(map(str, dropped))} per class)" in shown
+
+
 def test_posterior_choice_reaches_the_manifest_and_inspect(tmp_path):
     store = tmp_path / "m2.h5"
     run("features", "--warmup-epochs", "1", "--posterior-samples", "2", "--posterior-layers", "fc", "--out", store)

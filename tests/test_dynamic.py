@@ -226,3 +226,14 @@ def test_difficulty_stage_leaves_out_what_the_current_model_misclassifies(digits
         for core in point["coresets"]:
             assert len(core["indices"]) == 32 and sum(core["weights"]) <= 96  # gamma: kept examples only
     assert result.log["selections"] != off.log["selections"]
+
+
+def test_progress_shows_steps_and_coresets_done_of_planned_on_a_terminal(digits, terminal):
+    result = run(digits, kind="crest", epochs=2)
+    steps, shown = result.log["budget"]["steps"], terminal.getvalue()
+    assert f"{steps}/{steps}" in shown and "epoch 2/2" in shown  # training steps done / planned
+    last = result.log["selections"][-1]
+    assert f"{last['subsets']}/{last['subsets']}" in shown and f"selection point {len(result.log['selections'])}" in shown
+    terminal.seek(0), terminal.truncate()
+    replay(result.log, digits, device=CPU)
+    assert f"{steps}/{steps}" in terminal.getvalue()

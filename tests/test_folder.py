@@ -64,7 +64,9 @@ def test_classes_files_and_record(tree):
     assert data.train.y.tolist() == [int(p.parent.name[-1]) for p in files]
     assert record["files_fingerprint"] == files_fingerprint(p.relative_to(tree / "train").as_posix() for p in files)
     assert load_dataset(f"folder:{tree}", image_size=5).train.x.shape == (300, 3, 5, 5)
-    assert load_dataset(f"folder:{tree / 'test'}").record()["num_examples"] == 100  # class folders directly
+    flat = load_dataset(f"folder:{tree / 'test'}")  # class folders directly: nothing held out
+    assert flat.record()["num_examples"] == 100 and len(flat.test) == 0
+    assert data.eval_split == "test" and flat.eval_split is None  # what prune train --metrics names
 
 
 def test_bad_images_are_named_or_skipped_and_recorded(tmp_path):

@@ -274,8 +274,34 @@ def test_python_api_matches_the_cli_and_train_uses_the_recorded_columns(vectors,
 
     metrics = tmp_path / "metrics.json"
     out = run("train", "--manifest", cli_path, "--epochs", "2", "--metrics", metrics)
-    assert "no test split" in " ".join(out.split())
+    assert "no test or validation split" in " ".join(out.split())
     import json
 
     result = json.loads(metrics.read_text())
     assert result["train_examples"] == len(manifest) and result["test_accuracy"] is None
+
+
+def test_a_validation_split_is_held_out_when_there_is_no_test(arrays, tmp_path):
+    xtr, ytr, xte, yte = arrays
+    path = tmp_path / "train-validation"
+    features = Features({"emb": datasets.List(Value("float32")), "label": Value("int64")})
+    DatasetDict({"train": Dataset.from_dict({"emb": embed(xtr), "label": ytr}, features=features),
+                 "validation": Dataset.from_dict({"emb": embed(xte), "label": yte}, features=features),
+                 "extra": Dataset.from_dict({"emb": embed(xte[:50]), "label": yte[:50]}, features=features),
+                 }).save_to_disk(str(path))
+    data = load_dataset(f"hf:{path}", feature_column="emb")
+    assert data.eval_split == "validation" and torch.equal(data.test.y, torch.from_numpy(yte))
+    assert data.record() == load_dataset(f"hf:{path}", feature_column="emb", eval_split="extra").record()
+    assert len(load_dataset(f"hf:{path}", feature_column="emb", eval_split="extra").test) == 50
+    with pytest.raises(PruneError, match="--eval-split train is the split selected from"):
+        load_dataset(f"hf:{path}", feature_column="emb", eval_split="train")
+    with pytest.raises(PruneError, match=r"no split 'nope' \(its splits: train, validation, extra\); check --eval-split"):
+        load_dataset(f"hf:{path}", feature_column="emb", eval_split="nope")
+    metrics = tmp_path / "metrics.json"
+    out = run("train", "--dataset", f"hf:{path}", "--feature-column", "emb", "--epochs", "1", "--metrics", metrics)
+    assert "test accuracy on split 'validation' (200 examples)" in " ".join(out.split())
+    import json
+
+    result = json.loads(metrics.read_text())
+    assert result["eval_split"] == "validation" and result["test_accuracy"] is not None
+    assert "applies only to hf: datasets" in fails("train", "--eval-split", "validation", "--epochs", "1")

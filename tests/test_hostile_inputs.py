@@ -140,6 +140,9 @@ MANIFEST_CASES = {
     "index of 400 digits": (_set("indices.11", 10**400), "indices[11] must be within 64 bits, got 1000000000..."),
     "size of 400 digits": (_set("dataset.num_examples", 10**400), "dataset.num_examples must be >= 1, within 64 bits"),
     "seed of 400 digits": (_set("seed", -10**400), "seed must be within 64 bits"),
+    "dropped_learned too short": (_set("selection.dropped_learned", [1]),
+                                  "selection.dropped_learned must hold one count per class (3), got 1"),
+    "dropped_hard a string": (_set("selection.dropped_hard", "x"), "selection.dropped_hard must be a list of integers"),
     "nested params": (_set("method.params.x", json.loads("[" * 40 + "]" * 40)), "values are nested more than 32 levels deep"),
 }
 
@@ -154,6 +157,16 @@ def test_bad_manifest_fields_are_named_by_path(case, tiny, tmp_path):
                                      tmp_path / "r.json"], ["filter", "--manifest", path, "--out", tmp_path / "subset"]):
         refused(invoke(*args), f"manifest {path} is invalid: {match}")
     assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_inspect_summarises_a_manifest_without_optional_params(tiny, tmp_path):
+    """method.params may be null, or name posterior mean without posterior_samples: inspect still works."""
+    raw = copy.deepcopy(tiny.raw)
+    raw["method"]["params"] = {"posterior": "mean"}
+    shown = runner.invoke(app, ["inspect", str(_written(raw, tmp_path))], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "mean over the posterior samples" in shown.output, shown.output
+    raw["method"]["params"] = None
+    assert invoke("inspect", _written(raw, tmp_path)).exit_code == 0
 
 
 @pytest.mark.parametrize("text, match", [

@@ -248,3 +248,48 @@ def test_lcmat_chooses_top_k_per_class_by_default():
     lcmat.select_class(rows, 2, torch.Generator().manual_seed(0))
     expected = top_variance_coordinates(store.hess_logit_point[rows, None], store.embedding_point[rows, None], 5)
     assert lcmat.coordinates.tolist() == expected.tolist()
+
+
+def test_crest_says_how_many_it_dropped_as_learned_per_class(capsys):
+    """The learned drop is printed and recorded per class (``prune inspect`` shows it)."""
+    from prune.selection import Candidates, DifficultyOptions, select
+
+    store = random_store(n=40)
+    store.loss_per_epoch[:] = 1.0
+    store.loss_per_epoch[:10] = 0.01  # learned: 3, 3, 2, 2 of classes 0..3
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    manifest = select(candidates, "crest", fraction=0.2, options=MethodOptions(subset_size=7, learned_window=2),
+                      difficulty=DifficultyOptions(drop_hard=0))
+    assert manifest.selection["dropped_learned"] == [3, 3, 2, 2]
+    assert "crest: dropped 10 examples as learned" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_pool_limit_note_is_printed_only_where_max_pool_split_a_class(capsys):
+    """crest forms pools of --subset-size, so --max-pool's note never applies to it."""
+    from prune.selection import Candidates, DifficultyOptions, select
+
+    store = random_store(n=40)
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    stage = DifficultyOptions(drop_hard=0)
+    crest = select(candidates, "crest", fraction=0.5, options=MethodOptions(subset_size=4), difficulty=stage)
+    assert crest.selection["pools"] == 12 and "pool" not in capsys.readouterr().err
+    craig = select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert craig.selection["pools"] == 12
+    assert "4 pools larger than --max-pool 4 were split at random: 12 greedy runs" in " ".join(capsys.readouterr().err.split())
+    select(candidates, "craig", fraction=0.5, difficulty=DifficultyOptions(drop_hard="auto"))  # no split: no note
+    assert "pool" not in capsys.readouterr().err
+
+
+def test_greedy_shows_its_runs_done_of_planned_on_a_terminal(terminal):
+    from prune.selection import Candidates, DifficultyOptions, select
+    from prune.training import quiet
+
+    store = random_store(n=40)
+    candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
+    stage = DifficultyOptions(drop_hard=0)
+    select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert "greedy craig" in terminal.getvalue() and "12/12" in terminal.getvalue()
+    terminal.seek(0), terminal.truncate()
+    with quiet():
+        select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    assert "greedy" not in terminal.getvalue()

@@ -1,7 +1,8 @@
 """The `prune` command line: one module per command, registered here on one Typer app.
 
 ``prune.cli.main`` is the console script. Every command runs behind ``user_errors``: a
-``PruneError`` prints one line ``error: ...`` and exits 2, Ctrl-C exits 130.
+``PruneError`` prints one line ``error: ...`` and exits 2, Ctrl-C exits 130, and a command's
+``--quiet`` turns its progress bars off.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import typer
 from rich.markup import escape
 
+from prune import __version__
 from prune.cli.bench import bench_command
 from prune.cli.features import features_command
 from prune.cli.filter import filter_command
@@ -18,22 +20,36 @@ from prune.cli.inspect import inspect_command
 from prune.cli.select import select_command
 from prune.cli.train import train_command
 from prune.errors import PruneError
-from prune.training import console
+from prune.training import console, quiet
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink a training set to a coreset and write the choice down as a manifest.")
+
+
+def show_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"prune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def prune_options(version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=show_version,
+                                               help="Print prune's version and exit.")):
+    """Shrink a training set to a coreset and write the choice down as a manifest."""
 
 
 def user_errors(command):
     """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130.
 
     The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup).
+    The command's ``quiet`` option (``--quiet``), where it has one, is applied here.
     """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with quiet(kwargs.get("quiet", False)):
+                return command(*args, **kwargs)
         except PruneError as err:
             console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -9,8 +9,9 @@ import typer
 
 from prune.atomic import ensure_writable, output_exists
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, Overwrite, Sigma, StrataBudget,
-                               batch_size_option, lr_option, model_option, value, warmup_epochs_option)
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, Overwrite, Quiet,
+                               Sigma, StrataBudget, batch_size_option, flag, lr_option, model_option, value,
+                               warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
@@ -38,8 +39,8 @@ def bench_command(
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random, and inside --dynamic ensemble|crest: auto, a fraction, or 0 (default: each method's own; auto for dynamic).", rich_help_panel=GRID),
     strata: Optional[str] = typer.Option(None, "--strata", help="Difficulty strata of every method but random: auto or N (default: each method's own).", rich_help_panel=GRID),
     strata_budget: Optional[StrataBudget] = typer.Option(None, "--strata-budget", help="equal or proportional budgets over the strata of every method but random (default: each method's own).", rich_help_panel=GRID),
-    full: bool = typer.Option(True, "--full/--no-full", help="Also train on all the data (the reference row).", rich_help_panel=GRID),
-    weighted: bool = typer.Option(False, "--weighted", help="Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
+    full: bool = flag("full", "Also train on all the data (the reference row).", default=True, rich_help_panel=GRID),
+    weighted: bool = flag("weighted", "Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
     # model, warm-up and training
     model: Optional[str] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
     train_epochs: int = typer.Option(40, "--train-epochs", help="Epochs of each fresh training run (40: random has converged within 0.3 points on Fashion-MNIST at 1-10 %; 20 is a fast mode).", rich_help_panel=TRAINING),
@@ -49,8 +50,8 @@ def bench_command(
     posterior_sigma: float = Sigma,
     # output
     out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}.", rich_help_panel=OUTPUT),
-    resume: bool = typer.Option(False, "--resume", help="Continue in an existing --out: reuse the cells made with exactly these settings, compute the rest.", rich_help_panel=OUTPUT),
-    overwrite: bool = Overwrite, device: DeviceName = Device,
+    resume: bool = flag("resume", "Continue in an existing --out: reuse the cells made with exactly these settings, compute the rest.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
     device = value(device)

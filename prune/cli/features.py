@@ -13,9 +13,9 @@ from prune.api import feature_config, load_training_data, source_options
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
-                               NoiseSeed, Overwrite, PosteriorKind, PosteriorLayers, Samples, Seed, Sigma, Split,
+                               NoiseSeed, Overwrite, PosteriorKind, PosteriorLayers, Quiet, Samples, Sigma, Split,
                                Schedule, StorageType, Augment, ImageSize, SkipBad, amp_option, augment_option, batch_size_option,
-                               checkpoint_option, lr_option, model_option, value, warmup_epochs_option,
+                               checkpoint_option, flag, lr_option, model_option, seed_option, value, warmup_epochs_option,
                                warmup_schedule_option)
 from prune.data import source_paths
 from prune.features import build_store, partial_path
@@ -48,8 +48,10 @@ def features_command(
     # output
     out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed).", rich_help_panel=OUTPUT),
     dtype: StorageType = typer.Option("float32", "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of the same --out and settings from its last complete block (refused when there is none).", rich_help_panel=OUTPUT),
-    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
+    resume: bool = flag("resume", "Continue the interrupted run of the same --out and settings from its last complete block (refused when there is none).", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite,
+    seed: int = seed_option("Seed for the warm-up (initialisation, batch order) and the posterior draws."),
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     posterior_layers, posterior_kind, hessian = value(posterior_layers), value(posterior_kind), value(hessian)

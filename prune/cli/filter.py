@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from prune.atomic import finishing
+from prune.cli.options import flag
 from prune.data.folder_filter import write_filtered_folder
 from prune.data.hf_filter import write_filtered
 from prune.errors import PruneError
@@ -23,9 +24,9 @@ def filter_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="hf:PATH, a save_to_disk folder, or folder:PATH, an image folder (default: the manifest's source)."),
     split: Optional[str] = typer.Option(None, "--split", help="DatasetDict split to filter (default: the manifest's); other splits are copied."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column of labels checked against the manifest (default: the manifest's, else label)."),
-    weight_column: bool = typer.Option(False, "--weight-column", help="Add a prune_weight column holding each row's gamma."),
-    force: bool = typer.Option(False, "--force", help="Write even if the data do not match the manifest (warns)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    weight_column: bool = flag("weight-column", "Add a prune_weight column holding each row's gamma."),
+    force: bool = flag("force", "Write even if the data do not match the manifest (warns)."),
+    overwrite: bool = flag("overwrite", "Replace --out if it exists."),
 ):
     """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder, or its files
     of an image folder (folder:PATH) to a new tree of hard links."""

@@ -47,14 +47,18 @@ def inspect_command(
         columns = ", ".join(f"{role} {name!r}" for role, name in chosen.dataset["columns"].items())
         info.add_row("split, columns", f"{chosen.dataset['split']}; {columns}")
     info.add_row("fingerprint", chosen.dataset["fingerprint"])
-    params = chosen.method.get("params", {})
+    params = chosen.method.get("params") or {}
     info.add_row("method", f"{chosen.method['name']} {json.dumps(params)}")
     if "posterior" in params:  # distance methods
         info.add_row("distance", "at the unperturbed warm weights (posterior point)" if params["posterior"] == "point"
-                     else f"mean over {params['posterior_samples']} posterior samples (posterior mean)")
+                     else f"mean over {params.get('posterior_samples', 'the')} posterior samples (posterior mean)")
     budget = chosen.budget
     info.add_row("budget", f"{len(chosen)} examples ({len(chosen) / chosen.dataset['num_examples']:.2%}), {budget.get('balance')}")
     info.add_row("weights", f"min {chosen.weights.min():g}, mean {chosen.weights.mean():g}, max {chosen.weights.max():g}" if len(chosen) else "-")
+    for key, why in (("dropped_hard", "difficulty stage"), ("dropped_learned", "learned (crest)")):
+        per_class = chosen.selection.get(key)
+        if per_class is not None:
+            info.add_row(f"dropped: {why}", f"{sum(per_class)} examples ({', '.join(map(str, per_class))} per class)")
     info.add_row("seed", str(chosen.seed))
     if chosen.label_noise:
         info.add_row("label noise", f"{chosen.label_noise['fraction']} ({len(chosen.label_noise['flipped'])} flipped)")
@@ -73,7 +77,7 @@ def inspect_command(
         data = load_dataset(dataset, data_root, **source_options(split=split, label_column=label_column), **options)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         chosen.check_dataset(fingerprint=data.fingerprint, num_examples=len(data.train), class_counts=counts,
-                             files_fingerprint=data.record().get("files_fingerprint"))
+                             files_fingerprint=data.record().get("files_fingerprint"), can_force=False)
         console.print(f"[green]matches[/] {data.source}")
 
 

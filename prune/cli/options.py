@@ -2,10 +2,10 @@
 
 ``--help`` groups options by stage: Data, Model & warm-up (Model & training for ``train`` and
 ``bench``), Posterior, Method, Budget, Output; ``--seed`` and ``--device`` stay in the general
-Options panel. Fixed choices are ``choice`` enums, so ``--help`` lists them and the parser
-refuses any other value with a usage error (exit 2). Commands turn a chosen member back into
-its name with ``value`` before calling the library, which checks the same names itself for
-Python callers.
+Options panel. On/off options are ``flag``s, listed as ``--x/--no-x``. Fixed choices are
+``choice`` enums, so ``--help`` lists them and the parser refuses any other value with a usage
+error (exit 2). Commands turn a chosen member back into its name with ``value`` before calling
+the library, which checks the same names itself for Python callers.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def value(chosen: Enum | None) -> str | None:
     return None if chosen is None else chosen.value
 
 
+def flag(name: str, help: str, default: bool = False, **kwargs):
+    """An on/off option ``--name/--no-name``, listed without a ``<bool>`` type placeholder."""
+    return typer.Option(default, f"--{name}/--no-{name}", metavar="", help=help, **kwargs)
+
+
 Augment = choice("Augment", AUGMENTS)
 DeviceName = choice("DeviceName", DEVICES)
 PosteriorLayers = choice("PosteriorLayers", POSTERIOR_LAYERS)
@@ -56,13 +61,14 @@ StrataBudget = choice("StrataBudget", STRATA_BUDGETS)
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
 DataRoot = typer.Option(None, "--data-root", help="Folder holding the dataset files (default: $PRUNE_DATA_ROOT).",
                         rich_help_panel=DATA)
-Download = typer.Option(False, "--download", help="Download the dataset into --data-root if missing.",
-                        rich_help_panel=DATA)
+Download = flag("download", "Download the dataset into --data-root if missing.", rich_help_panel=DATA)
 # hf: sources (prune.data.hf): which split and columns to read
 Split = typer.Option(None, "--split", help="hf: DatasetDict split to train on (default: train).", rich_help_panel=DATA)
 ImageColumn = typer.Option(None, "--image-column", help="hf: column of images (default: image).", rich_help_panel=DATA)
 LabelColumn = typer.Option(None, "--label-column", help="hf: column of integer labels (default: label).",
                            rich_help_panel=DATA)
+EvalSplit = typer.Option(None, "--eval-split", help="hf: DatasetDict split held out for test accuracy (default: test, else validation).",
+                         rich_help_panel=DATA)
 FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).",
                              rich_help_panel=DATA)
 LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
@@ -71,8 +77,7 @@ NoiseSeed = typer.Option(0, "--noise-seed", min=0, max=SEED_MAX, help="Seed of t
 # folder: sources (prune.data.folder)
 ImageSize = typer.Option(None, "--image-size", min=1, help="folder: resize images (shorter side to N, centre crop N x N).",
                          rich_help_panel=DATA)
-SkipBad = typer.Option(False, "--skip-bad", help="folder: leave unreadable images out (recorded) instead of stopping.",
-                       rich_help_panel=DATA)
+SkipBad = flag("skip-bad", "folder: leave unreadable images out (recorded) instead of stopping.", rich_help_panel=DATA)
 
 
 # -- model and its training: under "Model & warm-up" (select, features) or "Model & training" --
@@ -96,8 +101,8 @@ def checkpoint_option(panel: str = WARMUP):
 
 
 def amp_option(panel: str = WARMUP):
-    return typer.Option(False, "--amp", rich_help_panel=panel,
-                        help="CUDA: mixed precision (bfloat16 autocast for the forward passes; the head and loss in float32).")
+    return flag("amp", "CUDA: mixed precision (bfloat16 autocast for the forward passes; the head and loss in float32).",
+                rich_help_panel=panel)
 
 
 def augment_option(panel: str = WARMUP):
@@ -146,9 +151,14 @@ HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher p
                                  rich_help_panel=POSTERIOR)
 
 # -- output --------------------------------------------------------------------------------
-Overwrite = typer.Option(False, "--overwrite", help="Replace existing outputs (without it, an existing output is refused before any work).",
-                         rich_help_panel=OUTPUT)
+Overwrite = flag("overwrite", "Replace existing outputs (without it, an existing output is refused before any work).",
+                 rich_help_panel=OUTPUT)
 
 # -- general -------------------------------------------------------------------------------
-Seed = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed for warm-up, posterior draws and selection.")
+def seed_option(help: str = "Seed for warm-up, posterior draws and selection."):
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
+
+
+Seed = seed_option()
+Quiet = flag("quiet", "No progress bars or per-epoch lines; results and notes still print.")
 Device = typer.Option("auto", "--device", help="auto: CUDA when present, else CPU.")

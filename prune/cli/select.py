@@ -15,9 +15,10 @@ from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore, StrataBudget, StrataBudgets,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
                                Kind, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite, PosteriorKind,
-                               PosteriorLayers, Samples, Schedule, Score, Seed, Sigma, Split, Strata, batch_size_option,
-                               choice, lr_option, model_option, value, warmup_epochs_option, warmup_schedule_option,
-                               Augment, ImageSize, SkipBad, amp_option, augment_option, checkpoint_option)
+                               PosteriorLayers, Quiet, Samples, Schedule, Score, Seed, Sigma, Split, Strata,
+                               batch_size_option, choice, flag, lr_option, model_option, value, warmup_epochs_option,
+                               warmup_schedule_option, Augment, ImageSize, SkipBad, amp_option, augment_option,
+                               checkpoint_option)
 from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
 from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
@@ -70,8 +71,8 @@ def select_command(
     # output
     out: Optional[Path] = typer.Option(None, "--out", help="Manifest to write; default manifests/<dataset>-<method>-<budget>.json.", rich_help_panel=OUTPUT),
     store: Optional[Path] = typer.Option(None, "--store", help="Keep the features computed here (default: a temporary file).", rich_help_panel=OUTPUT),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
-    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
+    dry_run: bool = flag("dry-run", "Print the plan (budget per class, pools, memory) and stop: no model is run, nothing is written.", rich_help_panel=OUTPUT),
+    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Select a coreset and write its manifest."""
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)

@@ -15,9 +15,10 @@ from rich.table import Table
 from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
 from prune.atomic import atomic_path, ensure_writable, finishing, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, Augment, DataRoot, Device, DeviceName, Download,
-                               FeatureColumn, ImageColumn, ImageSize, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite,
-                               PosteriorLayers, Seed, Sigma, SkipBad, Split, amp_option, augment_option, batch_size_option,
-                               checkpoint_option, choice, lr_option, model_option, value)
+                               EvalSplit, FeatureColumn, ImageColumn, ImageSize, LabelColumn, LabelNoise, Layers,
+                               NoiseSeed, Overwrite, PosteriorLayers, Quiet, Sigma, SkipBad, Split, amp_option,
+                               augment_option, batch_size_option, checkpoint_option, choice, flag, lr_option,
+                               model_option, seed_option, value)
 from prune.data import source_paths
 from prune.dynamic import DYNAMIC_KINDS, UPDATE_RULES, DynamicConfig, replay, run_dynamic, subset_log
 from prune.selection import random_subset
@@ -40,14 +41,15 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data source (default: the manifest's, else digits).", rich_help_panel=DATA),
     data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
-    feature_column: Optional[str] = FeatureColumn, image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
+    feature_column: Optional[str] = FeatureColumn, eval_split: Optional[str] = EvalSplit,
+    image_size: Optional[int] = ImageSize, skip_bad: bool = SkipBad,
     label_noise: float = LabelNoise, noise_seed: int = NoiseSeed,
-    force: bool = typer.Option(False, "--force", help="Train even if the data do not match the manifest.", rich_help_panel=DATA),
+    force: bool = flag("force", "Train even if the data do not match the manifest.", rich_help_panel=DATA),
     # model and training
     model: Optional[str] = model_option(TRAINING), checkpoint: Optional[Path] = checkpoint_option(TRAINING),
     epochs: int = typer.Option(20, "--epochs", help="Training epochs.", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
-    weighted: bool = typer.Option(False, "--weighted", help="Weight each example by its gamma.", rich_help_panel=TRAINING),
+    weighted: bool = flag("weighted", "Weight each example by its gamma.", rich_help_panel=TRAINING),
     augment: Augment = augment_option(TRAINING), amp: bool = amp_option(TRAINING),
     baseline: Optional[Baseline] = typer.Option(None, "--baseline", help="--manifest: also train on a class-balanced random subset with the manifest's per-class counts (same seed and schedule) and show the difference.", rich_help_panel=TRAINING),
     # dynamic selection
@@ -66,7 +68,9 @@ def train_command(
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="Write test accuracy, timings and history as JSON.", rich_help_panel=OUTPUT),
     log: Optional[Path] = typer.Option(None, "--log", help="--dynamic: write the subset log here (replay it with --manifest).", rich_help_panel=OUTPUT),
     save_model: Optional[Path] = typer.Option(None, "--save-model", help="Save the trained weights (a state_dict, torch.save) for --checkpoint.", rich_help_panel=OUTPUT),
-    overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device,
+    overwrite: bool = Overwrite,
+    seed: int = seed_option("Seed for the model's initialisation and batch order (and, with --dynamic, the subsets and posterior draws)."),
+    device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Train a fresh model on a manifest's subset (or on the full data) and evaluate it."""
     device, dynamic, augment = value(device), value(dynamic), value(augment)
@@ -87,6 +91,7 @@ def train_command(
                       metrics=metrics, overwrite=overwrite, seed=seed, device=device,
                       source_options=source_options(split, image_column, label_column, feature_column, image_size,
                                                     skip_bad),
+                      eval_split=eval_split,
                       fraction=fraction, every=every, subset_size=subset_size, posterior_samples=posterior_samples,
                       posterior_sigma=posterior_sigma, posterior_layers=posterior_layers, update_rule=update_rule,
                       tau=tau, learned_loss=learned_loss, learned_window=learned_window, drop_hard=drop_hard, log=log)
@@ -106,11 +111,12 @@ def train_command(
             if "image_column" in options or "feature_column" in options:
                 recorded.pop("image_column", None), recorded.pop("feature_column", None)
             options = {**recorded, **options}
-        data = load_recorded(chosen.dataset, dataset, data_root, download, **options)
+        data = load_recorded(chosen.dataset, dataset, data_root, download, eval_split=eval_split, **options)
         labels, noise = data.train.y, None
     else:
         data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise, noise_seed,
-                                                    **options)
+                                                    eval_split=eval_split, **options)
+    say_held_out(data)
     indices = torch.arange(len(labels))
     weights = None
     if chosen is not None:
@@ -127,14 +133,12 @@ def train_command(
             model = chosen.model.get("features", {}).get("model")
     model_name = model or default_model(data.source, data.input_shape)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, amp=check_amp(amp, torch_device))
-    if not len(data.test):  # an hf: dataset without a test split
-        console.print(f"[yellow]note:[/] {data.source} has no test split; no test accuracy to report")
     subset = f"{chosen.method['name']} {len(indices)}" if chosen else f"full {len(indices)}"
     run, net = _train_and_test(data, labels, indices, weights, model_name, config, seed, torch_device, checkpoint)
     runs = {subset: run}
     result = {**run, "epochs": epochs, "model": model_name, "weighted": weighted, "seed": seed,
-              "manifest": str(manifest) if manifest else None, "dataset": data.source, "train": config.to_dict(),
-              "label_noise": noise, "augment": augment, "amp": amp,
+              "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+              "train": config.to_dict(), "label_noise": noise, "augment": augment, "amp": amp,
               "checkpoint": checkpoint_record(checkpoint) if checkpoint else None}
     if baseline is not None:  # the manifest's per-class counts drawn uniformly; the same seed and schedule
         picked = random_subset(labels, chosen.per_class, seed)
@@ -166,6 +170,18 @@ def train_command(
             write_text(metrics, json.dumps(result, indent=1) + "\n")
 
 
+def say_held_out(data) -> None:
+    """Name the split test accuracy comes from where the source has a choice (hf:), or say there is none."""
+    if data.source.startswith("hf:") and data.eval_split is not None:
+        console.print(f"test accuracy on split {escape(repr(data.eval_split))} ({len(data.test)} examples)", highlight=False)
+    elif data.source.startswith("hf:"):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test or validation split; no test accuracy to "
+                      "report (--eval-split NAME holds out another split)", highlight=False)
+    elif not len(data.test):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test split; no test accuracy to report",
+                      highlight=False)
+
+
 def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device,
                     checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
     """A fresh ``model_name`` (from ``checkpoint`` if given) trained on ``indices`` and tested:
@@ -186,8 +202,8 @@ def _train_and_test(data, labels, indices, weights, model_name: str, config: Tra
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
                   noise_seed: int, model: str | None,
                   epochs: int, lr: float, batch_size: int, weighted: bool, force: bool, metrics, overwrite: bool, seed: int,
-                  device: str, source_options: dict, fraction: float | None, every: int, subset_size: int,
-                  posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
+                  device: str, source_options: dict, eval_split: str | None, fraction: float | None, every: int,
+                  subset_size: int, posterior_samples: int | None, posterior_sigma: float, posterior_layers: str, update_rule: str,
                   tau: float, learned_loss: float, learned_window: int, drop_hard: str, log) -> dict:
     """``prune train --dynamic KIND`` (a dynamic run) or ``prune train --manifest LOG`` (its replay)."""
     torch_device = resolve_device(device)
@@ -204,7 +220,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         recorded = subset_log.load(manifest)
         record = recorded["dataset"]
         options = {**recorded_options(record), **source_options} if str(record["source"]).startswith(("hf:", "folder:")) else source_options
-        data = load_recorded(record, dataset, data_root, download, what="subset log", **options)
+        data = load_recorded(record, dataset, data_root, download, what="subset log", eval_split=eval_split, **options)
+        say_held_out(data)
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="subset log")
@@ -229,7 +246,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         fraction_used, run_seed = s["fraction"], s["seed"]
     else:
         data, labels, noise, _ = load_training_data(dataset or "digits", data_root, download, label_noise,
-                                                    noise_seed, **source_options)
+                                                    noise_seed, eval_split=eval_split, **source_options)
+        say_held_out(data)
         model_name = model or default_model(data.source, data.input_shape)
         cfg = DynamicConfig(kind=dynamic, fraction=0.1 if fraction is None else fraction, epochs=epochs,
                             batch_size=batch_size, lr=lr, subset_size=subset_size, every=every,
@@ -259,7 +277,8 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
            "backprops": result.backprops, "full_data_backprops": n * run_epochs,
            "train_examples": len({i for p in result.log["selections"] for b in p["batches"] for i in b}),
            "epochs": run_epochs, "wall_seconds": wall, "model": model_name, "weighted": bool(weighted), "seed": run_seed,
-           "manifest": str(manifest) if manifest else None, "dataset": data.source, **extra,
+           "manifest": str(manifest) if manifest else None, "dataset": data.source, "eval_split": data.eval_split,
+           **extra,
            "history": result.history}
     table = Table(title="prune train (dynamic)")
     for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):

@@ -2,7 +2,8 @@
 
 ``sources`` (``load_dataset``: digits, and the dispatch to ``idx``, ``torchvision_sets``,
 ``npz`` and ``hf``), ``loaded`` (``LoadedData``, ``Split``, normalisation), ``labels`` (label
-fingerprint, label noise), ``hf_filter`` (a manifest applied to a Hugging Face dataset).
+fingerprint, label noise), ``hf_filter`` (a manifest applied to a Hugging Face dataset),
+``torch_subset`` (a manifest applied to a PyTorch dataset).
 """
 
 from prune.data.labels import flip_labels, label_fingerprint

@@ -194,4 +194,5 @@ def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) ->
     details = {"classes": tree.classes, "image_size": image_size, "skip_bad": skip_bad, "skipped": skipped,
                "skipped_test": skipped_test, "files_fingerprint": files_fingerprint(used)}
     return LoadedData(source=f"{PREFIX}{tree.root}", train=splits[0], test=splits[1], num_classes=len(tree.classes),
-                      mean=mean, std=std, details=details)
+                      mean=mean, std=std, details=details,
+                      eval_split=None if tree.test is None else tree.test.folder.name)

@@ -3,12 +3,13 @@
 Source ``hf:PATH`` (``prune.data.load_dataset("hf:PATH", split=..., image_column=...,
 label_column=..., feature_column=...)``)
     A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``. Of a
-    ``DatasetDict`` the training side is ``split`` (default ``train``) and the test side is
-    the ``test`` split when there is one (and it is not the training split); otherwise the
-    test split is *empty*: prune holds nothing out of the training split (the manifest's
-    indices cover all of it), and ``prune train`` then reports no test accuracy. A single
-    ``Dataset`` is all training side (recorded as split ``train``; ``split`` may be ``None``
-    or ``"train"``); it has no test split either.
+    ``DatasetDict`` the training side is ``split`` (default ``train``) and the held-out (test)
+    side is ``eval_split``; by default the ``test`` split, else the ``validation`` split (one
+    that is not the training split). Without either the test split is *empty*: prune holds
+    nothing out of the training split (the manifest's indices cover all of it), and ``prune
+    train`` then reports no test accuracy. ``LoadedData.eval_split`` names the split held out.
+    A single ``Dataset`` is all training side (recorded as split ``train``; ``split`` may be
+    ``None`` or ``"train"``); it has no held-out split.
 
     Columns: ``label_column`` (default ``label``) holds integer labels ``0..C-1``; a
     ``ClassLabel`` feature gives C, otherwise C is the largest label plus one and every
@@ -39,6 +40,7 @@ BATCH = 1000
 DEFAULT_SPLIT = "train"
 DEFAULT_LABEL = "label"
 DEFAULT_IMAGE = "image"
+EVAL_SPLITS = ("test", "validation")  # held out by default, the first present
 
 
 # ----------------------------------------------------------------------------- opening
@@ -98,6 +100,26 @@ def pick_split(loaded, split: str | None, where: str):
             )
         return loaded, None
     raise PruneError(f"{where} is a {type(loaded).__name__}, expected a datasets.Dataset or DatasetDict")
+
+
+def pick_eval_split(loaded, eval_split: str | None, train_split: str | None, where: str) -> str | None:
+    """The split held out for evaluation: ``eval_split``, else the first of ``EVAL_SPLITS`` present
+    that is not the training split; None when there is none."""
+    import datasets
+
+    if not isinstance(loaded, datasets.DatasetDict):
+        if eval_split is not None:
+            raise PruneError(f"{where} is a single Dataset, not a DatasetDict, so it has no split {eval_split!r} "
+                             "to evaluate on; drop --eval-split")
+        return None
+    if eval_split is None:
+        return next((name for name in EVAL_SPLITS if name in loaded and name != train_split), None)
+    if eval_split not in loaded:
+        raise PruneError(f"{where} has no split {eval_split!r} (its splits: {', '.join(loaded)}); check --eval-split")
+    if eval_split == train_split:
+        raise PruneError(f"--eval-split {eval_split} is the split selected from; hold out another one "
+                         f"(its splits: {', '.join(loaded)})")
+    return eval_split
 
 
 def require_columns(ds, columns: dict, where: str) -> None:
@@ -231,7 +253,7 @@ def _vectors(x: np.ndarray, column: str, where: str) -> np.ndarray:
 
 
 def load(spec: str, *, split: str | None = None, image_column: str | None = None,
-         label_column: str | None = None, feature_column: str | None = None):
+         label_column: str | None = None, feature_column: str | None = None, eval_split: str | None = None):
     """``hf:PATH`` as a ``LoadedData`` (see the module docstring)."""
     import datasets
 
@@ -240,9 +262,8 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     loaded, path = open_saved(spec)
     source = f"{PREFIX}{path}"
     train, split_name = pick_split(loaded, split, source)
-    test = None
-    if isinstance(loaded, datasets.DatasetDict) and "test" in loaded and split_name != "test":
-        test = loaded["test"]
+    held_out = pick_eval_split(loaded, eval_split, split_name, source)
+    test = None if held_out is None else loaded[held_out]
     label = label_column or DEFAULT_LABEL
     if feature_column is not None:
         kind, column = "feature", feature_column
@@ -262,7 +283,7 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     y_train = read_labels(train, label, where)
     x_train = read_inputs(train, column, where)
     if test is not None:
-        test_where = f"{source} (split test)"
+        test_where = f"{source} (split {held_out})"
         require_columns(test, {label: "label-column", column: f"{kind}-column"}, test_where)
         _label_kind(test, label, test_where)
         y_test = read_labels(test, label, test_where)
@@ -273,15 +294,15 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
 
     shape_fix = _vectors if kind == "feature" else _images
     x_train = shape_fix(x_train, column, where)
-    x_test = shape_fix(x_test, column, f"{source} (split test)")
+    x_test = shape_fix(x_test, column, f"{source} (split {held_out})")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise PruneError(
-            f"the train and test splits of {source} have different example shapes "
+            f"the {split_name} and {held_out} splits of {source} have different example shapes "
             f"({x_train.shape[1:]} vs {x_test.shape[1:]}); both need the same shape"
         )
     labels = np.concatenate([y_train, y_test])
     if labels.min() < 0:
-        bad = "train" if y_train.min() < 0 else "test"
+        bad = (split_name or DEFAULT_SPLIT) if y_train.min() < 0 else held_out
         raise PruneError(
             f"the {bad} split of {source} has label {int(labels.min())} (unlabelled rows?); labels must be "
             f"0..C-1: drop those rows first, e.g. ds.filter(lambda row: row[{label!r}] >= 0)"
@@ -304,4 +325,4 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
         raise PruneError(f"{source} has only one class; labels must span at least 0..1")
     columns = {"label": label, kind: column}
     data = from_arrays(source, x_train, y_train, x_test, y_test, num_classes)
-    return replace(data, split=split_name or DEFAULT_SPLIT, columns=columns)
+    return replace(data, split=split_name or DEFAULT_SPLIT, columns=columns, eval_split=held_out)

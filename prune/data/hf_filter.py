@@ -32,7 +32,7 @@ def _label_column(manifest, label_column: str | None) -> str:
 
 
 def checked_subset(manifest, dataset, *, label_column: str | None = None, force: bool = False,
-                   where: str = "the dataset"):
+                   where: str = "the dataset", can_force: bool = True):
     """Check ``dataset`` against ``manifest``; return (``dataset.select(indices)``, warning)."""
     import datasets
 
@@ -45,12 +45,12 @@ def checked_subset(manifest, dataset, *, label_column: str | None = None, force:
         )
     column = _label_column(manifest, label_column)
     if len(dataset) != manifest.dataset["num_examples"]:
-        warning = manifest.check_dataset(fingerprint="", num_examples=len(dataset), force=force)
+        warning = manifest.check_dataset(fingerprint="", num_examples=len(dataset), force=force, can_force=can_force)
     else:
         labels = read_labels(dataset, column, where)
         counts = np.bincount(labels[labels >= 0], minlength=manifest.dataset["num_classes"]).tolist()
         warning = manifest.check_dataset(fingerprint=label_fingerprint(labels), num_examples=len(labels),
-                                         force=force, class_counts=counts)
+                                         force=force, class_counts=counts, can_force=can_force)
     return dataset.select(manifest.indices), warning
 
 
@@ -63,7 +63,7 @@ def check_saved(manifest, spec: str, *, split: str | None = None, label_column: 
         split = manifest.dataset.get("split", DEFAULT_SPLIT)
     ds, split_name = pick_split(loaded, split, f"{PREFIX}{path}")
     where = f"{PREFIX}{path}" + (f" (split {split_name})" if split_name else "")
-    checked_subset(manifest, ds, label_column=label_column, where=where)
+    checked_subset(manifest, ds, label_column=label_column, where=where, can_force=False)
     return where
 
 

@@ -47,6 +47,8 @@ class LoadedData:
     # the source's split used for training, and (hf: only) the columns read: role -> name
     split: str = "train"
     columns: dict | None = field(default=None, hash=False)
+    # the source's split held out as ``test`` (None: nothing is held out, ``test`` is empty)
+    eval_split: str | None = "test"
     # folder: only: classes, image size, skipped files, the file list's fingerprint (prune.data.folder)
     details: dict | None = field(default=None, hash=False)
 

@@ -67,12 +67,12 @@ DIGITS_TEST = 360
 def load_dataset(spec: str, data_root: str | None = None, download: bool = False, *,
                  split: str | None = None, image_column: str | None = None,
                  label_column: str | None = None, feature_column: str | None = None,
-                 image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
+                 eval_split: str | None = None, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
     """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
 
-    ``split``, ``image_column``, ``label_column`` and ``feature_column`` apply to ``hf:PATH``
-    only (``prune.data.hf``), ``image_size`` and ``skip_bad`` to ``folder:PATH`` only
-    (``prune.data.folder``); ``None`` means the default.
+    ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply
+    to ``hf:PATH`` only (``prune.data.hf``), ``image_size`` and ``skip_bad`` to ``folder:PATH``
+    only (``prune.data.folder``); ``None`` means the default.
     """
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
@@ -81,14 +81,15 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to folder: datasets; give the folder as folder:PATH")
         given = [f"--{name.replace('_', '-')}" for name, value in (("split", split), ("image_column", image_column),
-                 ("label_column", label_column), ("feature_column", feature_column)) if value is not None]
+                 ("label_column", label_column), ("feature_column", feature_column), ("eval_split", eval_split))
+                 if value is not None]
         if given:
             raise PruneError(f"{', '.join(given)} apply only to hf: datasets, not to folder:; drop them")
         return folder.load(spec, image_size=image_size, skip_bad=skip_bad)
     if image_size is not None or skip_bad:
         raise PruneError(f"--image-size and --skip-bad apply only to folder: datasets, not to {spec!r}; drop them")
     hf_options = {"split": split, "image_column": image_column, "label_column": label_column,
-                  "feature_column": feature_column}
+                  "feature_column": feature_column, "eval_split": eval_split}
     if spec[:3].lower() == "hf:":
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")

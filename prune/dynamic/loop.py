@@ -83,7 +83,7 @@ from prune.errors import PruneError
 from prune.features import stream_seed
 from prune.manifest import creation_time
 from prune.models import build_model
-from prune.training import evaluate, seed_everything
+from prune.training import evaluate, progress, seed_everything
 
 
 def _tolist(t: torch.Tensor) -> list:
@@ -135,8 +135,9 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     def select_now(reason: str, epoch: int, count: int, extra: dict) -> None:
         nonlocal current, coresets, cycle, quad, forward_extra
         count = max(1, count)
+        bars.reset(picking, total=count, status=f"selection point {len(selections) + 1}")
         start = time.perf_counter()
-        coresets, info = selector.select(model, count)
+        coresets, info = selector.select(model, count, done=lambda: bars.advance(picking))
         selection_seconds.append(time.perf_counter() - start)
         current = {"step": step, "epoch": epoch, "reason": reason, **info, **extra,
                    "coresets": [{"indices": _tolist(c.indices), "weights": _weights_list(c.weights)} for c in coresets],
@@ -151,42 +152,46 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
             forward_extra += quad.forward_examples
             current["hessian_norm"] = quad.hess_norm
 
-    for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
-        for j, size in enumerate(sizes):
-            if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
-                last = min(epoch + cfg.every - 1, cfg.epochs)
-                count = sum(steps_per_epoch[epoch - 1:last])
-                select_now("start" if epoch == 1 else "every", epoch, count, {})
-                pending = None
-            elif pending is not None:  # the crest rule: first selection, or rho > tau
-                select_now(pending, epoch, min(cfg.coresets_per_check * t1, budget.steps - step), {"t1": t1})
-                if h0 is None:
-                    h0 = quad.hess_norm
-                pending, since_check = None, 0
-            if not cycle:
-                cycle = torch.randperm(len(coresets), generator=order_gen).tolist()[::-1]
-            owner = cycle.pop()
-            core = coresets[owner]
-            if size < len(core.indices):  # a short step: a random part of the coreset
-                keep = torch.sort(torch.randperm(len(core.indices), generator=part_gen)[:size]).values
-            else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
-                keep = torch.arange(len(core.indices))
-            batch = core.indices[keep]
-            trainer.step(batch, core.weights[keep] if cfg.weighted else None)
-            current["batch_coresets"].append(owner)
-            current["batches"].append(_tolist(batch))
-            step += 1
-            since_check += 1
-            if cfg.update_rule == "crest" and since_check >= t1 and step < budget.steps:
-                rho, hess_norm = quad.rho(model, x, labels, cfg.feature_batch_size, device)
-                forward_extra += r
-                reselect = rho > cfg.tau
-                checks.append({"step": step, "rho": rho, "reselect": reselect, "t1": t1})
-                since_check = 0
-                if reselect:
-                    t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
-                    pending = "rho"
-        history.append(trainer.end_epoch(epoch, cfg.epochs, description))
+    with progress() as bars:  # training steps done / planned; the coresets of the latest selection point done / P
+        training = bars.add_task(description, total=budget.steps, status="")
+        picking = bars.add_task("coresets", total=None, status="")
+        for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
+            for j, size in enumerate(sizes):
+                if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
+                    last = min(epoch + cfg.every - 1, cfg.epochs)
+                    count = sum(steps_per_epoch[epoch - 1:last])
+                    select_now("start" if epoch == 1 else "every", epoch, count, {})
+                    pending = None
+                elif pending is not None:  # the crest rule: first selection, or rho > tau
+                    select_now(pending, epoch, min(cfg.coresets_per_check * t1, budget.steps - step), {"t1": t1})
+                    if h0 is None:
+                        h0 = quad.hess_norm
+                    pending, since_check = None, 0
+                if not cycle:
+                    cycle = torch.randperm(len(coresets), generator=order_gen).tolist()[::-1]
+                owner = cycle.pop()
+                core = coresets[owner]
+                if size < len(core.indices):  # a short step: a random part of the coreset
+                    keep = torch.sort(torch.randperm(len(core.indices), generator=part_gen)[:size]).values
+                else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
+                    keep = torch.arange(len(core.indices))
+                batch = core.indices[keep]
+                trainer.step(batch, core.weights[keep] if cfg.weighted else None)
+                current["batch_coresets"].append(owner)
+                current["batches"].append(_tolist(batch))
+                step += 1
+                bars.update(training, advance=1, status=f"epoch {epoch}/{cfg.epochs}")
+                since_check += 1
+                if cfg.update_rule == "crest" and since_check >= t1 and step < budget.steps:
+                    rho, hess_norm = quad.rho(model, x, labels, cfg.feature_batch_size, device)
+                    forward_extra += r
+                    reselect = rho > cfg.tau
+                    checks.append({"step": step, "rho": rho, "reselect": reselect, "t1": t1})
+                    since_check = 0
+                    if reselect:
+                        t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
+                        pending = "rho"
+            history.append(trainer.end_epoch(epoch, cfg.epochs, description))
     wall = time.perf_counter() - start_time
 
     if trainer.backprops != budget.backprops:  # the invariant the budget rule promises

@@ -124,8 +124,8 @@ class Selector:
             self.forward_examples += len(rows)
         return grads, loss
 
-    def select(self, model: nn.Module, count: int) -> tuple[list[Coreset], dict]:
-        """``count`` coresets of size m from ``count`` fresh random subsets."""
+    def select(self, model: nn.Module, count: int, done=lambda: None) -> tuple[list[Coreset], dict]:
+        """``count`` coresets of size m from ``count`` fresh random subsets; ``done()`` after each one."""
         cfg = self.cfg
         pool = self.candidates()
         r = min(cfg.subset_size, len(pool))
@@ -140,6 +140,7 @@ class Selector:
                     chosen.append(v[pick])
                     weights.append(torch.full((k,), len(rows) / k, dtype=torch.float64))
                 coresets.append(Coreset(torch.cat(chosen), torch.cat(weights)))
+                done()
         else:
             rows_all = torch.cat(subsets)
             grads, loss = self._gradients(model, rows_all)
@@ -168,6 +169,7 @@ class Selector:
                         objective += result.objective
                     coresets.append(Coreset(torch.cat(chosen), torch.cat(weights)))
                     offset += len(v)
+                    done()
         self.points += 1
         info = {"subsets": count, "subset_size": r, "objective": objective,
                 "candidates": len(pool)}

@@ -15,7 +15,7 @@ from torch import nn
 from prune.dynamic.subset_log import batches as all_batches
 from prune.errors import PruneError
 from prune.models import build_model
-from prune.training import console, evaluate, seed_everything
+from prune.training import console, epoch_lines, evaluate, progress, seed_everything
 
 
 class Trainer:
@@ -60,7 +60,7 @@ class Trainer:
         self._loss.zero_(), self._correct.zero_()
         self._count = 0
         row = {"epoch": epoch, "train_loss": loss / count, "train_accuracy": correct / count}
-        if not console.is_terminal:
+        if epoch_lines():
             console.print(f"{description}: epoch {epoch}/{epochs} loss {row['train_loss']:.4f} "
                           f"accuracy {row['train_accuracy']:.4f}", highlight=False)
         return row
@@ -98,19 +98,23 @@ def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None
     sequence = all_batches(log)
     weights_of: dict[tuple[int, int], dict[int, float]] = {}
     history, position = [], 0
-    for epoch, count in enumerate(epoch_steps, start=1):
-        for _ in range(count):
-            point, owner, batch = sequence[position]
-            position += 1
-            weights = None
-            if s["weighted"]:
-                key = (point, owner)
-                if key not in weights_of:
-                    core = log["selections"][point]["coresets"][owner]
-                    weights_of[key] = dict(zip(core["indices"], core["weights"]))
-                weights = torch.tensor([weights_of[key][i] for i in batch], dtype=torch.float64)
-            trainer.step(torch.tensor(batch, dtype=torch.int64), weights)
-        history.append(trainer.end_epoch(epoch, len(epoch_steps), description))
+    with progress() as bars:
+        task = bars.add_task(description, total=len(sequence), status="")
+        for epoch, count in enumerate(epoch_steps, start=1):
+            bars.update(task, status=f"epoch {epoch}/{len(epoch_steps)}")
+            for _ in range(count):
+                point, owner, batch = sequence[position]
+                position += 1
+                weights = None
+                if s["weighted"]:
+                    key = (point, owner)
+                    if key not in weights_of:
+                        core = log["selections"][point]["coresets"][owner]
+                        weights_of[key] = dict(zip(core["indices"], core["weights"]))
+                    weights = torch.tensor([weights_of[key][i] for i in batch], dtype=torch.float64)
+                trainer.step(torch.tensor(batch, dtype=torch.int64), weights)
+                bars.advance(task)
+            history.append(trainer.end_epoch(epoch, len(epoch_steps), description))
     test = evaluate(model, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
     return DynamicResult(model, log, history, trainer.backprops, test)
 

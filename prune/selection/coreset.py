@@ -12,7 +12,7 @@ from prune.manifest import Manifest
 from prune.selection.budget import class_budgets
 from prune.selection.difficulty import Difficulty, DifficultyOptions
 from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
-from prune.training import console
+from prune.training import console, progress
 
 
 @dataclass
@@ -126,27 +126,41 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
         engine = FACILITY_LOCATION[method](candidates.store, options, device)
 
     chosen, weights, selection = [], [], {}
-    objective, pools = 0.0, 0
-    for rows, k in zip(class_rows, budgets):
+    greedy, learned = [], []  # (class, part, its pools) in the order the generator formed them; crest's drops per class
+    for c, (rows, k) in enumerate(zip(class_rows, budgets)):
+        before = getattr(engine, "dropped", 0)
         for part, budget in (stage.split(rows, k) if stage else [(rows, k)]):
             if engine is None:  # uniform within the part; gamma = how many each stands for
                 chosen.append(part[torch.randperm(len(part), generator=generator)[:budget]])
                 weights.append(torch.full((budget,), len(part) / budget if budget else 0.0, dtype=torch.float64))
-                continue
-            for result in engine.select_class(part, budget, generator):
-                chosen.append(result.positions)
-                weights.append(result.weights)
-                objective += result.objective
-                pools += 1
+            else:
+                greedy.append((c, part, [(pool, b) for pool, b in engine.pools(part, budget, generator) if b]))
+        learned.append(getattr(engine, "dropped", 0) - before)
     params = {}
     if engine is not None:
+        objective, pools = 0.0, sum(len(p) for _, _, p in greedy)
+        with progress() as bars:  # greedy runs done / planned
+            task = bars.add_task(f"greedy {method}", total=pools, status="")
+            for c, part, part_pools in greedy:
+                bars.update(task, status=f"class {c}")
+                for result in engine.select_pools(part, part_pools, done=lambda: bars.advance(task)):
+                    chosen.append(result.positions)
+                    weights.append(result.weights)
+                    objective += result.objective
         params = {**engine.params(), "posterior": engine.posterior,
                   "posterior_samples": candidates.store.posterior_samples}
-        selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
-        if pools > sum(1 for k in budgets if k) and stage is None:
-            console.print(f"[yellow]note:[/] classes larger than the pool limit were split: {pools} pools in all")
-        if getattr(engine, "dropped", 0):
-            selection["dropped_learned"] = engine.dropped
+        # F to 7 significant digits, float32's: the distances are float32, and the digits beyond
+        # change with torch's thread count (the manifest is the same, byte for byte, either way)
+        selection = {"pools": pools, "objective": float(f"{objective:.7g}"),
+                     "similarity": "D - d, D the largest distance in each pool"}
+        if engine.split:
+            console.print(f"[yellow]note:[/] {engine.split} pools larger than --max-pool {options.max_pool} were "
+                          f"split at random: {pools} greedy runs in all", highlight=False)
+        if params.get("learned_window"):  # crest: learned examples left out (methods/crest.py)
+            selection["dropped_learned"] = learned
+            console.print(f"crest: dropped {sum(learned)} examples as learned (loss below {options.learned_loss} at "
+                          f"the last {params['learned_window']} warm-up checkpoints; {', '.join(map(str, learned))} "
+                          "per class)", highlight=False)
     if stage is not None:
         params["difficulty"] = stage.options.to_dict()
         selection["dropped_hard"] = stage.dropped

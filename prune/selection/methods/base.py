@@ -64,6 +64,7 @@ class FacilityLocationMethod:
 
     def __init__(self, store: FeatureStore, options: MethodOptions, device: torch.device):
         self.store, self.options, self.device = store, options, device
+        self.split = 0  # parts larger than max_pool that ``pools`` split
         self.posterior = options.posterior or self.default_posterior
         if self.posterior == "mean":
             store.posterior_features("mean")  # refuses a store without posterior samples
@@ -78,14 +79,21 @@ class FacilityLocationMethod:
     def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
         """Split one class into random parts of at most ``max_pool``; budgets proportional to size."""
         parts = split_pool(rows, self.options.max_pool, generator)
+        self.split += len(parts) > 1
         return list(zip(parts, largest_remainder([len(p) for p in parts], k)))
 
     def select_class(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[PoolResult]:
+        return self.select_pools(rows, self.pools(rows, k, generator))
+
+    def select_pools(self, rows: torch.Tensor, pools: list[tuple[torch.Tensor, int]],
+                     done=lambda: None) -> list[PoolResult]:
+        """Greedy in each (pool, budget) that ``pools`` formed from ``rows``; ``done()`` after each run."""
         results = []
-        for part, budget in self.pools(rows, k, generator):
+        for part, budget in pools:
             if budget == 0:
                 continue
             result = facility_location(self.distances(part).to(self.device, torch.float32), budget)
             picked = part[result.order.cpu()]
             results.append(PoolResult(picked, result.weights.cpu().double(), result.objective))
+            done()
         return results

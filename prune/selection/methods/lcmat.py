@@ -68,10 +68,10 @@ class LCMat(FacilityLocationMethod):
         h2 = with_bias(self.embedding[rows].double()).square()
         return a[..., coordinates // width] * h2[..., coordinates % width]
 
-    def select_class(self, rows, k, generator):
+    def select_pools(self, rows, pools, done=lambda: None):
         if self.options.top_k_scope == "class":
             self.coordinates = top_variance_coordinates(self.hess[rows], self.embedding[rows], self.options.top_k)
-        return super().select_class(rows, k, generator)
+        return super().select_pools(rows, pools, done)
 
     def distances(self, rows):
         g, h = self.grad[rows], self.embedding[rows]
