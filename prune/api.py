@@ -147,7 +147,8 @@ def select_coreset(
     posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
-    drop_hard: str | float | None = None, strata: int | None = None, difficulty_score: str | None = None,
+    drop_hard: str | float | None = None, strata: int | str | None = None, strata_budget: str | None = None,
+    difficulty_score: str | None = None,
     options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
 ) -> Manifest | SelectionPlan:
     """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
@@ -162,7 +163,7 @@ def select_coreset(
     ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
     ``prune.selection.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
     saves the manifest there; an existing ``out`` or ``store`` is refused unless ``overwrite``.
-    ``drop_hard``, ``strata`` and ``difficulty_score`` set the difficulty stage
+    ``drop_hard``, ``strata``, ``strata_budget`` and ``difficulty_score`` set the difficulty stage
     (``prune.selection.difficulty``; None keeps the method's default, see
     ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
 
@@ -179,7 +180,7 @@ def select_coreset(
     if method not in METHODS:
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     opts = method_options(options, **method_overrides)
-    stage = default_difficulty(method, drop_hard, strata, difficulty_score)
+    stage = default_difficulty(method, drop_hard, strata, difficulty_score, strata_budget)
     needs_features = method not in SAMPLING or stage.active
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     check_amp(amp, torch_device)

@@ -69,7 +69,8 @@ class BenchConfig:
     dynamic: tuple[str, ...] = ()
     # the difficulty stage of every method but random, and inside dynamic ensemble|crest (None: defaults)
     drop_hard: str | float | None = None
-    strata: int | None = None
+    strata: int | str | None = None
+    strata_budget: str | None = None
     full: bool = True  # train the full-data reference row
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
@@ -77,7 +78,7 @@ class BenchConfig:
         method = method_posterior(method)[0]
         if method == "random":  # the baseline stays plain
             return default_difficulty(method)
-        return default_difficulty(method, self.drop_hard, self.strata)
+        return default_difficulty(method, self.drop_hard, self.strata, strata_budget=self.strata_budget)
 
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS

@@ -117,14 +117,19 @@ def test_difficulty_stage_options_reach_the_manifest(tmp_path):
     store = tmp_path / "digits.h5"
     run("features", *FAST, "--out", store)
     paper = tmp_path / "paper.json"
-    run("select", "--features", store, "--method", "craig", "--drop-hard", "0", "--out", paper)
+    run("select", "--features", store, "--method", "craig", "--drop-hard", "0", "--strata", "1", "--out", paper)
     chosen = Manifest.load(paper)
     assert "difficulty" not in chosen.method["params"] and chosen.weights.sum() == 1437  # CRAIG as published
+    default = tmp_path / "default.json"
+    run("select", "--features", store, "--method", "craig", "--out", default)
+    assert Manifest.load(default).method["params"]["difficulty"] == {
+        "drop_hard": "auto", "strata": "auto", "score": "el2n", "strata_budget": "proportional"}
     staged = tmp_path / "staged.json"
     run("select", "--features", store, "--method", "random", "--drop-hard", "0.2", "--strata", "3",
         "--difficulty-score", "loss", "--out", staged)
     chosen = Manifest.load(staged)
-    assert chosen.method["params"]["difficulty"] == {"drop_hard": 0.2, "strata": 3, "score": "loss"}
+    assert chosen.method["params"]["difficulty"] == {"drop_hard": 0.2, "strata": 3, "score": "loss",
+                                                     "strata_budget": "equal"}
     assert chosen.selection["dropped_hard"] == [int(0.2 * n) for n in chosen.dataset["class_counts"]]
     assert "--drop-hard must be auto or a fraction" in fails("select", "--features", store, "--drop-hard", "most",
                                                              "--out", tmp_path / "x.json")

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 import prune
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
-from prune.selection import Candidates, DifficultyOptions, select
-from prune.selection.budget import equal_split
+from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
+from prune.selection.budget import equal_split, largest_remainder
 from prune.selection.difficulty import Difficulty, below_chance, difficulty_scores
 from tests.test_methods import C, M, N, random_store
 
@@ -67,12 +67,13 @@ def test_coverage_budgets_share_equally_within_sizes(sizes, data):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 5), st.sampled_from(["auto", 0.3, 0.9]), st.integers(1, 4), st.floats(0.01, 1.0))
-def test_dropping_never_leaves_a_class_below_its_budget(seed, drop_hard, strata, fraction):
+@given(st.integers(0, 5), st.sampled_from(["auto", 0.3, 0.9]), st.integers(1, 4), st.floats(0.01, 1.0),
+       st.sampled_from(["equal", "proportional"]))
+def test_dropping_never_leaves_a_class_below_its_budget(seed, drop_hard, strata, fraction, strata_budget):
     store = random_store(seed=seed, n=60)
     candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
     manifest = select(candidates, "random", fraction=fraction, seed=seed,
-                      difficulty=DifficultyOptions(drop_hard=drop_hard, strata=strata))
+                      difficulty=DifficultyOptions(drop_hard=drop_hard, strata=strata, strata_budget=strata_budget))
     counts = np.bincount(store.labels.numpy()[manifest.indices], minlength=C)
     assert counts.tolist() == manifest.per_class and len(set(manifest.indices.tolist())) == len(manifest)
     sizes = np.bincount(store.labels.numpy(), minlength=C)
@@ -101,6 +102,38 @@ def test_strata_are_equal_width_bins_with_coverage_budgets():
     for b, (part, _) in enumerate(parts):
         assert bool(((score[part] >= edges[b] - 1e-12) & (score[part] <= edges[b + 1] + 1e-12)).all())
     assert [k for _, k in parts] == equal_split([len(p) for p, _ in parts], 20)
+
+
+def test_proportional_strata_are_quantiles_with_their_share_of_the_budget():
+    store = random_store(seed=2, n=400)
+    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata=5, strata_budget="proportional"))
+    rows = torch.nonzero(store.labels == 0).flatten()
+    parts = stage.split(rows, 13)
+    score = difficulty_scores(store, "el2n")
+    assert torch.equal(torch.sort(torch.cat([p for p, _ in parts])).values, rows)
+    sizes = [len(p) for p, _ in parts]
+    assert max(sizes) - min(sizes) <= 1  # equal counts
+    for (easier, _), (harder, _) in zip(parts, parts[1:]):  # ordered by difficulty, not overlapping
+        assert score[easier].max() <= score[harder].min()
+    assert [k for _, k in parts] == largest_remainder(sizes, 13) and sum(k for _, k in parts) == 13
+
+
+def test_auto_strata_split_a_class_only_where_its_budget_is_under_7_percent():
+    store = random_store(seed=2, n=400)
+    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata="auto", strata_budget="proportional"))
+    rows = torch.nonzero(store.labels == 0).flatten()
+    small, large = math.ceil(0.07 * len(rows)) - 1, math.ceil(0.07 * len(rows))
+    assert len(stage.split(rows, small)) == 5 and sum(k for _, k in stage.split(rows, small)) == small
+    (part, budget), = stage.split(rows, large)
+    assert torch.equal(part, rows) and budget == large
+    assert DifficultyOptions(strata="AUTO").strata == "auto" and DifficultyOptions(strata="3").strata == 3
+
+
+@pytest.mark.parametrize("method", ["craig", "adacore", "lcmat", "crest", "ensemble"])
+def test_facility_location_methods_keep_the_difficulty_distribution_by_default(method):
+    assert default_difficulty(method) == DifficultyOptions(strata="auto", strata_budget="proportional")
+    assert default_difficulty("ccs") == DifficultyOptions(strata=10, strata_budget="equal")
+    assert default_difficulty("clean") == DifficultyOptions() and not default_difficulty("random").active
 
 
 def test_options_are_checked():

@@ -10,7 +10,8 @@ import typer
 from prune.atomic import ensure_writable, output_exists
 from prune.bench import BenchConfig, run_bench
 from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, Overwrite, Quiet,
-                               Sigma, batch_size_option, flag, lr_option, model_option, value, warmup_epochs_option)
+                               Sigma, StrataBudget, batch_size_option, flag, lr_option, model_option, value,
+                               warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
@@ -36,7 +37,8 @@ def bench_command(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),
     dynamic: str = typer.Option("", "--dynamic", help="Comma-separated dynamic kinds (ensemble,crest,random): trained with selection during training at each fraction's backprop budget, reported as dyn-<kind>.", rich_help_panel=GRID),
     drop_hard: Optional[str] = typer.Option(None, "--drop-hard", help="Difficulty stage of every method but random, and inside --dynamic ensemble|crest: auto, a fraction, or 0 (default: each method's own; auto for dynamic).", rich_help_panel=GRID),
-    strata: Optional[int] = typer.Option(None, "--strata", help="Difficulty strata of every method but random (default: each method's own).", rich_help_panel=GRID),
+    strata: Optional[str] = typer.Option(None, "--strata", help="Difficulty strata of every method but random: auto or N (default: each method's own).", rich_help_panel=GRID),
+    strata_budget: Optional[StrataBudget] = typer.Option(None, "--strata-budget", help="equal or proportional budgets over the strata of every method but random (default: each method's own).", rich_help_panel=GRID),
     full: bool = flag("full", "Also train on all the data (the reference row).", default=True, rich_help_panel=GRID),
     weighted: bool = flag("weighted", "Also train every method but random on its weights gamma (rows <method>+γ).", rich_help_panel=GRID),
     # model, warm-up and training
@@ -59,7 +61,7 @@ def bench_command(
         seeds=tuple(int(s) for s in _floats(seeds, "--seeds")), model=model, warmup_epochs=warmup_epochs,
         train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
         posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
-        drop_hard=drop_hard, strata=strata, full=full, weighted=weighted,
+        drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget), full=full, weighted=weighted,
     )
     if resume and overwrite:
         raise PruneError("--resume reuses the finished cells in --out and --overwrite recomputes them; give one of them")

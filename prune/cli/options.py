@@ -19,7 +19,7 @@ from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
 from prune.augment import AUGMENTS
 from prune.models import MODELS
 from prune.models.torchvision_models import PREFIX as TORCHVISION, torchvision_names
-from prune.selection.difficulty import SCORES
+from prune.selection.difficulty import SCORES, STRATA_BUDGETS
 from prune.training import DEVICES, SCHEDULES, SEED_MAX
 
 DATA = "Data"
@@ -55,6 +55,7 @@ HessianKind = choice("HessianKind", HESSIANS)
 StorageType = choice("StorageType", DTYPES)
 Schedule = choice("Schedule", SCHEDULES)
 DifficultyScore = choice("DifficultyScore", SCORES)
+StrataBudget = choice("StrataBudget", STRATA_BUDGETS)
 
 # -- data ----------------------------------------------------------------------------------
 Dataset = typer.Option("digits", "--dataset", help=f"Data source: {', '.join(DATASETS)}.", rich_help_panel=DATA)
@@ -131,7 +132,8 @@ def warmup_schedule_option(panel: str = WARMUP):
 
 # -- the difficulty stage (prune.selection.difficulty) ----------------------------------------
 DropHard = typer.Option(None, "--drop-hard", help="Drop the hard examples before selecting: auto (those whose label the warm model's posterior mean believes less than chance, p < 1/C), a fraction of each class (hardest by --difficulty-score), or 0. Default: auto, 0 for random.", rich_help_panel=DIFFICULTY)
-Strata = typer.Option(None, "--strata", help="Split each class into N equal-width difficulty strata with equal budgets, the method runs in each (coverage). Default: 10 for ccs, else 1.", rich_help_panel=DIFFICULTY)
+Strata = typer.Option(None, "--strata", help="Split each class into N difficulty strata, each with a budget of its own; the method runs in each. auto: 5 where a class's budget is under 7 % of it, else 1. Default: auto for the facility-location methods, 10 for ccs, else 1.", rich_help_panel=DIFFICULTY)
+StrataBudgets = typer.Option(None, "--strata-budget", help="equal: equal-width strata, the budget split equally (coverage, ccs's default); proportional: quantile strata, each with its share, so the subset keeps the class's difficulty distribution (the facility-location methods' default).", rich_help_panel=DIFFICULTY)
 Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a fractional --drop-hard, averaged over the posterior samples (default el2n).", rich_help_panel=DIFFICULTY)
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from prune.api import check_outputs, select_coreset
 from prune.atomic import finishing, refuse_existing
-from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore,
+from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore, StrataBudget, StrataBudgets,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
                                Kind, LabelColumn, LabelNoise, Layers, NoiseSeed, Overwrite, PosteriorKind,
                                PosteriorLayers, Quiet, Samples, Schedule, Score, Seed, Sigma, Split, Strata,
@@ -62,7 +62,8 @@ def select_command(
     learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned.", rich_help_panel=METHOD),
     learned_window: int = typer.Option(0, "--learned-window", help="crest: warm-up checkpoints the loss must stay below --learned-loss to drop an example (0 = keep all: the default, since a static subset trains a fresh model).", rich_help_panel=METHOD),
     # the difficulty stage
-    drop_hard: Optional[str] = DropHard, strata: Optional[int] = Strata, difficulty_score: Optional[DifficultyScore] = Score,
+    drop_hard: Optional[str] = DropHard, strata: Optional[str] = Strata, strata_budget: Optional[StrataBudget] = StrataBudgets,
+    difficulty_score: Optional[DifficultyScore] = Score,
     # budget
     fraction: Optional[float] = typer.Option(None, "--fraction", help="Fraction of the training split to keep (default 0.1).", rich_help_panel=BUDGET),
     count: Optional[int] = typer.Option(None, "--count", help="Number of examples to keep (instead of --fraction).", rich_help_panel=BUDGET),
@@ -95,7 +96,7 @@ def select_command(
         data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
         feature_column=feature_column, image_size=image_size, skip_bad=skip_bad, model=model, checkpoint=checkpoint,
         augment=augment, amp=amp, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
-        warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, difficulty_score=difficulty_score,
+        warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget), difficulty_score=difficulty_score,
         posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
         posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
         label_noise=label_noise, noise_seed=noise_seed, device=device, overwrite=overwrite,

@@ -42,21 +42,25 @@ class Candidates:
         return cls(store.labels, dataset, noise, {"features": meta["features"], "feature_seed": meta["seed"]}, store)
 
 
-def default_difficulty(method: str, drop_hard: str | float | None = None, strata: int | None = None,
-                       score: str | None = None) -> DifficultyOptions:
+def default_difficulty(method: str, drop_hard: str | float | None = None, strata: int | str | None = None,
+                       score: str | None = None, strata_budget: str | None = None) -> DifficultyOptions:
     """The stage ``method`` runs with, with the options given replacing its defaults (None: keep).
 
     ``random`` is the plain baseline (no stage); ``clean`` is uniform sampling after dropping
     the examples whose label the warm model's posterior believes less than chance (``auto``);
     ``ccs`` samples across 10 equal-width difficulty strata with equal budgets after the same
     dropping (coverage-centric selection); every facility-location method drops (``auto``),
-    which keeps it from spending the budget on mislabelled examples (docs/results.md).
+    which keeps it from spending the budget on mislabelled examples, and, where a class's budget
+    is small, runs within 5 difficulty quantiles with proportional budgets, which keeps it from
+    spending that budget on the sparse hard examples (``strata="auto"``, docs/results.md).
     """
-    default = {"random": DifficultyOptions(drop_hard=0), "ccs": DifficultyOptions(strata=10)}.get(method,
-                                                                                                 DifficultyOptions())
+    default = {"random": DifficultyOptions(drop_hard=0), "clean": DifficultyOptions(),
+               "ccs": DifficultyOptions(strata=10)}.get(
+        method, DifficultyOptions(strata="auto", strata_budget="proportional"))
     return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
                              strata=default.strata if strata is None else strata,
-                             score=default.score if score is None else score)
+                             score=default.score if score is None else score,
+                             strata_budget=default.strata_budget if strata_budget is None else strata_budget)
 
 
 def difficulty_stage(candidates: Candidates, method: str, difficulty: DifficultyOptions | None) -> Difficulty | None:
@@ -147,7 +151,10 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
                     objective += result.objective
         params = {**engine.params(), "posterior": engine.posterior,
                   "posterior_samples": candidates.store.posterior_samples}
-        selection = {"pools": pools, "objective": objective, "similarity": "D - d, D the largest distance in each pool"}
+        # F to 7 significant digits, float32's: the distances are float32, and the digits beyond
+        # change with torch's thread count (the manifest is the same, byte for byte, either way)
+        selection = {"pools": pools, "objective": float(f"{objective:.7g}"),
+                     "similarity": "D - d, D the largest distance in each pool"}
         if engine.split:
             console.print(f"[yellow]note:[/] {engine.split} pools larger than --max-pool {options.max_pool} were "
                           f"split at random: {pools} greedy runs in all", highlight=False)
