@@ -289,6 +289,11 @@ def _contents(path: Path, file: h5py.File) -> tuple[dict, dict]:
 
 def _checked_values(path: Path, name: str, rows: np.ndarray, values: torch.Tensor) -> torch.Tensor:
     """``values`` (of ``rows``) if finite and at most ``MAX_FEATURE`` in magnitude; else ``PruneError`` naming the rows."""
+    if values.numel() == 0:
+        return values
+    low, high = (float(bound) for bound in torch.aminmax(values))  # one pass; NaN fails both comparisons
+    if -MAX_FEATURE <= low and high <= MAX_FEATURE:
+        return values
     flat = values.flatten(1)
     nonfinite = ~torch.isfinite(flat).all(1)
     if nonfinite.any():
