@@ -11,6 +11,7 @@ pieces ``prune features`` and ``prune train`` share with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -186,6 +187,7 @@ def select_coreset(
     check_amp(amp, torch_device)
     if not dry_run:  # before the work, not after it
         check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
+    scratch = contextlib.ExitStack()  # a temporary store's folder, when prune computes the features
     hf = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     feature_bytes = 0
     if features is not None:
@@ -219,16 +221,16 @@ def select_coreset(
             config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
                                     posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
                                         checkpoint, augment, amp)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = store or Path(tmp) / "features.h5"
-                build_store(data, labels, path, config, seed=seed, device=torch_device,
-                                      label_noise=noise, flipped=flipped)
-                candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
-    if dry_run:
-        return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                              options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
-    manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                      options=opts, difficulty=stage, device=torch_device)
+            # the store is read lazily during selection: its temporary folder lives until then
+            path = store or Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "features.h5"
+            build_store(data, labels, path, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped)
+            candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
+    with scratch:
+        if dry_run:
+            return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
+                                  options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
+        manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
+                          options=opts, difficulty=stage, device=torch_device)
     if out is not None:
         manifest.save(out)
     return manifest
