@@ -58,6 +58,11 @@ def current() -> World:
     return World()
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun numbered it (``RANK``; 0 outside torchrun), no process group needed."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def start() -> World:
     """Join torchrun's process group when it started more than one process; ``World()`` otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))

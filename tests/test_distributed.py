@@ -1,4 +1,4 @@
-"""Under torchrun: the rows shared among ranks, and a 2-process store equal to a 1-process one."""
+"""Under torchrun: the rows shared among ranks, and a 2-process store and manifest equal to 1-process ones."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_outside_torchrun_there_is_one_process_and_no_group(monkeypatch):
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
-def test_two_processes_under_torchrun_write_the_one_process_store(tmp_path, fashion_slice):
+def test_two_processes_under_torchrun_write_the_one_process_store_and_manifest(tmp_path, fashion_slice):
     # 7 batches of 300: rank 0 computes 4, rank 1 3 (the last one short); two posterior samples and the point pass
     args = ["features", "--dataset", f"npz:{fashion_slice}", "--warmup-epochs", "1", "--posterior-samples", "2",
             "--batch-size", "300", "--quiet"]
@@ -51,3 +51,11 @@ def test_two_processes_under_torchrun_write_the_one_process_store(tmp_path, fash
                    env=env, check=True, timeout=120, capture_output=True)
     assert two.read_bytes() == one.read_bytes()
     assert not list(tmp_path.glob(".*.partial"))
+
+    select = ["select", "--features", str(two), "--method", "craig", "--fraction", "0.1"]
+    result = CliRunner().invoke(app, [*select, "--out", str(tmp_path / "one.json")])
+    assert result.exit_code == 0, result.output
+    ran = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *select,
+                          "--out", str(tmp_path / "two.json")], env=env, check=True, timeout=120, capture_output=True)
+    assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert ran.stderr.count(b"selected 200 of 2000") == 1  # rank 0 alone selects and writes
