@@ -1,12 +1,15 @@
-"""Under torchrun: the rows shared among ranks, and a 2-process store and manifest equal to 1-process ones."""
+"""Under torchrun: the rows shared among ranks, a 2-process store and manifest equal to 1-process ones, a rank killed."""
 
 from __future__ import annotations
 
 import math
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,48 @@ def test_two_processes_under_torchrun_write_the_one_process_store_and_manifest(t
                           "--out", str(tmp_path / "two.json")], env=env, check=True, timeout=120, capture_output=True)
     assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
     assert ran.stderr.count(b"selected 200 of 2000") == 1  # rank 0 alone selects and writes
+
+
+def _samples_done(progress: Path) -> int:
+    try:
+        return json.loads(progress.read_text())["samples_done"]
+    except (OSError, ValueError):  # not written yet
+        return 0
+
+
+def _child_with_rank(parent: int, rank: int) -> int:
+    """The pid of the process ``parent`` started with RANK=``rank`` in its environment (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and f"RANK={rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:  # gone meanwhile
+            continue
+    raise AssertionError(f"no rank {rank} among the children of {parent}")
+
+
+@pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/environ").exists(), reason="needs torchrun and /proc")
+def test_a_rank_killed_stops_the_others_and_resume_completes_the_store(tmp_path):
+    args = ["features", "--warmup-epochs", "0", "--posterior-samples", "12", "--batch-size", "16", "--quiet"]
+    out, reference = tmp_path / "two.h5", tmp_path / "one.h5"
+    progress = tmp_path / ".two.h5.partial" / "progress.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.Popen([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(out)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while _samples_done(progress) < 1:  # a feature pass committed: mid-run
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-2000:]
+        time.sleep(0.02)
+    os.kill(_child_with_rank(run.pid, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    output = run.communicate(timeout=30)[0]
+    assert run.returncode != 0 and time.monotonic() - killed < 10
+    assert b"rank      : 1" in output and b"SIGKILL" in output  # torchrun names the rank that died
+    assert not out.exists() and 1 <= _samples_done(progress) < 13
+
+    resumed = CliRunner().invoke(app, [*args, "--resume", "--out", str(out)])
+    assert resumed.exit_code == 0 and "resuming" in resumed.output, resumed.output
+    result = CliRunner().invoke(app, [*args, "--out", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference.read_bytes()
