@@ -13,12 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 from typer.testing import CliRunner
 
 from prune import distributed
 from prune.cli import app
+from prune.data import load_dataset
 from prune.distributed import World
+from prune.errors import PruneError
+from prune.features.build import FeatureConfig, build_store
+from prune.training import TrainConfig
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
 
@@ -39,6 +44,15 @@ def test_outside_torchrun_there_is_one_process_and_no_group(monkeypatch):
     assert distributed.start() == World(0, 1) and distributed.current().main
     assert not dist.is_initialized()
     assert World().from_main(lambda: "made") == "made" and World().gather(3) == [3]
+
+
+def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
+    monkeypatch.setattr(distributed, "current", lambda: World(0, 2))
+    data = load_dataset("digits")
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), hessian="hutchinson")
+    with pytest.raises(PruneError, match="--hessian hutchinson .* run it in one process"):
+        build_store(data, data.train.y, tmp_path / "store.h5", config, seed=0, device=torch.device("cpu"))
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")

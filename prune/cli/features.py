@@ -58,6 +58,7 @@ def features_command(
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     posterior_layers, posterior_kind, hessian = value(posterior_layers), value(posterior_kind), value(hessian)
     dtype, device, warmup_schedule, augment = value(dtype), value(device), value(warmup_schedule), value(augment)
+    world = distributed.start()  # under torchrun: join the other ranks (build_store shares the work), pick the GPU
     torch_device = resolve_device(device)
     check_amp(amp, torch_device)
     ensure_writable(out, inputs=source_paths(dataset, data_root), overwrite=overwrite)
@@ -68,7 +69,6 @@ def features_command(
                             posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule,
                             checkpoint, augment, amp)
     start, before = time.perf_counter(), _identity(out)
-    world = distributed.start()  # under torchrun: join the other ranks (build_store shares the work)
     if not world.main:
         with no_progress():  # rank 0 shows the progress and writes the store
             build_store(data, labels, out, config, seed=seed, device=torch_device, resume=resume)
