@@ -70,7 +70,11 @@ def start() -> World:
         return current()
     if not dist.is_available():
         raise PruneError("WORLD_SIZE > 1 but this torch has no torch.distributed; run prune in one process")
-    timeout = float(os.environ.get("PRUNE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    try:
+        timeout = float(os.environ.get("PRUNE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        raise PruneError("PRUNE_DIST_TIMEOUT must be a number of seconds, "
+                         f"got {os.environ['PRUNE_DIST_TIMEOUT']!r}") from None
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available() and local < torch.cuda.device_count():
         torch.cuda.set_device(local)  # --device cuda means this rank's GPU

@@ -1,4 +1,4 @@
-"""Under torchrun: the rows shared among ranks, a 2-process store and manifest equal to 1-process ones, a rank killed."""
+"""Under torchrun: each rank's rows, a 2-process store and manifest equal to 1-process ones, a rank killed."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def test_outside_torchrun_there_is_one_process_and_no_group(monkeypatch):
     assert distributed.start() == World(0, 1) and distributed.current().main
     assert not dist.is_initialized()
     assert World().from_main(lambda: "made") == "made" and World().gather(3) == [3]
+
+
+def test_a_timeout_that_is_no_number_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("PRUNE_DIST_TIMEOUT", "soon")
+    with pytest.raises(PruneError, match="PRUNE_DIST_TIMEOUT must be a number of seconds, got 'soon'"):
+        distributed.start()
+    assert not dist.is_initialized()
 
 
 def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
