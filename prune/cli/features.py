@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from prune import distributed
 from prune.api import feature_config, load_training_data, source_options
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
@@ -20,6 +21,7 @@ from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Do
 from prune.data import source_paths
 from prune.features import build_store, partial_path
 from prune.training import check_amp, console, resolve_device
+from prune.training import quiet as no_progress
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -56,6 +58,7 @@ def features_command(
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
     posterior_layers, posterior_kind, hessian = value(posterior_layers), value(posterior_kind), value(hessian)
     dtype, device, warmup_schedule, augment = value(dtype), value(device), value(warmup_schedule), value(augment)
+    world = distributed.start()  # under torchrun: join the other ranks (build_store shares the work), pick the GPU
     torch_device = resolve_device(device)
     check_amp(amp, torch_device)
     ensure_writable(out, inputs=source_paths(dataset, data_root), overwrite=overwrite)
@@ -66,6 +69,11 @@ def features_command(
                             posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule,
                             checkpoint, augment, amp)
     start, before = time.perf_counter(), _identity(out)
+    if not world.main:
+        with no_progress():  # rank 0 shows the progress and writes the store
+            build_store(data, labels, out, config, seed=seed, device=torch_device, resume=resume)
+        distributed.stop()
+        return
     try:
         build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
                     resume=resume)
@@ -77,4 +85,5 @@ def features_command(
         if _identity(out) in (None, before):
             raise typer.Exit(130) from None
         # Ctrl-C came while the new store was committed (its work folder is removed after that): it is complete
+    distributed.stop()
     console.print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from prune import distributed
 from prune.api import check_outputs, select_coreset
 from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore, StrataBudget, StrataBudgets,
@@ -75,6 +76,8 @@ def select_command(
     overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Select a coreset and write its manifest."""
+    if distributed.launched_rank() != 0:  # under torchrun rank 0 selects and writes; the others have nothing to do
+        return
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
     posterior = value(posterior)
     posterior_layers, posterior_kind, hessian, augment = value(posterior_layers), value(posterior_kind), value(hessian), value(augment)

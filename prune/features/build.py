@@ -5,6 +5,10 @@ warm-up with a checkpoint pass at every epoch end (EMA of g and H, per-example l
 then M feature passes at the final weights, each under one posterior perturbation drawn
 once and used for every example (methods.md, "ensemble" and "Implementation notes"), and with
 M > 1 one more at the unperturbed weights (what ``--posterior point`` selects from).
+
+Under torchrun (``prune.distributed``) rank 0 warms up and shares the warm weights, every rank
+computes a fixed shard of each feature pass's rows, and rank 0 writes them: the same store as one
+process writes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prune import distributed
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage
@@ -111,6 +116,43 @@ def _passes(model, x, labels, config: FeatureConfig, device, description: str, g
             bars.update(task, advance=len(batch["loss"]))
 
 
+def _shared_passes(world: distributed.World, model, x, labels, config: FeatureConfig, device, description: str,
+                   generator=None, start: int = 0):
+    """``_passes`` with the rows shared among the ranks of ``world`` (``prune.distributed.shard``).
+
+    Rank 0 yields every rank's (start, batch-features), a batch of each rank at a time; the other
+    ranks yield nothing. In one process this is ``_passes`` from row ``start``.
+    """
+    if world.size == 1:
+        yield from _passes(model, x, labels, config, device, description, generator, start)
+        return
+    rows, steps = distributed.shard(len(labels), config.batch_size, world)
+    mine = extract_batches(model, x[rows.start:rows.stop], labels[rows.start:rows.stop], batch_size=config.batch_size,
+                           device=device, hessian=config.hessian, amp=config.warmup.amp)
+    start = rows.start
+    with progress() as bars:
+        task = bars.add_task(description, total=len(labels), status="")
+        for _ in range(steps):
+            batch = next(mine, None)
+            for sent in world.gather(None if batch is None else (start, batch)) or []:
+                if sent is not None:
+                    yield sent
+                    bars.update(task, advance=len(sent[1]["loss"]))
+            if batch is not None:
+                start += len(batch["loss"])
+
+
+def _on_device(state: dict, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
+    """A model of ``config.model`` with the weights ``state``, on ``device``, in eval mode."""
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 @dataclass
 class WarmUp:
     """A finished warm-up: the warm weights and what its checkpoints left per example.
@@ -126,9 +168,7 @@ class WarmUp:
     losses: torch.Tensor
 
     def model(self, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
-        model = build_model(config.model, data.input_shape, data.num_classes)
-        model.load_state_dict(self.state)
-        return model.to(device).eval()
+        return _on_device(self.state, config, data, device)
 
 
 def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device) -> WarmUp:
@@ -148,8 +188,7 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
     if config.warmup.epochs == 0:
         checkpoint(1, model)  # the initial weights are the only checkpoint
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return WarmUp(state, average.grad, average.hess, losses)
+    return WarmUp(_cpu_state(model), average.grad, average.hess, losses)
 
 
 def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
@@ -162,8 +201,20 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     block (same settings required) and gives the same store, byte for byte, as an
     uninterrupted run. ``warm`` (from ``warm_up`` with the same data, labels, model and warm-up
     settings) skips the warm-up and uses that one.
+
+    In a process group (``prune.distributed``: torchrun) every rank calls this: rank 0 warms up (or
+    resumes) and sends the warm weights, each rank computes its shard of the rows of every feature
+    pass, and rank 0 writes them and the store. A pass is committed when all its rows are in, so
+    ``resume`` continues from the last complete pass.
     """
     config.check()
+    world = distributed.current()
+    if world.size > 1 and config.hessian == "hutchinson":
+        raise PruneError("--hessian hutchinson draws its probes in row order, which is not shared among processes; "
+                         "run it in one process (without torchrun), or use --hessian exact")
+    if not world.main:
+        _compute_shards(world, data, labels, config, seed=seed, device=device)
+        return Path(out)
     x, n, samples = data.train.x, len(labels), config.posterior_samples
     checkpoints = max(config.warmup.epochs, 1)
     embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
@@ -198,26 +249,42 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             part.commit_warmup()
 
         first = part.samples_done
+        world.from_main(lambda: (_cpu_state(model), first))
         for m, (member, perturbation) in enumerate(
                 posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
             point = m == samples  # the pass at the unperturbed weights, after the M samples (M > 1)
             # the point pass draws what an M = 1 store's one pass draws (Hutchinson probes), so it equals it
             generator = torch.Generator().manual_seed(stream_seed(seed, 1, 0 if point else m))
-            rows = part.rows_done if m == first else 0
+            rows = part.rows_done if m == first and world.size == 1 else 0
             if rows and part.generator_state() is not None:
                 generator.set_state(part.generator_state())
             description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
-                for start, batch in _passes(member, x, labels, config, device, description, generator, start=rows):
+                for start, batch in _shared_passes(world, member, x, labels, config, device, description, generator,
+                                                   start=rows):
                     for name in ("grad_logit", "hess_logit", "embedding"):
                         if point:
                             part.write_rows(f"{name}_point", start, batch[name])
                         else:
                             part.write_rows(name, start, batch[name], sample=m)
-                    part.commit_rows(start + len(batch["loss"]), generator=generator)
+                    if world.size == 1:
+                        part.commit_rows(start + len(batch["loss"]), generator=generator)
+            if world.size > 1:  # the ranks' batches come in out of row order: the pass is one block
+                part.commit_rows(n)
             part.commit(samples_done=m + 1, rows_done=0)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
+
+
+def _compute_shards(world: distributed.World, data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *,
+                    seed: int, device) -> None:
+    """``build_store`` on a rank other than 0: its shard of every feature pass, sent to rank 0."""
+    state, first = world.from_main(None)
+    model = _on_device(state, config, data, device)
+    for member, perturbation in posterior_members(model, data, labels, config, seed=seed, device=device, first=first):
+        with perturbation:
+            for _ in _shared_passes(world, member, data.train.x, labels, config, device, "features"):
+                pass
 
 
 def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int = 0):
@@ -242,10 +309,11 @@ def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int,
     if config.posterior_kind == "seeds":
         if first == 0:
             yield model, nullcontext()
+        world = distributed.current()
         for m in range(max(first, 1), config.posterior_samples):
-            other = warm_start(data, labels, config, seed=stream_seed(seed, 3, m), device=device,
-                               tag=f" (seed member {m + 1})")
-            yield other, nullcontext()
+            state = world.from_main(lambda: _cpu_state(warm_start(
+                data, labels, config, seed=stream_seed(seed, 3, m), device=device, tag=f" (seed member {m + 1})")))
+            yield _on_device(state, config, data, device), nullcontext()
         return
     params, used = posterior_parameters(model, config.posterior_layers)
     if used != config.posterior_layers:
@@ -253,7 +321,7 @@ def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int,
     sigma = config.posterior_sigma
     if config.posterior_kind == "hessian":
         batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
-        sigma = hessian_noise_scale(model, params, batches, config.posterior_sigma, 20,
-                                             torch.Generator().manual_seed(stream_seed(seed, 5)))
+        sigma = distributed.current().from_main(lambda: [std.cpu() for std in hessian_noise_scale(
+            model, params, batches, config.posterior_sigma, 20, torch.Generator().manual_seed(stream_seed(seed, 5)))])
     for m in range(first, config.posterior_samples):
         yield model, perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))

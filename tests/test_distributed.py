@@ -1,0 +1,131 @@
+"""Under torchrun: each rank's rows, a 2-process store and manifest equal to 1-process ones, a rank killed."""
+
+from __future__ import annotations
+
+import math
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from typer.testing import CliRunner
+
+from prune import distributed
+from prune.cli import app
+from prune.data import load_dataset
+from prune.distributed import World
+from prune.errors import PruneError
+from prune.features.build import FeatureConfig, build_store
+from prune.training import TrainConfig
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+
+
+@pytest.mark.parametrize("n, batch_size, size", [(2000, 300, 2), (2000, 256, 2), (10, 4, 3), (5, 4, 3), (0, 4, 2)])
+def test_shards_are_contiguous_whole_batches_covering_every_row(n, batch_size, size):
+    shards = [distributed.shard(n, batch_size, World(rank, size)) for rank in range(size)]
+    rows = [row for shard, _ in shards for row in shard]
+    assert rows == list(range(n))  # contiguous, in rank order, each row once
+    assert {steps for _, steps in shards} == {math.ceil(math.ceil(n / batch_size) / size)}
+    for shard, steps in shards:
+        assert (shard.start % batch_size == 0 or not shard) and len(shard) <= steps * batch_size
+        assert len(shard) % batch_size == 0 or shard.stop == n  # only the last batch of all may be short
+
+
+def test_outside_torchrun_there_is_one_process_and_no_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.start() == World(0, 1) and distributed.current().main
+    assert not dist.is_initialized()
+    assert World().from_main(lambda: "made") == "made" and World().gather(3) == [3]
+
+
+def test_a_timeout_that_is_no_number_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("PRUNE_DIST_TIMEOUT", "soon")
+    with pytest.raises(PruneError, match="PRUNE_DIST_TIMEOUT must be a number of seconds, got 'soon'"):
+        distributed.start()
+    assert not dist.is_initialized()
+
+
+def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
+    monkeypatch.setattr(distributed, "current", lambda: World(0, 2))
+    data = load_dataset("digits")
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), hessian="hutchinson")
+    with pytest.raises(PruneError, match="--hessian hutchinson .* run it in one process"):
+        build_store(data, data.train.y, tmp_path / "store.h5", config, seed=0, device=torch.device("cpu"))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_two_processes_under_torchrun_write_the_one_process_store_and_manifest(tmp_path, fashion_slice):
+    # 7 batches of 300: rank 0 computes 4, rank 1 3 (the last one short); two posterior samples and the point pass
+    args = ["features", "--dataset", f"npz:{fashion_slice}", "--warmup-epochs", "1", "--posterior-samples", "2",
+            "--batch-size", "300", "--quiet"]
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    result = CliRunner().invoke(app, [*args, "--out", str(one)])
+    assert result.exit_code == 0, result.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(two)],
+                   env=env, check=True, timeout=120, capture_output=True)
+    assert two.read_bytes() == one.read_bytes()
+    assert not list(tmp_path.glob(".*.partial"))
+
+    select = ["select", "--features", str(two), "--method", "craig", "--fraction", "0.1"]
+    result = CliRunner().invoke(app, [*select, "--out", str(tmp_path / "one.json")])
+    assert result.exit_code == 0, result.output
+    ran = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *select,
+                          "--out", str(tmp_path / "two.json")], env=env, check=True, timeout=120, capture_output=True)
+    assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert ran.stderr.count(b"selected 200 of 2000") == 1  # rank 0 alone selects and writes
+
+
+def _samples_done(progress: Path) -> int:
+    try:
+        return json.loads(progress.read_text())["samples_done"]
+    except (OSError, ValueError):  # not written yet
+        return 0
+
+
+def _child_with_rank(parent: int, rank: int) -> int:
+    """The pid of the process ``parent`` started with RANK=``rank`` in its environment (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and f"RANK={rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:  # gone meanwhile
+            continue
+    raise AssertionError(f"no rank {rank} among the children of {parent}")
+
+
+@pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/environ").exists(), reason="needs torchrun and /proc")
+def test_a_rank_killed_stops_the_others_and_resume_completes_the_store(tmp_path):
+    args = ["features", "--warmup-epochs", "0", "--posterior-samples", "12", "--batch-size", "16", "--quiet"]
+    out, reference = tmp_path / "two.h5", tmp_path / "one.h5"
+    progress = tmp_path / ".two.h5.partial" / "progress.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.Popen([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(out)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while _samples_done(progress) < 1:  # a feature pass committed: mid-run
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-2000:]
+        time.sleep(0.02)
+    os.kill(_child_with_rank(run.pid, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    output = run.communicate(timeout=30)[0]
+    assert run.returncode != 0 and time.monotonic() - killed < 10
+    assert b"rank      : 1" in output and b"SIGKILL" in output  # torchrun names the rank that died
+    assert not out.exists() and 1 <= _samples_done(progress) < 13
+
+    resumed = CliRunner().invoke(app, [*args, "--resume", "--out", str(out)])
+    assert resumed.exit_code == 0 and "resuming" in resumed.output, resumed.output
+    result = CliRunner().invoke(app, [*args, "--out", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference.read_bytes()
