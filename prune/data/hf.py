@@ -255,8 +255,6 @@ def _vectors(x: np.ndarray, column: str, where: str) -> np.ndarray:
 def load(spec: str, *, split: str | None = None, image_column: str | None = None,
          label_column: str | None = None, feature_column: str | None = None, eval_split: str | None = None):
     """``hf:PATH`` as a ``LoadedData`` (see the module docstring)."""
-    import datasets
-
     if image_column is not None and feature_column is not None:
         raise PruneError("give either --image-column or --feature-column, not both")
     loaded, path = open_saved(spec)
