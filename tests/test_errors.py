@@ -21,10 +21,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 import prune.features.build
 from prune.cli import app
+from tests.cli import run, runner
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
@@ -32,14 +32,6 @@ from prune.features.partial import PartialStore, partial_path
 from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.training import TrainConfig
-
-runner = CliRunner()
-
-
-def run(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def fails(*args, match: str) -> str:

@@ -12,28 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from prune.cli import app
+from tests.cli import fails, run
 from prune.data import load_dataset
 from prune.data.folder import files_fingerprint
 from prune.errors import PruneError
 from prune.manifest import Manifest
 from prune.models import build_model, load_checkpoint
-
-runner = CliRunner()
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def fails(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    return " ".join(result.output.split())
 
 
 def write_tree(root, n_train=300, n_test=100):

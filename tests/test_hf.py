@@ -12,35 +12,20 @@ import struct
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 datasets = pytest.importorskip("datasets")
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import prune  # noqa: E402
-from prune.cli import app  # noqa: E402
+from tests.cli import fails, run  # noqa: E402
 from prune.data import label_fingerprint, load_dataset  # noqa: E402
 from prune.errors import PruneError  # noqa: E402
 from prune.manifest import Manifest  # noqa: E402
 
-runner = CliRunner()
 FAST = ["--warmup-epochs", "2"]
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 NTRAIN, NTEST = 1000, 200  # of the slice's 2000 / 500: enough for real classes, quick to warm up on
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def fails(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    return " ".join(result.output.split())  # undo rich's line wrapping
 
 
 @pytest.fixture(scope="module")

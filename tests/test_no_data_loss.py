@@ -3,7 +3,6 @@ Ctrl-C, `--resume` checks the work it trusts, full disks and bad seeds are one l
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,33 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from prune.atomic import write_text
 from prune.cli import app
+from tests import cli
+from tests.cli import run, runner
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
-from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.training import TrainConfig
 
-runner = CliRunner()
-
-
-def run(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def fails(*args, match: str) -> str:
     """One `error:` line containing ``match``, exit 2, no traceback."""
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in " ".join(result.output.split()).split("error: ")[1:]]
-    assert len(errors) == 1 and match in errors[0], result.output
+    output = cli.fails(*args)
+    errors = output.split("error: ")[1:]
+    assert len(errors) == 1 and match in errors[0], output
     return errors[0]
 
 

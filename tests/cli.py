@@ -1,0 +1,24 @@
+"""prune's command line run in-process, as the tests run it."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from prune.cli import app
+
+runner = CliRunner()
+
+
+def run(*args) -> str:
+    """The output of a command that must succeed."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def fails(*args) -> str:
+    """The output of a command that must fail with exit code 2 and no traceback, rich's line wrapping undone."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
