@@ -36,14 +36,14 @@ from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
 from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, check_request, default_difficulty,
                              select)
-from prune.selection.methods import FACILITY_LOCATION, SAMPLING
+from prune.selection.methods import DISTANCE_METHODS, SAMPLING
 from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
 
 
 def method_posterior(name: str) -> tuple[str, str | None]:
     """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``."""
     base = name.removesuffix("-mean")
-    if name.endswith("-mean") and base in FACILITY_LOCATION and base != "ensemble":
+    if name.endswith("-mean") and base in DISTANCE_METHODS and base != "ensemble":
         return base, "mean"
     return name, None
 

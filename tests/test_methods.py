@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from prune.features.store import FeatureStore
-from prune.selection.methods import FACILITY_LOCATION, MethodOptions
+from prune.selection.matching import gaussian_kernel_, kernel_herding
+from prune.selection.methods import DISTANCE_METHODS, MethodOptions
 from prune.selection.methods.lcmat import top_variance_coordinates
 
 N, M, C, E = 12, 3, 4, 5
@@ -48,7 +49,7 @@ def pairwise(fn, n=N):
 
 
 def method(name, store, **options):
-    return FACILITY_LOCATION[name](store, MethodOptions(**options), torch.device("cpu"))
+    return DISTANCE_METHODS[name](store, MethodOptions(**options), torch.device("cpu"))
 
 
 ROWS = torch.arange(N)
@@ -201,6 +202,23 @@ def test_lcmat_matches_materialised_gradients_and_curvature():
     lcmat = method("lcmat", store, rho=0.5, top_k=7, top_k_scope="all", posterior="mean")  # the paper's whole-set K
     assert sorted(lcmat.coordinates.tolist()) == sorted(top.tolist())
     np.testing.assert_allclose(lcmat.distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
+
+
+def test_herding_distance_is_the_last_layer_gradient_distance_and_its_greedy_herds():
+    store = random_store()
+    for posterior, g, h in (("point", store.grad_logit_point[:, None], store.embedding_point[:, None]),
+                            ("mean", store.grad_logit, store.embedding)):
+        g, h = g.double().numpy(), h.double().numpy()
+        h = np.concatenate([h, np.ones((*h.shape[:2], 1))], -1)
+        G = np.einsum("nmc,nmj->nmcj", g, h).reshape(N, g.shape[1], -1)  # materialised (p - y) (x) [h; 1]
+        direct = pairwise(lambda i, j: np.mean([np.linalg.norm(G[i, m] - G[j, m]) for m in range(g.shape[1])]))
+        herding = method("herding", store, posterior=posterior)
+        np.testing.assert_allclose(herding.distances(ROWS).numpy(), direct, rtol=1e-6, atol=1e-6)
+    [result] = herding.select_pools(ROWS, [(ROWS, 4)])
+    expected = kernel_herding(gaussian_kernel_(herding.distances(ROWS)), 4)
+    assert result.positions.tolist() == expected.order.tolist()
+    assert result.weights.tolist() == [N / 4] * 4  # each stands for p / k of its pool
+    assert result.objective == pytest.approx(expected.mmd2)
 
 
 def test_top_variance_coordinates_by_class_scope_uses_class_rows_only():

@@ -10,9 +10,9 @@ from prune.selection.budget import BALANCES, class_budgets, exact_fraction, larg
 from prune.selection.coreset import Candidates, check_request, default_difficulty, random_subset, select
 from prune.selection.difficulty import DifficultyOptions
 from prune.selection.engine import facility_location, split_pool
-from prune.selection.methods import FACILITY_LOCATION, METHODS, MethodOptions
+from prune.selection.methods import DISTANCE_METHODS, METHODS, MethodOptions
 from prune.selection.plan import SelectionPlan, plan_selection
 
-__all__ = ["BALANCES", "FACILITY_LOCATION", "METHODS", "Candidates", "DifficultyOptions", "MethodOptions",
+__all__ = ["BALANCES", "DISTANCE_METHODS", "METHODS", "Candidates", "DifficultyOptions", "MethodOptions",
            "SelectionPlan", "check_request", "class_budgets", "default_difficulty", "exact_fraction", "facility_location",
            "largest_remainder", "plan_selection", "random_subset", "select", "split_pool"]

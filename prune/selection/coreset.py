@@ -11,7 +11,7 @@ from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.selection.budget import class_budgets
 from prune.selection.difficulty import Difficulty, DifficultyOptions
-from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
+from prune.selection.methods import DISTANCE_METHODS, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
 from prune.training import console, progress
 
 
@@ -49,12 +49,13 @@ def default_difficulty(method: str, drop_hard: str | float | None = None, strata
     ``random`` is the plain baseline (no stage); ``clean`` is uniform sampling after dropping
     the examples whose label the warm model's posterior believes less than chance (``auto``);
     ``ccs`` samples across 10 equal-width difficulty strata with equal budgets after the same
-    dropping (coverage-centric selection); every facility-location method drops (``auto``),
+    dropping (coverage-centric selection); ``herding`` drops (``auto``) and needs no strata,
+    since it keeps the class's distribution itself; every facility-location method drops (``auto``),
     which keeps it from spending the budget on mislabelled examples, and, where a class's budget
     is small, runs within 5 difficulty quantiles with proportional budgets, which keeps it from
     spending that budget on the sparse hard examples (``strata="auto"``, docs/results.md).
     """
-    default = {"random": DifficultyOptions(drop_hard=0), "clean": DifficultyOptions(),
+    default = {"random": DifficultyOptions(drop_hard=0), "clean": DifficultyOptions(), "herding": DifficultyOptions(),
                "ccs": DifficultyOptions(strata=10)}.get(
         method, DifficultyOptions(strata="auto", strata_budget="proportional"))
     return DifficultyOptions(drop_hard=default.drop_hard if drop_hard is None else drop_hard,
@@ -125,7 +126,7 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     if method not in SAMPLING:
         if candidates.store is None:
             raise PruneError(f"method {method} needs features; pass --features or let prune select compute them")
-        engine = FACILITY_LOCATION[method](candidates.store, options, device)
+        engine = DISTANCE_METHODS[method](candidates.store, options, device)
 
     chosen, weights, selection = [], [], {}
     greedy, learned = [], []  # (class, part, its pools) in the order the generator formed them; crest's drops per class
@@ -154,7 +155,7 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
         # F to 7 significant digits, float32's: the distances are float32, and the digits beyond
         # change with torch's thread count (the manifest is the same, byte for byte, either way)
         selection = {"pools": pools, "objective": float(f"{objective:.7g}"),
-                     "similarity": "D - d, D the largest distance in each pool"}
+                     "similarity": engine.similarity}
         if engine.split:
             console.print(f"[yellow]note:[/] {engine.split} pools larger than --max-pool {options.max_pool} were "
                           f"split at random: {pools} greedy runs in all", highlight=False)

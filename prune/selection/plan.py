@@ -13,7 +13,7 @@ from prune.selection.budget import class_budgets, largest_remainder
 from prune.selection.coreset import Candidates, difficulty_stage, rows_per_class, default_difficulty
 from prune.selection.difficulty import DifficultyOptions
 from prune.selection.engine import split_pool
-from prune.selection.methods import FACILITY_LOCATION, METHODS, SAMPLING, MethodOptions
+from prune.selection.methods import DISTANCE_METHODS, METHODS, SAMPLING, MethodOptions
 from prune.selection.methods.distances import peak_bytes
 
 
@@ -97,7 +97,7 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
     generator = torch.Generator().manual_seed(seed)  # drawn from in the same order as select()
     if store is not None:
         stage = difficulty_stage(candidates, method, difficulty)
-        engine = FACILITY_LOCATION[method](store, options, device)
+        engine = DISTANCE_METHODS[method](store, options, device)
         pools = [[(len(pool), b) for part, budget in (stage.split(rows, k) if stage else [(rows, k)])
                   for pool, b in engine.pools(part, budget, generator) if b]
                  for rows, k in zip(class_rows, budgets)]

@@ -1,18 +1,19 @@
-"""Selection methods: each a small module defining one distance over the shared engine."""
+"""Selection methods: each a small module defining one distance over a shared greedy."""
 
 from prune.features.store import POSTERIORS
 from prune.selection.methods.adacore import AdaCore
-from prune.selection.methods.base import FacilityLocationMethod, MethodOptions
+from prune.selection.methods.base import DistanceMethod, MethodOptions
 from prune.selection.methods.craig import Craig
 from prune.selection.methods.crest import Crest
 from prune.selection.methods.ensemble import Ensemble
+from prune.selection.methods.herding import Herding
 from prune.selection.methods.lcmat import TOP_K_SCOPES, LCMat
 
-FACILITY_LOCATION: dict[str, type[FacilityLocationMethod]] = {
-    cls.name: cls for cls in (Craig, AdaCore, LCMat, Ensemble, Crest)
+DISTANCE_METHODS: dict[str, type[DistanceMethod]] = {
+    cls.name: cls for cls in (Herding, Craig, AdaCore, LCMat, Ensemble, Crest)
 }
 # uniform sampling per class (after the difficulty stage for clean and ccs; within its strata for ccs)
 SAMPLING = ("random", "clean", "ccs")
-METHODS = (*SAMPLING, *FACILITY_LOCATION)
+METHODS = (*SAMPLING, *DISTANCE_METHODS)
 
-__all__ = ["FACILITY_LOCATION", "METHODS", "POSTERIORS", "SAMPLING", "TOP_K_SCOPES", "FacilityLocationMethod", "MethodOptions"]
+__all__ = ["DISTANCE_METHODS", "METHODS", "POSTERIORS", "SAMPLING", "TOP_K_SCOPES", "DistanceMethod", "MethodOptions"]

@@ -23,7 +23,7 @@ import torch
 
 from prune.errors import PruneError
 from prune.features.build import stream_seed
-from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_euclidean
 
 # random stream of the H-bar mini-batches: stream_seed(seed, HESSIAN_STREAM); prune.features.build
@@ -51,7 +51,7 @@ def batch_averaged(hess: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
     return (sums / sizes)[ids]
 
 
-class AdaCore(FacilityLocationMethod):
+class AdaCore(DistanceMethod):
     name = "adacore"
 
     def __init__(self, store, options, device):

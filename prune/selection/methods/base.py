@@ -1,6 +1,8 @@
-"""What every facility-location method shares: pools, budgets per pool, the greedy engine.
+"""What every distance method shares: pools, budgets per pool, the greedy run in each pool.
 
-A method only says which distance it uses (``distances``) and, for CREST, how it forms pools.
+A method only says which distance it uses (``distances``) and, for CREST, how it forms pools;
+the greedy is facility location (``prune.selection.engine``) but for ``herding``, which matches
+the pool's distribution instead (``prune.selection.matching``).
 ``posterior`` says which features the distance is computed from: those at the unperturbed warm
 weights (``"point"``, every method's default but ensemble's) or every posterior sample's, the
 distance then averaged over the M samples (``"mean"``; ``ensemble`` is craig with it).
@@ -56,11 +58,13 @@ class PoolResult:
     objective: float
 
 
-class FacilityLocationMethod:
-    """Class-balanced facility location over pools of at most ``max_pool`` examples."""
+class DistanceMethod:
+    """Class-balanced greedy selection over pools of at most ``max_pool`` examples."""
 
     name = ""
     default_posterior = "point"
+    #: the manifest's ``selection.similarity``: what the greedy's ``objective`` (summed over pools) is made of
+    similarity = "D - d, D the largest distance in each pool"
 
     def __init__(self, store: FeatureStore, options: MethodOptions, device: torch.device):
         self.store, self.options, self.device = store, options, device
@@ -92,8 +96,12 @@ class FacilityLocationMethod:
         for part, budget in pools:
             if budget == 0:
                 continue
-            result = facility_location(self.distances(part).to(self.device, torch.float32), budget)
-            picked = part[result.order.cpu()]
-            results.append(PoolResult(picked, result.weights.cpu().double(), result.objective))
+            order, weights, objective = self.greedy(self.distances(part).to(self.device, torch.float32), budget)
+            results.append(PoolResult(part[order.cpu()], weights.cpu().double(), objective))
             done()
         return results
+
+    def greedy(self, distances: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(p, p) float32 distances -> k pool positions in pick order, their weights gamma, the objective."""
+        result = facility_location(distances, k)
+        return result.order, result.weights, result.objective

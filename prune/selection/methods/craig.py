@@ -5,11 +5,11 @@ expectation of the distance over the store's M posterior samples (``--posterior 
 posterior-averaged CRAIG, methods.md; the ``ensemble`` method).
 """
 
-from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_euclidean
 
 
-class Craig(FacilityLocationMethod):
+class Craig(DistanceMethod):
     name = "craig"
 
     def __init__(self, store, options, device):

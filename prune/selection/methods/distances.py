@@ -122,6 +122,8 @@ def expected_last_layer(g: torch.Tensor, h: torch.Tensor, lam: torch.Tensor, wei
             torch.mm(gs[m, start:stop], gs[m, start:].T, out=gram)
             torch.mm(hs[m, start:stop], hs[m, start:].T, out=other)
             _add_sqrt(block, gram.mul_(other), sq[m, start:stop], sq[m, start:])
+        if not len(lam_t):  # no curvature term (herding)
+            return
         acc.zero_()
         for k in range(lam_t.shape[0]):
             acc.add_(torch.sub(lam[start:stop, k, None], lam_t[k, start:], out=other).abs_())

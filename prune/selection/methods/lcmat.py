@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from prune.errors import PruneError
-from prune.selection.methods.base import FacilityLocationMethod
+from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_last_layer
 
 #: where the top-K curvature coordinates are chosen: over the whole training set, or per class
@@ -42,7 +42,7 @@ def top_variance_coordinates(hess: torch.Tensor, embedding: torch.Tensor, k: int
     return order[:k]
 
 
-class LCMat(FacilityLocationMethod):
+class LCMat(DistanceMethod):
     name = "lcmat"
 
     def __init__(self, store, options, device):

@@ -1,0 +1,36 @@
+"""Herding: a subset whose last-layer gradients are distributed as its class's (kernel herding).
+
+d(i, j) = ||G_i - G_j||, G = (p - y) (x) [h; 1] the last-layer gradient (LCMat's first term,
+CRAIG's bound on the full gradient's error), at the unperturbed warm weights (``--posterior
+point``, the default) or its expectation over the store's posterior samples (``mean``). The
+greedy is kernel herding on the Gaussian kernel of d (``prune.selection.matching``): it lowers
+the maximum mean discrepancy between the picks and the pool, so the subset follows the class's
+gradient distribution -- its typical examples in proportion, its rare ones rarely -- where
+facility location on the same distance spreads a small budget evenly over it, far-apart hard
+examples included. Every pick stands for p / k examples of its pool (gamma).
+"""
+
+import torch
+
+from prune.selection.matching import gaussian_kernel_, kernel_herding
+from prune.selection.methods.base import DistanceMethod
+from prune.selection.methods.distances import expected_last_layer
+
+
+class Herding(DistanceMethod):
+    name = "herding"
+    similarity = "exp(-d^2 / (2 m^2)), m the median distance in each pool; objective: MMD^2 to the pool"
+
+    def __init__(self, store, options, device):
+        super().__init__(store, options, device)
+        self.grad, _, self.embedding = store.posterior_features(self.posterior)  # each (n, M', .)
+
+    def distances(self, rows):
+        grad, embedding = self.grad[rows], self.embedding[rows]
+        no_curvature = torch.empty(*grad.shape[:2], 0)
+        return expected_last_layer(grad, embedding, no_curvature, 0.0)
+
+    def greedy(self, distances, k):
+        result = kernel_herding(gaussian_kernel_(distances), k)
+        weights = torch.full((len(result.order),), len(distances) / max(k, 1), dtype=torch.float64)
+        return result.order, weights, result.mmd2
