@@ -5,8 +5,8 @@ and the printing); ``load_training_data``, ``feature_config`` and ``dataset_reco
 pieces ``prune features`` and ``prune train`` share with it.
 
     import prune
-    manifest = prune.select_coreset("digits", "clean", fraction=0.1, seed=0)
-    manifest.save("manifests/digits-clean-0.1.json")
+    manifest = prune.select_coreset("digits", "herding", fraction=0.1, seed=0)
+    manifest.save("manifests/digits-herding-0.1.json")
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def method_options(options: MethodOptions | dict | None = None, **overrides) -> 
 
 
 def select_coreset(
-    dataset: str | None = None, method: str = "clean", *, fraction: float | None = None, count: int | None = None,
+    dataset: str | None = None, method: str = "herding", *, fraction: float | None = None, count: int | None = None,
     balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
     features: str | Path | None = None, store: str | Path | None = None,
     data_root: str | None = None, download: bool = False,

@@ -54,6 +54,10 @@ def test_same_seed_gives_identical_manifest_bytes(tmp_path):
     run("select", "--seed", "3", *FAST, "--out", a)
     run("select", "--seed", "3", *FAST, "--out", b)
     assert a.read_bytes() == b.read_bytes()
+    chosen = Manifest.load(a)  # the default method: herding, after the difficulty stage
+    assert chosen.method["name"] == "herding" and chosen.method["params"]["difficulty"]["drop_hard"] == "auto"
+    assert chosen.weights.sum() == pytest.approx(1437 - sum(chosen.selection["dropped_hard"]))
+    assert chosen.selection["similarity"].startswith("exp(-d^2")
 
 
 def test_features_then_select_equals_one_step_and_runs_no_model(tmp_path, monkeypatch):
@@ -73,7 +77,7 @@ def test_features_then_select_equals_one_step_and_runs_no_model(tmp_path, monkey
     two_step = tmp_path / "two.json"
     run("select", "--features", store, "--method", "craig", "--out", two_step)
     assert one_step.read_bytes() == two_step.read_bytes()
-    for method in ("random", "adacore", "lcmat", "ensemble", "crest"):
+    for method in ("random", "herding", "adacore", "lcmat", "ensemble", "crest"):
         run("select", "--features", store, "--method", method, "--fraction", "0.05", "--out", tmp_path / f"{method}.json")
         assert len(Manifest.load(tmp_path / f"{method}.json")) == round(0.05 * 1437)
 
@@ -201,7 +205,10 @@ def test_posterior_choice_reaches_the_manifest_and_inspect(tmp_path):
     assert Manifest.load(mean).method["params"]["posterior"] == "mean"
     assert "at the unperturbed warm weights" in run("inspect", point).output
     assert "mean over 2 posterior samples" in run("inspect", mean).output
-    assert "computes none" in fails("select", "--features", store, "--posterior", "mean", "--out", tmp_path / "c.json")
+    assert "computes none" in fails("select", "--features", store, "--method", "clean", "--posterior", "mean",
+                                    "--out", tmp_path / "c.json")
+    run("select", "--features", store, "--posterior", "mean", "--out", tmp_path / "h.json")  # herding, the default
+    assert Manifest.load(tmp_path / "h.json").method["params"]["posterior"] == "mean"
 
 
 def test_train_with_a_random_baseline_writes_both_results(tmp_path):
@@ -217,7 +224,7 @@ def test_train_with_a_random_baseline_writes_both_results(tmp_path):
     baseline = result["baseline"]
     assert result["train_examples"] == baseline["train_examples"] == len(chosen)
     assert result["difference"] == result["test_accuracy"] - baseline["test_accuracy"]
-    assert f"random {len(chosen)}" in out and f"clean - random: {100 * result['difference']:+.2f} points" in out
+    assert f"random {len(chosen)}" in out and f"{chosen.method['name']} - random: {100 * result['difference']:+.2f} points" in out
     labels = load_dataset("digits").train.y
     picked = random_subset(labels, chosen.per_class, 0)
     assert torch.bincount(labels[picked], minlength=10).tolist() == chosen.per_class

@@ -134,6 +134,7 @@ def test_facility_location_methods_keep_the_difficulty_distribution_by_default(m
     assert default_difficulty(method) == DifficultyOptions(strata="auto", strata_budget="proportional")
     assert default_difficulty("ccs") == DifficultyOptions(strata=10, strata_budget="equal")
     assert default_difficulty("clean") == DifficultyOptions() and not default_difficulty("random").active
+    assert default_difficulty("herding") == DifficultyOptions()  # drops, no strata: it keeps the distribution itself
 
 
 def test_options_are_checked():

@@ -50,7 +50,7 @@ def select_command(
     posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
     hutchinson_samples: int = HutchinsonSamples,
     # method
-    method: Method = typer.Option("clean", "--method", help="Selection method (README, \"Methods\"; clean, the default, is random sampling without the labels the warm model disbelieves).",
+    method: Method = typer.Option("herding", "--method", help="Selection method (README, \"Methods\"; herding, the default, picks per class a subset whose last-layer gradients are distributed as the class's, after dropping the labels the warm model disbelieves).",
                                   rich_help_panel=METHOD),
     posterior: Optional[Posterior] = typer.Option(None, "--posterior", help="Distance methods: from the features at the unperturbed warm weights (point; the default) or averaged over the store's posterior samples (mean; ensemble is craig with mean). The difficulty stage always averages over the samples.", rich_help_panel=METHOD),
     max_pool: int = typer.Option(10_000, "--max-pool", help="Largest pool one greedy run sees; larger classes are split at random.", rich_help_panel=METHOD),

@@ -1,7 +1,8 @@
 """Selection: class-balanced greedy facility location over a feature store, written as a manifest.
 
 ``budget`` (examples per class), ``difficulty`` (the stage every method runs through first:
-scores, dropping, strata), ``engine`` (the one greedy), ``methods/`` (one distance per method),
+scores, dropping, strata), ``engine`` (greedy facility location, the papers' methods' greedy),
+``matching`` (greedy kernel herding, ``herding``'s), ``methods/`` (one distance per method),
 ``coreset`` (``Candidates`` and ``select``: from candidates to a ``Manifest``), ``plan`` (what
 ``select`` would do, for ``--dry-run``).
 """
