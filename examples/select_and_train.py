@@ -24,7 +24,7 @@ def main(fraction: float = 0.1, seed: int = 0) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = build_store(data, data.train.y, Path(tmp) / "digits.h5", config, seed=seed, device=device)
         candidates = Candidates.from_store(FeatureStore.open(path))
-    for method in ("random", "ccs", "craig", "adacore", "lcmat", "ensemble", "crest"):
+    for method in ("random", "herding", "clean", "ccs", "craig", "adacore", "lcmat", "ensemble", "crest"):
         manifest = select(candidates, method, fraction=fraction, seed=seed)
         subset = torch.from_numpy(manifest.indices)
         seed_everything(seed)

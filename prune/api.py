@@ -145,7 +145,7 @@ def select_coreset(
     feature_column: str | None = None, image_size: int | None = None, skip_bad: bool = False,
     model: str | None = None, checkpoint: str | Path | None = None, warmup_epochs: int = 5, lr: float = 0.05,
     batch_size: int = 128, warmup_schedule: str = "cosine", augment: str = "none", amp: bool = False,
-    posterior_samples: int = 1, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
+    posterior_samples: int = 4, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
     posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
     label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
     drop_hard: str | float | None = None, strata: int | str | None = None, strata_budget: str | None = None,

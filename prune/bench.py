@@ -36,15 +36,16 @@ from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import build_model, default_model
 from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, check_request, default_difficulty,
                              select)
-from prune.selection.methods import DISTANCE_METHODS, SAMPLING
+from prune.selection.methods import DISTANCE_METHODS, POSTERIORS, SAMPLING, averages_posterior
 from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
 
 
 def method_posterior(name: str) -> tuple[str, str | None]:
-    """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``."""
-    base = name.removesuffix("-mean")
-    if name.endswith("-mean") and base in DISTANCE_METHODS and base != "ensemble":
-        return base, "mean"
+    """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``,
+    ``herding-point`` herding with ``--posterior point`` (each only where it is not the default)."""
+    base, _, posterior = name.rpartition("-")
+    if base in DISTANCE_METHODS and posterior in POSTERIORS and DISTANCE_METHODS[base].default_posterior != posterior:
+        return base, posterior
     return name, None
 
 
@@ -189,7 +190,7 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
     data = load_dataset(config.dataset, config.data_root)
     for row in config.methods:  # every check that needs only the labels and the options, before any model
         method, posterior = method_posterior(row)
-        samples = config.posterior_samples if method == "ensemble" or posterior == "mean" else 1
+        samples = config.posterior_samples if averages_posterior(method, posterior) else 1
         for fraction in config.fractions:
             check_request(data.train.y, data.num_classes, method, fraction=fraction, options=config.options,
                           posterior_samples=samples)
@@ -213,7 +214,7 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
             stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
 
             def features_for(method: str, posterior: str | None) -> FeatureConfig:
-                samples = config.posterior_samples if method == "ensemble" or posterior == "mean" else 1
+                samples = config.posterior_samples if averages_posterior(method, posterior) else 1
                 return FeatureConfig(
                     model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
                     warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))

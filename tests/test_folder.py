@@ -71,7 +71,8 @@ def test_features_select_train_filter_with_torchvision_and_checkpoint(tree, tmp_
     data, model = ["--dataset", f"folder:{tree}", "--image-size", "16"], ["--model", "torchvision:resnet18"]
     checkpoint, store, manifest = tmp_path / "resnet18.pt", tmp_path / "f.h5", tmp_path / "m.json"
     run("train", *data, *model, "--epochs", "1", "--save-model", checkpoint)
-    run("features", *data, *model, "--checkpoint", checkpoint, "--warmup-epochs", "0", "--out", store)
+    run("features", *data, *model, "--checkpoint", checkpoint, "--warmup-epochs", "0", "--posterior-samples", "1",
+        "--out", store)
     # --warmup-epochs 0: the features are the checkpoint's, as it is
     net = build_model("torchvision:resnet18", (3, 16, 16), 10)
     load_checkpoint(net, checkpoint)

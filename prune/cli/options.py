@@ -138,7 +138,7 @@ Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a 
 
 
 # -- posterior and curvature ---------------------------------------------------------------
-Samples = typer.Option(1, "--posterior-samples", help="M posterior samples (1 = none).", rich_help_panel=POSTERIOR)
+Samples = typer.Option(4, "--posterior-samples", help="M posterior samples (1 = none); herding and ensemble average over them.", rich_help_panel=POSTERIOR)
 Sigma = typer.Option(0.01, "--posterior-sigma", help="Std of the Gaussian weight perturbations.",
                      rich_help_panel=POSTERIOR)
 Layers = typer.Option("bn", "--posterior-layers", help="The parameters perturbed: BatchNorm (bn), last layer (fc), all.",

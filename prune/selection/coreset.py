@@ -11,7 +11,7 @@ from prune.features.store import FeatureStore
 from prune.manifest import Manifest
 from prune.selection.budget import class_budgets
 from prune.selection.difficulty import Difficulty, DifficultyOptions
-from prune.selection.methods import DISTANCE_METHODS, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions
+from prune.selection.methods import DISTANCE_METHODS, METHODS, SAMPLING, TOP_K_SCOPES, MethodOptions, averages_posterior
 from prune.training import console, progress
 
 
@@ -98,9 +98,10 @@ def check_request(labels: torch.Tensor, num_classes: int, method: str, *, fracti
         raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     class_budgets(torch.bincount(labels, minlength=num_classes).tolist(), fraction=fraction, count=count,
                   balance=balance)
-    if method == "ensemble" and posterior_samples is not None and posterior_samples < 2:
-        raise PruneError(f"method ensemble needs posterior samples, got --posterior-samples {posterior_samples}; "
-                         "add --posterior-samples 4")
+    if averages_posterior(method, options.posterior) and posterior_samples is not None and posterior_samples < 2:
+        other = " (or --posterior point)" if method != "ensemble" else ""
+        raise PruneError(f"method {method} needs posterior samples, got --posterior-samples {posterior_samples}; "
+                         f"add --posterior-samples 4{other}")
     if method == "lcmat" and options.top_k_scope not in TOP_K_SCOPES:
         raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
 

@@ -16,4 +16,9 @@ DISTANCE_METHODS: dict[str, type[DistanceMethod]] = {
 SAMPLING = ("random", "clean", "ccs")
 METHODS = (*SAMPLING, *DISTANCE_METHODS)
 
-__all__ = ["DISTANCE_METHODS", "METHODS", "POSTERIORS", "SAMPLING", "TOP_K_SCOPES", "DistanceMethod", "MethodOptions"]
+
+def averages_posterior(method: str, posterior: str | None = None) -> bool:
+    """Whether ``method`` with ``--posterior`` ``posterior`` (None: its default) needs the M posterior samples."""
+    return method in DISTANCE_METHODS and (posterior or DISTANCE_METHODS[method].default_posterior) == "mean"
+
+__all__ = ["DISTANCE_METHODS", "METHODS", "averages_posterior", "POSTERIORS", "SAMPLING", "TOP_K_SCOPES", "DistanceMethod", "MethodOptions"]
