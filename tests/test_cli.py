@@ -108,6 +108,21 @@ def test_fashion_mnist_slice_craig_and_random(tmp_path, fashion_slice):
     assert min(accuracies.values()) > 0.55, accuracies  # 400 images of 10 classes
 
 
+def test_fashion_mnist_stores_are_byte_identical(tmp_path, fashion_slice):
+    """Two uninterrupted runs write the same file. The per-example arrays are compressed with
+    deflate: HDF5's LZF leaves its hash table uninitialised, so the same chunk could compress to
+    different bytes (arrays equal, files not: seen on full Fashion-MNIST)."""
+    import h5py
+
+    stores = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    for store in stores:
+        run("features", "--dataset", f"npz:{fashion_slice}", "--model", "lenet", "--warmup-epochs", "1",
+            "--posterior-samples", "2", "--out", store)
+    assert stores[0].read_bytes() == stores[1].read_bytes()
+    with h5py.File(stores[0]) as file:
+        assert {file[name].compression for name in file if file[name].ndim > 1 and file[name].chunks} == {"gzip"}
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert "Invalid value for '--method'" in fails("select", "--method", "nope")  # a typer choice
     assert "does not exist" in fails("inspect", tmp_path / "missing.json")

@@ -26,7 +26,9 @@ computes distances from small Gram matrices instead (methods.md, "Never material
 Attributes hold the schema, prune version, dataset source, fingerprint (of the clean labels),
 num_classes, the dataset record manifests copy (``dataset``: split, class counts, hf: columns),
 model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
-and compressed with LZF. Features are computed into a resumable work folder (``prune.features.partial``)
+and compressed with deflate (level 1, after byte shuffling): the same store is the same file, byte
+for byte, where LZF, whose hash table HDF5 leaves uninitialised, wrote equal arrays as different
+bytes. Older LZF stores still open. Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
 the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes
 (``prune.features.store_schema``), the shapes and the range of labels and flipped indices, and
@@ -71,7 +73,7 @@ class StoreWriter:
     def __init__(self, file: h5py.File, *, n: int, samples: int, num_classes: int, embedding_dim: int, checkpoints: int, dtype: str):
         self.file = file
         rows = min(n, CHUNK_ROWS)
-        options = dict(compression="lzf", shuffle=True)
+        options = dict(compression="gzip", compression_opts=1, shuffle=True)
         width = {"grad_logit": num_classes, "hess_logit": num_classes, "embedding": embedding_dim}
         for name in PER_SAMPLE:
             # One chunk holds one posterior sample's rows, so the M passes never rewrite chunks.
