@@ -132,7 +132,7 @@ def warmup_schedule_option(panel: str = WARMUP):
 
 # -- the difficulty stage (prune.selection.difficulty) ----------------------------------------
 DropHard = typer.Option(None, "--drop-hard", help="Drop the hard examples before selecting: auto (those whose label the warm model's posterior mean believes less than chance, p < 1/C), a fraction of each class (hardest by --difficulty-score), or 0. Default: auto, 0 for random.", rich_help_panel=DIFFICULTY)
-Strata = typer.Option(None, "--strata", help="Split each class into N difficulty strata, each with a budget of its own; the method runs in each. auto: 5 where a class's budget is under 7 % of it, else 1. Default: auto for the facility-location methods, 10 for ccs, else 1.", rich_help_panel=DIFFICULTY)
+Strata = typer.Option(None, "--strata", help="Split each class into N difficulty strata, each with a budget of its own; the method runs in each. auto: 5 where a class's budget is under 7 % of it, else 1. Default: auto for the facility-location methods (craig, adacore, lcmat, ensemble, crest), 10 for ccs, else 1 (herding keeps the distribution itself).", rich_help_panel=DIFFICULTY)
 StrataBudgets = typer.Option(None, "--strata-budget", help="equal: equal-width strata, the budget split equally (coverage, ccs's default); proportional: quantile strata, each with its share, so the subset keeps the class's difficulty distribution (the facility-location methods' default).", rich_help_panel=DIFFICULTY)
 Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a fractional --drop-hard, averaged over the posterior samples (default el2n).", rich_help_panel=DIFFICULTY)
 

@@ -1,4 +1,4 @@
-"""Selection: class-balanced greedy facility location over a feature store, written as a manifest.
+"""Selection: class-balanced greedy selection over a feature store, written as a manifest.
 
 ``budget`` (examples per class), ``difficulty`` (the stage every method runs through first:
 scores, dropping, strata), ``engine`` (greedy facility location, the papers' methods' greedy),

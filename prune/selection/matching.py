@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["HerdingResult", "kernel_herding", "median_distance"]
@@ -45,9 +46,13 @@ def median_distance(distances: torch.Tensor) -> float:
     if p < 2:
         return 0.0
     # Sorted, the whole matrix is its p zeros of the diagonal, then each pair's distance twice
-    # (d >= 0, symmetric): the pairs' lower median is entry p + pairs - 1, with no index arrays.
-    pairs = p * (p - 1) // 2
-    return float(distances.flatten().kthvalue(p + pairs).values)
+    # (d >= 0, symmetric): the pairs' lower median is entry p + pairs - 1, found with one copy of
+    # the matrix (numpy's partition on the CPU; torch's kthvalue, which adds an index array, elsewhere).
+    k = p + p * (p - 1) // 2 - 1
+    flat = distances.flatten()
+    if flat.device.type == "cpu":
+        return float(np.partition(flat.numpy(), k)[k])
+    return float(flat.kthvalue(k + 1).values)
 
 
 def gaussian_kernel_(distances: torch.Tensor) -> torch.Tensor:

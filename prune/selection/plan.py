@@ -14,7 +14,6 @@ from prune.selection.coreset import Candidates, difficulty_stage, rows_per_class
 from prune.selection.difficulty import DifficultyOptions
 from prune.selection.engine import split_pool
 from prune.selection.methods import DISTANCE_METHODS, METHODS, SAMPLING, MethodOptions
-from prune.selection.methods.distances import peak_bytes
 
 
 # torch code and buffers the first backward pass and SGD step bring into memory (measured on CPU,
@@ -68,7 +67,7 @@ class SelectionPlan:
         posterior samples are summed into the one p x p result."""
         if self.pools is None:
             return 0
-        return peak_bytes(self.largest_pool, 3 if self.method == "lcmat" else 1)
+        return DISTANCE_METHODS[self.method].peak_bytes(self.largest_pool)
 
     @property
     def memory_bytes(self) -> int:

@@ -19,6 +19,7 @@ from prune.errors import PruneError
 from prune.features.store import POSTERIORS, FeatureStore
 from prune.selection.budget import largest_remainder
 from prune.selection.engine import facility_location, split_pool
+from prune.selection.methods.distances import peak_bytes
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ class DistanceMethod:
     def distances(self, rows: torch.Tensor) -> torch.Tensor:
         """(p,) dataset indices -> (p, p) distance matrix of that pool."""
         raise NotImplementedError
+
+    @staticmethod
+    def peak_bytes(p: int) -> int:
+        """Bytes a pool of p holds at its peak: the float32 distances and their blocks' buffers."""
+        return peak_bytes(p, 1)
 
     def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
         """Split one class into random parts of at most ``max_pool``; budgets proportional to size."""

@@ -19,7 +19,7 @@ import torch
 from prune.errors import PruneError
 from prune.selection.matching import gaussian_kernel_, kernel_herding
 from prune.selection.methods.base import DistanceMethod
-from prune.selection.methods.distances import expected_last_layer
+from prune.selection.methods.distances import expected_last_layer, peak_bytes
 
 
 class Herding(DistanceMethod):
@@ -33,6 +33,10 @@ class Herding(DistanceMethod):
                              "the store with `prune features --posterior-samples 4`, or pass --posterior point")
         super().__init__(store, options, device)
         self.grad, _, self.embedding = store.posterior_features(self.posterior)  # each (n, M', .)
+
+    @staticmethod
+    def peak_bytes(p):
+        return peak_bytes(p, 3) + 4 * p * p  # expected_last_layer's buffers; the median's copy of the matrix
 
     def distances(self, rows):
         grad, embedding = self.grad[rows], self.embedding[rows]

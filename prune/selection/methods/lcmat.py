@@ -17,7 +17,7 @@ import torch
 
 from prune.errors import PruneError
 from prune.selection.methods.base import DistanceMethod
-from prune.selection.methods.distances import expected_last_layer
+from prune.selection.methods.distances import expected_last_layer, peak_bytes
 
 #: where the top-K curvature coordinates are chosen: over the whole training set, or per class
 TOP_K_SCOPES = ("all", "class")
@@ -73,6 +73,10 @@ class LCMat(DistanceMethod):
         if self.options.top_k_scope == "class":
             self.coordinates = top_variance_coordinates(self.hess[rows], self.embedding[rows], self.options.top_k)
         return super().select_pools(rows, pools, done)
+
+    @staticmethod
+    def peak_bytes(p):
+        return peak_bytes(p, 3)  # expected_last_layer's three buffers per block
 
     def distances(self, rows):
         hess, embedding = self.hess[rows], self.embedding[rows]  # one read of each per pool
