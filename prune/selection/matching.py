@@ -69,7 +69,7 @@ def kernel_herding(kernel: torch.Tensor, k: int) -> HerdingResult:
     """Greedy MMD on a (p, p) symmetric kernel with unit diagonal: k of the p positions."""
     p = len(kernel)
     k = min(k, p)
-    mu = kernel.double().mean(1) if kernel.dtype == torch.float64 else kernel.mean(1, dtype=torch.float64)
+    mu = kernel.mean(1, dtype=torch.float64)
     near = torch.zeros(p, dtype=torch.float64, device=kernel.device)  # sum_{s in S} k(j, s)
     taken = torch.zeros(p, dtype=torch.bool, device=kernel.device)
     order = torch.empty(k, dtype=torch.int64)

@@ -4,8 +4,8 @@ A method only says which distance it uses (``distances``) and, for CREST, how it
 the greedy is facility location (``prune.selection.engine``) but for ``herding``, which matches
 the pool's distribution instead (``prune.selection.matching``).
 ``posterior`` says which features the distance is computed from: those at the unperturbed warm
-weights (``"point"``, every method's default but ensemble's) or every posterior sample's, the
-distance then averaged over the M samples (``"mean"``; ``ensemble`` is craig with it).
+weights (``"point"``, every method's default but herding's and ensemble's) or every posterior
+sample's, the distance then averaged over the M samples (``"mean"``; ``ensemble`` is craig with it).
 """
 
 from __future__ import annotations
