@@ -1,4 +1,4 @@
-"""prune's command line run in-process, as the tests run it."""
+"""prune's command line run in-process, as the tests run it, and a Ctrl-C in the middle of its feature passes."""
 
 from __future__ import annotations
 
@@ -22,3 +22,21 @@ def fails(*args) -> str:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     return " ".join(result.output.split())
+
+
+def stop_features_after(patch, after: int) -> None:
+    """Through ``patch`` (a monkeypatch), make the feature passes raise KeyboardInterrupt, as Ctrl-C
+    would, once ``after`` row blocks have been computed."""
+    import prune.features.build
+
+    original, seen = prune.features.build.extract_batches, 0
+
+    def interrupted(*args, **kwargs):
+        nonlocal seen
+        for batch in original(*args, **kwargs):
+            seen += 1
+            if seen > after:
+                raise KeyboardInterrupt
+            yield batch
+
+    patch.setattr(prune.features.build, "extract_batches", interrupted)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import prune.features.build
 from prune.cli import app
-from tests.cli import run, runner
+from tests.cli import run, runner, stop_features_after
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
@@ -631,22 +631,10 @@ def _build(resumable, path, **kwargs):
 # in sample 0, right after sample 0, in the last sample, and in the unperturbed pass
 @pytest.mark.parametrize("stop_after", [5, 14, 18, 27, 33])
 def test_resume_after_an_interruption_equals_an_uninterrupted_store(stop_after, resumable, tmp_path, monkeypatch):
-    original = prune.features.build.extract_batches
-    batches = 0
-
-    def interrupted(*args, **kwargs):
-        nonlocal batches
-        for batch in original(*args, **kwargs):
-            batches += 1
-            if batches > stop_after:
-                raise KeyboardInterrupt
-            yield batch
-
     out = tmp_path / "store.h5"
-    monkeypatch.setattr(prune.features.build, "extract_batches", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        stop_features_after(patch, stop_after)
         _build(resumable, out)
-    monkeypatch.setattr(prune.features.build, "extract_batches", original)
     assert not out.exists() and partial_path(out).is_dir()
     _build(resumable, out, resume=True)
     assert _store_bytes(out) == resumable[2]

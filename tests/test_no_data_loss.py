@@ -15,7 +15,7 @@ import torch
 from prune.atomic import write_text
 from prune.cli import app
 from tests import cli
-from tests.cli import run, runner
+from tests.cli import run, runner, stop_features_after
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features.build import FeatureConfig, build_store
@@ -197,20 +197,8 @@ def _store_bytes(path: Path) -> dict:
 
 def _interrupted_features(out: Path, monkeypatch, after: int) -> None:
     """`prune features` (1 warm-up epoch, 2 posterior samples) stopped by Ctrl-C after ``after`` row blocks."""
-    import prune.features.build
-
-    original, seen = prune.features.build.extract_batches, 0
-
-    def interrupted(*args, **kwargs):
-        nonlocal seen
-        for batch in original(*args, **kwargs):
-            seen += 1
-            if seen > after:
-                raise KeyboardInterrupt
-            yield batch
-
     with monkeypatch.context() as patch:
-        patch.setattr(prune.features.build, "extract_batches", interrupted)
+        stop_features_after(patch, after)
         result = runner.invoke(app, [*FEATURES, "--out", str(out)])
     assert result.exit_code == 130, result.output
 
