@@ -31,7 +31,7 @@ def bench_command(
     # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot,
     # the grid
-    methods: str = typer.Option("random,herding,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods; herding-mean, craig-mean, adacore-mean, lcmat-mean, crest-mean: the method with --posterior mean (from the store with --posterior-samples).", rich_help_panel=GRID),
+    methods: str = typer.Option("random,herding,clean,ccs,craig,adacore,lcmat,ensemble,crest", "--methods", help="Comma-separated methods; craig-mean, adacore-mean, lcmat-mean, crest-mean: the method with --posterior mean (from the store with --posterior-samples); herding-point: herding with --posterior point.", rich_help_panel=GRID),
     fractions: str = typer.Option("0.01,0.05,0.1", "--fractions", help="Comma-separated subset fractions.", rich_help_panel=GRID),
     label_noise: str = typer.Option("0", "--label-noise", help="Comma-separated label-noise fractions.", rich_help_panel=GRID),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (warm-up, selection, training).", rich_help_panel=GRID),

@@ -71,6 +71,9 @@ class DistanceMethod:
         self.store, self.options, self.device = store, options, device
         self.split = 0  # parts larger than max_pool that ``pools`` split
         self.posterior = options.posterior or self.default_posterior
+        if options.posterior is None and self.posterior == "mean" and store.posterior_samples < 2:
+            raise PruneError(f"{self.name} averages over posterior samples by default, but {store.path} has M = 1; "
+                             "create the store with `prune features --posterior-samples 4`, or pass --posterior point")
         if self.posterior == "mean":
             store.posterior_features("mean")  # refuses a store without posterior samples
 

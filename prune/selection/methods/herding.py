@@ -16,7 +16,6 @@ against +0.5 over random, 3 seeds); on digits the two tie (docs/results.md).
 
 import torch
 
-from prune.errors import PruneError
 from prune.selection.matching import gaussian_kernel_, kernel_herding
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_last_layer, peak_bytes
@@ -28,9 +27,6 @@ class Herding(DistanceMethod):
     similarity = "exp(-d^2 / (2 m^2)), m the median distance in each pool; objective: MMD^2 to the pool"
 
     def __init__(self, store, options, device):
-        if options.posterior is None and store.posterior_samples < 2:
-            raise PruneError(f"herding averages over posterior samples by default, but {store.path} has M = 1; create "
-                             "the store with `prune features --posterior-samples 4`, or pass --posterior point")
         super().__init__(store, options, device)
         self.grad, _, self.embedding = store.posterior_features(self.posterior)  # each (n, M', .)
 
@@ -45,5 +41,5 @@ class Herding(DistanceMethod):
 
     def greedy(self, distances, k):
         result = kernel_herding(gaussian_kernel_(distances), k)
-        weights = torch.full((len(result.order),), len(distances) / max(k, 1), dtype=torch.float64)
+        weights = torch.full((len(result.order),), len(distances) / len(result.order), dtype=torch.float64)
         return result.order, weights, result.mmd2
