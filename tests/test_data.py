@@ -274,7 +274,59 @@ def test_idx_bad_headers(tmp_path):
         load_dataset("mnist", str(tmp_path))
 
 
-# ------------------------------------------------------------------------- CIFAR (error paths only)
+# ---------------------------------------------------------------------------------------------- CIFAR
+
+
+def write_cifar10(folder: Path, x_train, y_train, x_test, y_test) -> Path:
+    """torchvision's CIFAR-10 layout (pickled batches of N x 3072 uint8 rows) holding these images."""
+    import pickle
+
+    folder.mkdir(parents=True)
+    parts = np.array_split(np.arange(len(x_train)), 5)
+    for name, x, y in [(f"data_batch_{i + 1}", x_train[part], y_train[part]) for i, part in enumerate(parts)] \
+            + [("test_batch", x_test, y_test)]:
+        rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+        (folder / name).write_bytes(pickle.dumps({"data": rows, "labels": y.tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    return folder
+
+
+def test_cifar_is_streamed_from_its_uint8_images(fashion_slice, tmp_path, monkeypatch):
+    """CIFAR stays uint8 as torchvision reads it and is normalised a batch at a time: the same
+    inputs, to float32 rounding, as the in-memory float path, and prune train runs on it."""
+    import torchvision.datasets.cifar as cifar
+
+    from prune.data.loaded import from_arrays
+    from prune.data.streaming import LazyImages, batches
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)  # the files are not the real ones
+    monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
+    with np.load(fashion_slice) as f:
+        grey = [np.pad(f[key][:n], ((0, 0), (2, 2), (2, 2))) for key, n in (("x_train", 1000), ("x_test", 200))]
+        labels = f["y_train"][:1000].astype(np.int64), f["y_test"][:200].astype(np.int64)
+    rgb = [np.stack([g, 255 - g, g // 2], axis=-1) for g in grey]  # N x 32 x 32 x 3, three different channels
+    write_cifar10(tmp_path / "cifar-10-batches-py", rgb[0], labels[0], rgb[1], labels[1])
+    data = load_dataset("cifar10", str(tmp_path))
+    dense = from_arrays("cifar10", *(x.transpose(0, 3, 1, 2) for x in rgb[:1]), labels[0],
+                        rgb[1].transpose(0, 3, 1, 2), labels[1], 10)
+    assert isinstance(data.train.x, LazyImages) and data.train.x.decoder.pixels.dtype == np.uint8
+    assert data.input_shape == (3, 32, 32) and len(data.train) == 1000 and len(data.test) == 200
+    assert data.mean == pytest.approx(dense.mean, rel=1e-6) and data.std == pytest.approx(dense.std, rel=1e-6)
+    torch.testing.assert_close(data.train.x.to("cpu"), dense.train.x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(data.test.x.to("cpu"), dense.test.x, rtol=1e-5, atol=1e-5)
+    picked = torch.tensor([7, 3, 999])
+    (batch,) = batches(data.train.x, [picked], torch.device("cpu"))
+    torch.testing.assert_close(batch, dense.train.x[picked], rtol=1e-5, atol=1e-5)
+    assert torch.equal(data.train.y, torch.from_numpy(labels[0]))
+
+    from tests.cli import run
+
+    out = run("train", "--dataset", "cifar10", "--data-root", tmp_path, "--model", "lenet", "--epochs", "1",
+              "--metrics", tmp_path / "m.json")
+    assert "test accuracy" in out
+
+
+# ------------------------------------------------------------------------- CIFAR error paths
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_streamed_images_train_and_extract_as_the_decoded_tensor(tree, monkeypat
     passes read them batch by batch (in worker processes, too) and give the same weights and
     features, bit for bit, as the decoded tensor."""
     import prune.data.streaming as streaming
-    from prune.data.streaming import ImageFiles
+    from prune.data.streaming import LazyImages
     from prune.features import extract_features
     from prune.training import TrainConfig, fit
 
@@ -129,7 +129,7 @@ def test_streamed_images_train_and_extract_as_the_decoded_tensor(tree, monkeypat
         monkeypatch.setattr(streaming, "MIN_FOR_WORKERS", 1)
     data = load_dataset(f"folder:{tree}")
     files = data.train.x[torch.arange(0, 300, 3)]
-    assert isinstance(files, ImageFiles) and files.shape == (100, 3, 8, 8)
+    assert isinstance(files, LazyImages) and files.shape == (100, 3, 8, 8)
     dense = files.to("cpu")
     labels = data.train.y[::3]
     models = []

@@ -9,7 +9,7 @@ extensions of ``IMG_EXTENSIONS``). A test class the training side lacks is an er
 
 Images are decoded with PIL as RGB (as ImageFolder's loader does); ``image_size`` N resizes the
 shorter side to N and takes the centre N x N crop, and without it every image must have one
-size. The splits' inputs are ``prune.data.streaming.ImageFiles``: they stay on disk and are
+size. The splits' inputs are ``prune.data.streaming.LazyImages``: they stay on disk and are
 decoded batch by batch, so memory does not grow with the number of images (apart from the
 labels and file names); they are normalised like the other sources, with the training side's
 per-channel mean and standard deviation. An unreadable image is a ``PruneError`` naming the file, or with ``skip_bad`` left out and
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from prune.data.loaded import LoadedData, Split
-from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, Decoder, ImageFiles
+from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, ImageFileDecoder, LazyImages
 from prune.errors import PruneError
 
 PREFIX = "folder:"
@@ -112,7 +112,7 @@ def scan(spec: str) -> ImageFolderTree:
 class _Checked(torch.utils.data.Dataset):
     """File ``i`` read once: ((H, W, C), per-channel sums of pixels and of their squares), or (None, why not)."""
 
-    def __init__(self, decoder: Decoder):
+    def __init__(self, decoder: ImageFileDecoder):
         self.decoder = decoder
 
     def __len__(self) -> int:
@@ -132,7 +132,7 @@ class _Checked(torch.utils.data.Dataset):
 def _check(side: FolderSide, image_size: int | None, skip_bad: bool):
     """Read every image of ``side`` once (a DataLoader with workers); nothing is kept but what it returns:
     (readable files' positions, skipped names, image shape H x W x C or None, pixel sums, sums of squares, pixels)."""
-    decoder = Decoder([side.folder / name for name, _ in side.files], image_size, (0.0,), (1.0,))
+    decoder = ImageFileDecoder([side.folder / name for name, _ in side.files], image_size, (0.0,), (1.0,))
     loader = torch.utils.data.DataLoader(_Checked(decoder), batch_size=256, collate_fn=list,
                                          num_workers=WORKERS if len(decoder) >= MIN_FOR_WORKERS else 0)
     kept, skipped, first, total, squares = [], [], None, 0.0, 0.0
@@ -158,7 +158,7 @@ def _check(side: FolderSide, image_size: int | None, skip_bad: bool):
 
 
 def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
-    """``folder:PATH`` as a ``LoadedData`` of ``ImageFiles`` (see the module docstring).
+    """``folder:PATH`` as a ``LoadedData`` of ``LazyImages`` (see the module docstring).
 
     Every image is read once here, to find unreadable files and sizes and to compute the
     per-channel mean and standard deviation of the training side; training and feature
@@ -178,7 +178,7 @@ def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) ->
     splits, skipped_test = [], []
     for side, positions in ((tree.train, kept), (tree.test, None)):
         if side is None:
-            splits.append(Split(ImageFiles(Decoder([], image_size, mean, std), image_shape),
+            splits.append(Split(LazyImages(ImageFileDecoder([], image_size, mean, std), image_shape),
                                 torch.empty(0, dtype=torch.int64)))
             continue
         if positions is None:
@@ -187,8 +187,8 @@ def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) ->
                 raise PruneError(f"the images of {side.folder} are {test_shape[1]} x {test_shape[0]}, those of "
                                  f"{tree.train.folder} {shape[1]} x {shape[0]}; pass --image-size N")
         files = [side.files[i] for i in positions]
-        decoder = Decoder([side.folder / name for name, _ in files], image_size, mean, std)
-        splits.append(Split(ImageFiles(decoder, image_shape), torch.tensor([label for _, label in files],
+        decoder = ImageFileDecoder([side.folder / name for name, _ in files], image_size, mean, std)
+        splits.append(Split(LazyImages(decoder, image_shape), torch.tensor([label for _, label in files],
                                                                            dtype=torch.int64)))
     used = [tree.train.files[i][0] for i in kept]
     details = {"classes": tree.classes, "image_size": image_size, "skip_bad": skip_bad, "skipped": skipped,

@@ -19,7 +19,11 @@ label_column=..., feature_column=...)``)
     embeddings of text or of a large model; the data are then vectors and the default
     model is ``mlp``, a head over them). Both are normalised like the other sources
     (``prune.data.loaded``). Everything is read in batches of ``BATCH`` rows through the numpy
-    format; the dataset is never materialised as Python objects.
+    format; the dataset is never materialised as Python objects. Images are *streamed*: one
+    pass checks their shapes and sums the training side's per-channel statistics (in float64),
+    and the splits' inputs are ``prune.data.streaming.LazyImages`` that decode rows of the
+    memory-mapped Arrow files a batch at a time (``HFImageDecoder``), so memory does not grow
+    with the number of images; vectors are read into memory.
 
 Writing the selected rows back out (``Manifest.apply``, ``prune filter``) is ``prune.data.hf_filter``.
 """
@@ -30,9 +34,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from prune.data.labels import unused_labels
-from prune.data.loaded import channels_first, from_arrays
+from prune.data.loaded import LoadedData, Split, channels_first, from_arrays
+from prune.data.streaming import LazyImages, Normalised, channel_stats
 from prune.errors import PruneError
 
 PREFIX = "hf:"
@@ -200,6 +206,35 @@ def _as_array(values: np.ndarray, column: str, start: int, where: str) -> np.nda
     return values
 
 
+class HFImageDecoder(Normalised):
+    """Rows of an hf: image column as normalised N x C x H x W batches (``prune.data.streaming``)."""
+
+    def __init__(self, ds, column: str, where: str, mean, std):
+        super().__init__(mean, std)
+        self.view, self.column, self.where = ds.select_columns([column]).with_format("numpy"), column, where
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def raw(self, positions):
+        return _images(_as_array(self.view[positions][self.column], self.column, positions[0], self.where),
+                       self.column, self.where)
+
+
+def checked_images(ds, column: str, where: str):
+    """The image column as N x C x H x W chunks of ``BATCH`` rows, all of one shape (else ``PruneError``)."""
+    shape, start = None, 0
+    for values in _batches(ds, column):
+        images = _images(_as_array(values, column, start, where), column, where)
+        if shape is not None and images.shape[1:] != shape:
+            raise PruneError(
+                f"column {column!r} of {where} holds examples of different shapes "
+                f"({shape} and {images.shape[1:]}); every example needs one shape"
+            )
+        shape, start = images.shape[1:], start + len(images)
+        yield images
+
+
 def read_inputs(ds, column: str, where: str, example_shape: tuple | None = None) -> np.ndarray:
     """The input column as one ``N x ...`` numeric array, read BATCH rows at a time."""
     out = None
@@ -279,25 +314,54 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
     num_classes = _label_kind(train, label, where)
 
     y_train = read_labels(train, label, where)
-    x_train = read_inputs(train, column, where)
+    test_where = f"{source} (split {held_out})"
     if test is not None:
-        test_where = f"{source} (split {held_out})"
         require_columns(test, {label: "label-column", column: f"{kind}-column"}, test_where)
         _label_kind(test, label, test_where)
         y_test = read_labels(test, label, test_where)
-        x_test = read_inputs(test, column, test_where, x_train.shape[1:])
     else:
         y_test = np.empty(0, dtype=np.int64)
-        x_test = np.empty((0, *x_train.shape[1:]), dtype=x_train.dtype)
+    num_classes = _num_classes(y_train, y_test, num_classes, label, source, split_name, held_out)
+    if kind == "feature":
+        x_train = _vectors(read_inputs(train, column, where), column, where)
+        x_test = (np.empty((0, *x_train.shape[1:]), dtype=np.float32) if test is None
+                  else _vectors(read_inputs(test, column, test_where, x_train.shape[1:]), column, test_where))
+        _same_shape(x_train.shape[1:], x_test.shape[1:], source, split_name, held_out)
+        data = from_arrays(source, x_train, y_train, x_test, y_test, num_classes)
+    else:
+        data = _streamed_images(source, train, test, column, (where, test_where), (y_train, y_test), num_classes)
+        _same_shape(data.train.x.shape[1:], data.test.x.shape[1:], source, split_name, held_out)
+    return replace(data, split=split_name or DEFAULT_SPLIT, columns={"label": label, kind: column}, eval_split=held_out)
 
-    shape_fix = _vectors if kind == "feature" else _images
-    x_train = shape_fix(x_train, column, where)
-    x_test = shape_fix(x_test, column, f"{source} (split {held_out})")
-    if x_train.shape[1:] != x_test.shape[1:]:
+
+def _streamed_images(source, train, test, column, wheres, labels, num_classes) -> LoadedData:
+    """Both splits as ``LazyImages`` over the Arrow files, normalised with the training side's
+    per-channel statistics; one pass over each split checks shapes and types before any run starts."""
+    mean, std = channel_stats(checked_images(train, column, wheres[0]))
+    decoder = HFImageDecoder(train, column, wheres[0], mean, std)
+    shape = decoder.raw([0]).shape[1:]
+    x_train = LazyImages(decoder, shape)
+    x_test = LazyImages(decoder, shape, np.empty(0, dtype=np.int64))  # nothing held out: no rows
+    if test is not None:
+        for _ in checked_images(test, column, wheres[1]):
+            pass
+        decoder = HFImageDecoder(test, column, wheres[1], mean, std)
+        x_test = LazyImages(decoder, decoder.raw([0]).shape[1:] if len(test) else shape)
+    y_train, y_test = (torch.from_numpy(y) for y in labels)
+    return LoadedData(source=source, train=Split(x_train, y_train), test=Split(x_test, y_test),
+                      num_classes=num_classes, mean=mean, std=std)
+
+
+def _same_shape(train_shape, test_shape, source, split_name, held_out) -> None:
+    if tuple(train_shape) != tuple(test_shape):
         raise PruneError(
             f"the {split_name} and {held_out} splits of {source} have different example shapes "
-            f"({x_train.shape[1:]} vs {x_test.shape[1:]}); both need the same shape"
+            f"({tuple(train_shape)} vs {tuple(test_shape)}); both need the same shape"
         )
+
+
+def _num_classes(y_train, y_test, num_classes, label, source, split_name, held_out) -> int:
+    """C: the ClassLabel's, else the largest label plus one; every label checked against it."""
     labels = np.concatenate([y_train, y_test])
     if labels.min() < 0:
         bad = (split_name or DEFAULT_SPLIT) if y_train.min() < 0 else held_out
@@ -321,6 +385,4 @@ def load(spec: str, *, split: str | None = None, image_column: str | None = None
         )
     if num_classes < 2:
         raise PruneError(f"{source} has only one class; labels must span at least 0..1")
-    columns = {"label": label, kind: column}
-    data = from_arrays(source, x_train, y_train, x_test, y_test, num_classes)
-    return replace(data, split=split_name or DEFAULT_SPLIT, columns=columns, eval_split=held_out)
+    return num_classes
