@@ -155,6 +155,7 @@ def fit(
     weights: torch.Tensor | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     description: str = "train",
+    world=None,
 ) -> list[dict]:
     """Train ``model`` in place with SGD on (x, y), shuffled each epoch by a seeded generator.
 
@@ -164,6 +165,15 @@ def fit(
     ``config.augment`` "standard" augments every training batch (``prune.augment``, its own
     generator seeded from ``seed``); ``config.amp`` runs the forward passes under bfloat16 autocast
     on ``device``'s type (the loss in float32, so no loss scaling is needed). Returns a per-epoch history of mean training loss and accuracy.
+
+    ``world`` (``prune.distributed.World`` of more than one process: torchrun) trains data-parallel
+    with ``DistributedDataParallel``: every rank draws the same shuffle, so the global batch is
+    still ``config.batch_size`` rows, and takes its contiguous part of each batch (``tensor_split``);
+    each rank's loss is its part's share of the global batch's mean, so the averaged gradient is
+    the one-process gradient, up to float rounding, and the learning rate needs no scaling.
+    BatchNorm normalises with each rank's part (its running statistics come from rank 0's), and
+    augmentation draws differ from one process's: a warm-up under torchrun is close to, not equal
+    to, one process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
     """
     if config.augment != "none" and x.ndim != 4:
         raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
@@ -185,6 +195,10 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     steps = (n + config.batch_size - 1) // config.batch_size
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    ranks, rank = (world.size, world.rank) if world is not None else (1, 0)
+    trained = model
+    if ranks > 1:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     history = []
     with progress() as bars:
         task = bars.add_task(description, total=config.epochs * steps, status="")
@@ -194,21 +208,23 @@ def fit(
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             plan = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
-            if has_batchnorm and len(plan[-1]) < 2:  # BatchNorm cannot train on a batch of one
+            if plan and len(plan[-1]) // ranks < (2 if has_batchnorm else 1):  # BatchNorm cannot train on a batch of one
                 plan.pop()
                 bars.update(task, advance=1)
-            for batch, xb in zip(plan, batches(x, plan, device)):
+            # each rank's part of every batch, and what its loss is divided by: the batch's size or weight
+            parts = [batch.tensor_split(ranks)[rank] for batch in plan]
+            totals = [len(batch) if weights is None else weights[batch].sum() for batch in plan]
+            for batch, total, xb in zip(parts, totals, batches(x, parts, device)):
                 if config.augment == "standard":
                     xb = augmentation.standard(xb, augment_generator)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                    logits = model(xb)
+                    logits = trained(xb)
                 logits = logits.float() if config.amp else logits
                 losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
                 if weights is None:
-                    loss = losses.mean()
+                    loss = losses.mean() if ranks == 1 else losses.sum() * (ranks / total)
                 else:
-                    w = weights[batch]
-                    loss = (w * losses).sum() / w.sum()
+                    loss = (weights[batch] * losses).sum() / total * ranks  # DDP averages over the ranks
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -217,7 +233,13 @@ def fit(
                 correct += (logits.argmax(1) == y[batch]).sum()
                 bars.update(task, advance=1)
             scheduler.step()
-            total_loss, correct = total_loss.item(), correct.item()
+            if ranks > 1:  # every rank reports (and checks) the whole epoch
+                summed = torch.stack([total_loss.double().cpu(), correct.double().cpu()])
+                torch.distributed.all_reduce(summed)
+                total_loss, correct = summed.tolist()
+                correct = int(correct)
+            else:
+                total_loss, correct = total_loss.item(), correct.item()
             bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {total_loss / n:.3f}")
             if not np.isfinite(total_loss):
                 raise PruneError(

@@ -81,14 +81,16 @@ def stream_seed(seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
-def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None, tag=""):
-    """A fresh model (or ``config.checkpoint``'s) trained for ``config.warmup.epochs`` on the full training split."""
+def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None,
+               tag="", world: distributed.World = distributed.World()):
+    """A fresh model (or ``config.checkpoint``'s) trained for ``config.warmup.epochs`` on the full training split;
+    data-parallel over the ranks of ``world`` (``prune.training.fit``), which all call this."""
     seed_everything(seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
     if config.checkpoint is not None:
         load_checkpoint(model, config.checkpoint["path"], note=lambda text: console.print(f"[yellow]note:[/] {text}"))
     fit(model, data.train.x, labels, config.warmup, device=device, seed=seed, on_epoch_end=on_epoch_end,
-        description=f"warm-up{tag}")
+        description=f"warm-up{tag}", world=world)
     return model.to(device).eval()
 
 
@@ -171,24 +173,30 @@ class WarmUp:
         return _on_device(self.state, config, data, device)
 
 
-def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device) -> WarmUp:
-    """Warm up a fresh model with a checkpoint pass at every epoch end (the first part of ``build_store``)."""
+def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device,
+            world: distributed.World = distributed.World()) -> WarmUp | None:
+    """Warm up a fresh model with a checkpoint pass at every epoch end (the first part of ``build_store``).
+
+    Among several ranks (``world``: torchrun) every rank calls this: the warm-up runs under
+    ``DistributedDataParallel`` (``prune.training.fit``), each checkpoint pass is shared out like
+    the feature passes, and rank 0 gets the ``WarmUp``; the other ranks get None.
+    """
     config.check()
     average = CheckpointAverage(config.beta1, config.beta2)
-    losses = torch.zeros(len(labels), max(config.warmup.epochs, 1))
+    losses = torch.zeros(len(labels), max(config.warmup.epochs, 1)) if world.main else None
 
     def checkpoint(epoch: int, model) -> None:
-        grads, hessians, epoch_losses = [], [], []
         generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
-        for _, batch in _passes(model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator):
-            grads.append(batch["grad_logit"]); hessians.append(batch["hess_logit"]); epoch_losses.append(batch["loss"])
-        average.update(torch.cat(grads), torch.cat(hessians))
-        losses[:, epoch - 1] = torch.cat(epoch_losses)
+        passed = sorted(_shared_passes(world, model, data.train.x, labels, config, device, f"checkpoint {epoch}",
+                                       generator), key=lambda sent: sent[0])  # the ranks' batches, in row order
+        if world.main:
+            average.update(*(torch.cat([batch[name] for _, batch in passed]) for name in ("grad_logit", "hess_logit")))
+            losses[:, epoch - 1] = torch.cat([batch["loss"] for _, batch in passed])
 
-    model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint)
+    model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint, world=world)
     if config.warmup.epochs == 0:
         checkpoint(1, model)  # the initial weights are the only checkpoint
-    return WarmUp(_cpu_state(model), average.grad, average.hess, losses)
+    return WarmUp(_cpu_state(model), average.grad, average.hess, losses) if world.main else None
 
 
 def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
@@ -202,8 +210,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     uninterrupted run. ``warm`` (from ``warm_up`` with the same data, labels, model and warm-up
     settings) skips the warm-up and uses that one.
 
-    In a process group (``prune.distributed``: torchrun) every rank calls this: rank 0 warms up (or
-    resumes) and sends the warm weights, each rank computes its shard of the rows of every feature
+    In a process group (``prune.distributed``: torchrun) every rank calls this: the ranks warm up
+    together under ``DistributedDataParallel`` (``warm_up``; unless rank 0 resumes past it), rank 0
+    sends the warm weights, each rank computes its shard of the rows of every feature and checkpoint
     pass, and rank 0 writes them and the store. A pass is committed when all its rows are in, so
     ``resume`` continues from the last complete pass.
     """
@@ -215,6 +224,8 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     if not world.main:
         _compute_shards(world, data, labels, config, seed=seed, device=device)
         return Path(out)
+    if world.size > 1 and warm is not None:
+        raise PruneError("a shared warm-up (prune bench) runs in one process; run it without torchrun")
     x, n, samples = data.train.x, len(labels), config.posterior_samples
     checkpoints = max(config.warmup.epochs, 1)
     embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
@@ -236,10 +247,11 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     with PartialStore.open(out, settings=settings, resume=resume, n=n, **shape) as part:
         for note in part.notes:
             console.print(f"[yellow]note:[/] {note}")
+        world.from_main(lambda: part.warmup_done)  # the other ranks warm up with rank 0, or not at all
         if part.warmup_done:
             model = part.load_model(build_model(config.model, data.input_shape, data.num_classes)).to(device).eval()
         else:
-            warm = warm or warm_up(data, labels, config, seed=seed, device=device)
+            warm = warm or warm_up(data, labels, config, seed=seed, device=device, world=world)
             model = warm.model(config, data, device)
             for epoch in range(warm.losses.shape[1]):
                 part.write_column("loss_per_epoch", epoch, warm.losses[:, epoch])
@@ -278,7 +290,10 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
 
 def _compute_shards(world: distributed.World, data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *,
                     seed: int, device) -> None:
-    """``build_store`` on a rank other than 0: its shard of every feature pass, sent to rank 0."""
+    """``build_store`` on a rank other than 0: its part of the warm-up, when rank 0 is not resuming past it,
+    and its shard of every feature pass, sent to rank 0."""
+    if not world.from_main(None):
+        warm_up(data, labels, config, seed=seed, device=device, world=world)
     state, first = world.from_main(None)
     model = _on_device(state, config, data, device)
     for member, perturbation in posterior_members(model, data, labels, config, seed=seed, device=device, first=first):
