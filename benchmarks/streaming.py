@@ -4,7 +4,7 @@ speed of CIFAR's streamed uint8 path against the same images held in memory (an 
 Sizes: `folder:` (PNG files) and `hf:` (a `save_to_disk` dataset of PIL images) of the first N
 Fashion-MNIST training images, N = 5,000 and 50,000; `prune features --model lenet
 --warmup-epochs 1 --posterior-samples 1` on each, in a fresh process, its peak RSS from
-`getrusage`. Speed: 50,000 random 32 x 32 x 3 uint8 images with random labels written as a
+`getrusage` (median and range of `--repeats` runs: it varies by about 0.1 GB from run to run). Speed: 50,000 random 32 x 32 x 3 uint8 images with random labels written as a
 CIFAR-10 folder (torchvision's pickled batches; the checksum check is patched out in the
 child, the files are not the real ones) and as an npz; `prune features` and `prune train
 --epochs 1` on each. Prints a markdown section; with `--section` writes it into
@@ -90,13 +90,15 @@ def write_cifar(root: Path, x, y) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="5000,50000")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--section", action="store_true", help="write benchmarks/RESULTS.md")
     args = ap.parse_args()
     features = ["features", "--model", "lenet", "--warmup-epochs", "1", "--posterior-samples", "1",
                 "--device", "cpu", "--quiet", "--overwrite"]
     lines = [TITLE, "", "`prune features` (LeNet, 1 warm-up epoch, M = 1), whole command in a fresh process, "
              "peak RSS; the first N Fashion-MNIST training images (28 x 28 grey):", "",
-             "| source | images | wall (s) | peak RSS (GB) | largest worker's (GB) |", "|---|---:|---:|---:|---:|"]
+             f"| source | images | wall (s) | peak RSS (GB), median of {args.repeats} (range) | largest worker's (GB) |",
+             "|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         peaks = {}
@@ -104,13 +106,17 @@ def main() -> None:
             x, y = fashion(n)
             for kind, write in (("folder", write_folder), ("hf", write_hf)):
                 spec = write(tmp / f"{kind}-{n}", x, y)
-                wall, peak, worker = timed_child([*features, "--dataset", spec, "--out", tmp / f"{kind}-{n}.h5"])
+                runs = sorted(timed_child([*features, "--dataset", spec, "--out", tmp / f"{kind}-{n}.h5"])
+                              for _ in range(args.repeats))
+                walls, own, workers = (sorted(values) for values in zip(*runs))
+                peak = own[len(own) // 2]
                 peaks.setdefault(kind, []).append(peak)
-                lines.append(f"| `{kind}:` | {n:,} | {wall:.1f} | {peak:.2f} | {worker:.2f} |")
+                lines.append(f"| `{kind}:` | {n:,} | {walls[len(walls) // 2]:.1f} | {peak:.2f} ({own[0]:.2f}-{own[-1]:.2f}) "
+                             f"| {max(workers):.2f} |")
                 print(lines[-1], flush=True)
         lines.append("")
         for kind, values in peaks.items():
-            lines.append(f"- `{kind}:` peak RSS grew {100 * (values[-1] / values[0] - 1):+.0f} % "
+            lines.append(f"- `{kind}:` the median peak RSS grew {100 * (values[-1] / values[0] - 1):+.0f} % "
                          f"over a {args.sizes.split(',')[-1]}/{args.sizes.split(',')[0]} growth in images.")
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)

@@ -1,11 +1,12 @@
-"""The in-memory form every source produces: ``LoadedData``, two normalised ``Split``s.
+"""The form every source produces: ``LoadedData``, two normalised ``Split``s.
 
 Normalisation (``from_arrays``): images are standardised per channel with the mean and
 (population) standard deviation of the *training* split; feature vectors per feature, likewise
 (a constant feature keeps std 1). Both splits use the training statistics, which are kept in
 ``LoadedData.mean`` / ``LoadedData.std`` in the source's raw units (0..255 pixels, 0..16 for
 digits), so ``x * std + mean`` gives the raw values back. ``channels_first`` is the one image
-layout rule the npz and hf: sources share.
+layout rule the npz and hf: sources share. A split's ``x`` is a float32 tensor, or for the
+streamed sources (folder:, hf: images, CIFAR) a ``prune.data.streaming.LazyImages``.
 """
 
 from __future__ import annotations

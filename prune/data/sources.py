@@ -68,7 +68,8 @@ def load_dataset(spec: str, data_root: str | None = None, download: bool = False
                  split: str | None = None, image_column: str | None = None,
                  label_column: str | None = None, feature_column: str | None = None,
                  eval_split: str | None = None, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
-    """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file) into memory.
+    """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file): float32 tensors in memory, or for
+    image folders, ``hf:`` images and CIFAR ``prune.data.streaming.LazyImages`` decoded batch by batch.
 
     ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply
     to ``hf:PATH`` only (``prune.data.hf``), ``image_size`` and ``skip_bad`` to ``folder:PATH``
