@@ -171,7 +171,9 @@ def select_coreset(
     ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
     checked against the store (size, labels and their order must match). ``dry_run=True``
     returns the ``prune.selection.SelectionPlan`` instead (budgets, pools, memory), having
-    run no model and written nothing (nor downloaded anything).
+    run no model and written nothing (nor downloaded anything). Under torchrun, with ``features``,
+    every rank calls this and shares the greedy runs; rank 0 returns (and saves) the manifest, the
+    other ranks get None.
     """
     if fraction is None and count is None:
         fraction = 0.1
@@ -231,6 +233,6 @@ def select_coreset(
                                   options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
         manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
                           options=opts, difficulty=stage, device=torch_device)
-    if out is not None:
+    if out is not None and manifest is not None:  # None: a rank other than 0 under torchrun
         manifest.save(out)
     return manifest

@@ -22,7 +22,7 @@ from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, 
                                checkpoint_option)
 from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
-from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
+from prune.selection.methods import DISTANCE_METHODS, POSTERIORS, TOP_K_SCOPES
 from prune.training import console
 
 
@@ -76,9 +76,13 @@ def select_command(
     overwrite: bool = Overwrite, seed: int = Seed, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Select a coreset and write its manifest."""
-    if distributed.launched_rank() != 0:  # under torchrun rank 0 selects and writes; the others have nothing to do
-        return
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
+    # under torchrun the ranks share the greedy runs over a store (prune.selection.coreset); rank 0 writes.
+    # Anything else (features to compute first, a sampling method, a dry run) is rank 0's alone.
+    shared = features is not None and not dry_run and method in DISTANCE_METHODS
+    if not shared and distributed.launched_rank() != 0:
+        return
+    world = distributed.start() if shared else distributed.World()
     posterior = value(posterior)
     posterior_layers, posterior_kind, hessian, augment = value(posterior_layers), value(posterior_kind), value(hessian), value(augment)
     warmup_schedule, difficulty_score = value(warmup_schedule), value(difficulty_score)
@@ -108,6 +112,9 @@ def select_command(
                               learned_window=learned_window, posterior=posterior),
     )
     seconds = time.perf_counter() - start
+    if not world.main:
+        distributed.stop()
+        return
     out = out or default_out(dataset, features, method, fraction, count)
     if dry_run:
         print_plan(manifest, out)
@@ -116,6 +123,7 @@ def select_command(
         manifest.save(out)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
+    distributed.stop()  # the other ranks wait here until the manifest is written
 
 
 def default_out(dataset: str, features: Path | None, method: str, fraction: float | None, count: int | None) -> Path:

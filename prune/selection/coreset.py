@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prune import distributed
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.manifest import Manifest
@@ -87,6 +88,38 @@ def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torc
     picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
              for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
     return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+def _greedy_runs(engine, method: str, greedy: list, world: distributed.World):
+    """Each part's greedy results (a list of ``PoolResult``), in the order of ``greedy``, on rank 0.
+
+    Among several ranks (torchrun) the parts are dealt out by their cost, p^2 summed over their
+    pools, each to the rank with the least so far (ties to the lower part, then the lower rank),
+    and rank 0 gathers the results; a part's result does not depend on where it ran, so the
+    manifest is the one-process manifest. The other ranks get nothing.
+    """
+    load = [0] * world.size
+    mine = []
+    for i in sorted(range(len(greedy)), key=lambda i: -sum(len(pool) ** 2 for pool, _ in greedy[i][2])):
+        rank = min(range(world.size), key=lambda r: load[r])
+        load[rank] += sum(len(pool) ** 2 for pool, _ in greedy[i][2])
+        if rank == world.rank:
+            mine.append(i)
+    mine.sort()
+    results = {}
+    with progress() as bars:  # greedy runs done / planned
+        task = bars.add_task(f"greedy {method}", total=sum(len(greedy[i][2]) for i in mine), status="")
+        for i in mine:
+            c, part, part_pools = greedy[i]
+            bars.update(task, status=f"class {c}")
+            results[i] = engine.select_pools(part, part_pools, done=lambda: bars.advance(task))
+    if world.size > 1:
+        console.print(f"rank {world.rank}: {len(mine)} of {len(greedy)} parts' greedy runs", highlight=False)
+        gathered = world.gather(results)
+        if not world.main:
+            return []
+        results = {i: result for part in gathered for i, result in part.items()}
+    return [results[i] for i in range(len(greedy))]
+
+
 def check_request(labels: torch.Tensor, num_classes: int, method: str, *, fraction: float | None = None,
                   count: int | None = None, balance: str = "proportional", options: MethodOptions = MethodOptions(),
                   posterior_samples: int | None = None) -> None:
@@ -110,6 +143,9 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
            difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
     """Select a class-balanced coreset; distance methods read the feature store only.
+
+    Under torchrun (a ``prune.distributed`` process group) every rank calls this, the greedy
+    runs are shared out (``_greedy_runs``), and rank 0 returns the manifest; the others get None.
 
     Each class's budget goes through the difficulty stage first (``difficulty``, by default
     ``default_difficulty(method)``): hard examples dropped, the rest split into strata with
@@ -141,16 +177,16 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
                 greedy.append((c, part, [(pool, b) for pool, b in engine.pools(part, budget, generator) if b]))
         learned.append(getattr(engine, "dropped", 0) - before)
     params = {}
+    world = distributed.current()
     if engine is not None:
         objective, pools = 0.0, sum(len(p) for _, _, p in greedy)
-        with progress() as bars:  # greedy runs done / planned
-            task = bars.add_task(f"greedy {method}", total=pools, status="")
-            for c, part, part_pools in greedy:
-                bars.update(task, status=f"class {c}")
-                for result in engine.select_pools(part, part_pools, done=lambda: bars.advance(task)):
-                    chosen.append(result.positions)
-                    weights.append(result.weights)
-                    objective += result.objective
+        for results in _greedy_runs(engine, method, greedy, world):
+            for result in results:
+                chosen.append(result.positions)
+                weights.append(result.weights)
+                objective += result.objective
+        if not world.main:
+            return None
         params = {**engine.params(), "posterior": engine.posterior,
                   "posterior_samples": candidates.store.posterior_samples}
         # F to 7 significant digits, float32's: the distances are float32, and the digits beyond
