@@ -65,8 +65,8 @@ def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_two_processes_under_torchrun_write_the_one_process_store_and_manifest(tmp_path, fashion_slice):
-    # 7 batches of 300: rank 0 computes 4, rank 1 3 (the last one short); the checkpoint pass at the initial
-    # weights, two posterior samples and the point pass. (A warm-up under DDP is close, not equal: below.)
+    # feature passes in batches of 1,024: rank 0 computes rows 0..1023, rank 1 the short rest; the checkpoint pass
+    # at the initial weights, two posterior samples and the point pass. (A warm-up under DDP is close, not equal: below.)
     args = ["features", "--dataset", f"npz:{fashion_slice}", "--warmup-epochs", "0", "--posterior-samples", "2",
             "--batch-size", "300", "--quiet"]
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
@@ -191,3 +191,49 @@ def test_a_rank_killed_stops_the_others_and_resume_completes_the_store(tmp_path)
     result = CliRunner().invoke(app, [*args, "--out", str(reference)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == reference.read_bytes()
+
+
+def _steps_done(progress: Path) -> int:
+    try:
+        return (json.loads(progress.read_text()).get("steps") or [0, 0, 0])[2]
+    except (OSError, ValueError):  # not written yet
+        return 0
+
+
+@pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/environ").exists(), reason="needs torchrun and /proc")
+def test_resume_under_torchrun_continues_each_rank_shard_mid_pass(tmp_path):
+    """Feature passes go in batches of 1,024 rows: 20,000 rows are 10 batches per rank, committed step by step."""
+    from tests.conftest import FASHION_ROOT
+
+    if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found at {FASHION_ROOT}")
+    import numpy as np
+
+    from prune.data.idx import _read_idx
+
+    images, labels = (_read_idx(FASHION_ROOT / f"train-{kind}-idx{d}-ubyte.gz", images=d == 3)[:20000]
+                      for kind, d in (("images", 3), ("labels", 1)))
+    np.savez(tmp_path / "f.npz", x_train=images, y_train=labels, x_test=images[:100], y_test=labels[:100])
+    args = ["features", "--dataset", f"npz:{tmp_path / 'f.npz'}", "--warmup-epochs", "0", "--posterior-samples", "3",
+            "--quiet"]
+    out, reference = tmp_path / "two.h5", tmp_path / "one.h5"
+    progress = tmp_path / ".two.h5.partial" / "progress.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(out)]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while _steps_done(progress) < 3:  # some batches of every shard of a pass are in: mid-pass
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-2000:]
+        time.sleep(0.005)
+    os.kill(_child_with_rank(run.pid, 1), signal.SIGKILL)
+    run.communicate(timeout=30)
+    recorded = json.loads(progress.read_text())
+    assert run.returncode != 0 and not out.exists() and recorded["steps"][:2] == [2, 1024]
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert b"batches of 1024 rows of each of 2 ranks' shards of the next pass" in resumed.stderr
+    result = CliRunner().invoke(app, [*args, "--out", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == reference.read_bytes()
+

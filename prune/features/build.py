@@ -119,27 +119,33 @@ def _passes(model, x, labels, config: FeatureConfig, device, description: str, g
 
 
 def _shared_passes(world: distributed.World, model, x, labels, config: FeatureConfig, device, description: str,
-                   generator=None, start: int = 0):
+                   generator=None, start: int = 0, skip: int = 0, on_step=None):
     """``_passes`` with the rows shared among the ranks of ``world`` (``prune.distributed.shard``).
 
-    Rank 0 yields every rank's (start, batch-features), a batch of each rank at a time; the other
-    ranks yield nothing. In one process this is ``_passes`` from row ``start``.
+    Rank 0 yields every rank's (start, batch-features), a batch of each rank at a time, and after
+    each such step calls ``on_step(steps done, [(start, stop) of the rows just yielded])``; the
+    other ranks yield nothing. Every rank skips the first ``skip`` batches of its shard (a resume).
+    In one process this is ``_passes`` from row ``start``.
     """
     if world.size == 1:
         yield from _passes(model, x, labels, config, device, description, generator, start)
         return
     rows, steps = distributed.shard(len(labels), config.batch_size, world)
-    mine = extract_batches(model, x[rows.start:rows.stop], labels[rows.start:rows.stop], batch_size=config.batch_size,
+    start = min(rows.start + skip * config.batch_size, rows.stop)
+    mine = extract_batches(model, x[start:rows.stop], labels[start:rows.stop], batch_size=config.batch_size,
                            device=device, hessian=config.hessian, amp=config.warmup.amp)
-    start = rows.start
     with progress() as bars:
         task = bars.add_task(description, total=len(labels), status="")
-        for _ in range(steps):
+        for step in range(skip, steps):
             batch = next(mine, None)
+            blocks = []
             for sent in world.gather(None if batch is None else (start, batch)) or []:
                 if sent is not None:
                     yield sent
+                    blocks.append((sent[0], sent[0] + len(sent[1]["loss"])))
                     bars.update(task, advance=len(sent[1]["loss"]))
+            if world.main and on_step is not None:
+                on_step(step + 1, blocks)
             if batch is not None:
                 start += len(batch["loss"])
 
@@ -187,11 +193,14 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
 
     def checkpoint(epoch: int, model) -> None:
         generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
-        passed = sorted(_shared_passes(world, model, data.train.x, labels, config, device, f"checkpoint {epoch}",
-                                       generator), key=lambda sent: sent[0])  # the ranks' batches, in row order
+        kept = ("grad_logit", "hess_logit", "loss")  # what the averages and the losses need, not the embedding
+        passed = sorted(((start, [batch[name] for name in kept]) for start, batch in _shared_passes(
+            world, model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator)),
+            key=lambda sent: sent[0])  # the ranks' batches, in row order
         if world.main:
-            average.update(*(torch.cat([batch[name] for _, batch in passed]) for name in ("grad_logit", "hess_logit")))
-            losses[:, epoch - 1] = torch.cat([batch["loss"] for _, batch in passed])
+            grads, hessians, epoch_losses = (torch.cat(column) for column in zip(*(arrays for _, arrays in passed)))
+            average.update(grads, hessians)
+            losses[:, epoch - 1] = epoch_losses
 
     model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint, world=world)
     if config.warmup.epochs == 0:
@@ -213,8 +222,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     In a process group (``prune.distributed``: torchrun) every rank calls this: the ranks warm up
     together under ``DistributedDataParallel`` (``warm_up``; unless rank 0 resumes past it), rank 0
     sends the warm weights, each rank computes its shard of the rows of every feature and checkpoint
-    pass, and rank 0 writes them and the store. A pass is committed when all its rows are in, so
-    ``resume`` continues from the last complete pass.
+    pass, and rank 0 writes them and the store. Rank 0 commits each step (a batch of every rank's
+    shard), so ``resume`` under torchrun with the same number of ranks and batch size continues
+    every shard where it stopped; otherwise from the start of the unfinished pass.
     """
     config.check()
     world = distributed.current()
@@ -261,7 +271,8 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             part.commit_warmup()
 
         first = part.samples_done
-        world.from_main(lambda: (_cpu_state(model), first))
+        skip = part.steps_done(world.size, config.batch_size) if world.size > 1 else 0
+        world.from_main(lambda: (_cpu_state(model), first, skip))
         for m, (member, perturbation) in enumerate(
                 posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
             point = m == samples  # the pass at the unperturbed weights, after the M samples (M > 1)
@@ -272,8 +283,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                 generator.set_state(part.generator_state())
             description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
+                on_step = lambda steps, blocks: part.commit_steps(world.size, config.batch_size, steps, blocks)  # noqa: E731
                 for start, batch in _shared_passes(world, member, x, labels, config, device, description, generator,
-                                                   start=rows):
+                                                   start=rows, skip=skip if m == first else 0, on_step=on_step):
                     for name in ("grad_logit", "hess_logit", "embedding"):
                         if point:
                             part.write_rows(f"{name}_point", start, batch[name])
@@ -281,9 +293,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                             part.write_rows(name, start, batch[name], sample=m)
                     if world.size == 1:
                         part.commit_rows(start + len(batch["loss"]), generator=generator)
-            if world.size > 1:  # the ranks' batches come in out of row order: the pass is one block
-                part.commit_rows(n)
-            part.commit(samples_done=m + 1, rows_done=0)
+            part.commit(samples_done=m + 1, rows_done=0, steps=None)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
 
@@ -294,11 +304,13 @@ def _compute_shards(world: distributed.World, data: LoadedData, labels: torch.Te
     and its shard of every feature pass, sent to rank 0."""
     if not world.from_main(None):
         warm_up(data, labels, config, seed=seed, device=device, world=world)
-    state, first = world.from_main(None)
+    state, first, skip = world.from_main(None)
     model = _on_device(state, config, data, device)
-    for member, perturbation in posterior_members(model, data, labels, config, seed=seed, device=device, first=first):
+    for m, (member, perturbation) in enumerate(
+            posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
         with perturbation:
-            for _ in _shared_passes(world, member, data.train.x, labels, config, device, "features"):
+            for _ in _shared_passes(world, member, data.train.x, labels, config, device, "features",
+                                    skip=skip if m == first else 0):
                 pass
 
 

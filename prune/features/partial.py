@@ -14,7 +14,10 @@
   are all written: the M posterior samples, then with M > 1 the unperturbed weights),
   ``rows_done`` (rows written of the next pass), that pass's random-generator state at that row,
   and a CRC-32 of the warm-up's results (``warmup_crc``) and of every committed block of rows
-  (``blocks``: pass, first row, end row, CRC).
+  (``blocks``: pass, first row, end row, CRC). Under torchrun the ranks' shards of a pass are
+  written step by step, out of row order: ``steps`` records how many batches of every rank's shard
+  are in, and for which layout (ranks, batch size), so that a resume with that layout continues
+  each rank's shard where it stopped (``steps_done``).
 
 ``finish`` copies the arrays into the HDF5 store (``prune.features.store.create_store``: temporary
 name, then rename) and removes the folder. A run with ``resume=True`` continues from the last
@@ -248,11 +251,14 @@ class PartialStore:
         damage = part._verify()
         if damage:
             notes.append(damage)
-        if progress["samples_done"] or progress["rows_done"]:
+        if progress["samples_done"] or progress["rows_done"] or progress.get("steps"):
             samples = len(arrays["grad_logit"][0])
             done = f"{min(progress['samples_done'], samples)} of {samples} posterior samples"
             if progress["rows_done"]:
                 done += f" and {progress['rows_done']} rows of the next pass"
+            if progress.get("steps"):
+                ranks, batch_size, steps = progress["steps"]
+                done += f" and {steps} batches of {batch_size} rows of each of {ranks} ranks' shards of the next pass"
             notes.append(f"resuming {path}: warm-up done, {done} written")
         elif progress["warmup_done"]:
             notes.append(f"resuming {path}: warm-up done")
@@ -272,6 +278,18 @@ class PartialStore:
     @property
     def rows_done(self) -> int:
         return int(self.progress["rows_done"])
+
+    def steps_done(self, ranks: int, batch_size: int) -> int:
+        """Batches of each rank's shard of the next pass that are in, for this layout (0 for another)."""
+        steps = self.progress.get("steps")
+        return int(steps[2]) if steps and steps[:2] == [ranks, batch_size] else 0
+
+    def commit_steps(self, ranks: int, batch_size: int, steps: int, blocks: list[tuple[int, int]]) -> None:
+        """Record the rows ``blocks`` (start, stop) of the current pass, the ranks' batches of step
+        ``steps`` - 1, as written, with their checksums."""
+        sample = self.samples_done
+        self.progress["blocks"] += [[sample, start, stop, self._rows_crc(sample, start, stop)] for start, stop in blocks]
+        self.commit(steps=[ranks, batch_size, steps])
 
     def generator_state(self) -> torch.Tensor | None:
         state = self.progress.get("generator")
@@ -321,11 +339,11 @@ class PartialStore:
         except OSError:  # warm.pt is gone
             warm_ok = False
         if not warm_ok:
-            progress.update(warmup_done=False, warmup_crc=None, samples_done=0, rows_done=0, blocks=[])
+            progress.update(warmup_done=False, warmup_crc=None, samples_done=0, rows_done=0, steps=None, blocks=[])
             return f"the warm-up's results in {self.folder} are damaged (checksum differs); redoing the work from the start"
         for sample, start, stop, crc in progress["blocks"]:
             if self._rows_crc(sample, start, stop) != crc:
-                progress.update(samples_done=sample, rows_done=0,
+                progress.update(samples_done=sample, rows_done=0, steps=None,
                                 blocks=[block for block in progress["blocks"] if block[0] < sample])
                 return (f"rows {start}..{stop - 1} of posterior sample {sample + 1} in {self.folder} are damaged "
                         f"(checksum differs); recomputing from the start of that sample")
