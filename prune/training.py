@@ -24,6 +24,7 @@ from torch import nn
 
 from prune import augment as augmentation
 from prune.data.streaming import batches
+from prune.distributed import World
 from prune.errors import PruneError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -155,7 +156,7 @@ def fit(
     weights: torch.Tensor | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     description: str = "train",
-    world=None,
+    world: World | None = None,
 ) -> list[dict]:
     """Train ``model`` in place with SGD on (x, y), shuffled each epoch by a seeded generator.
 
