@@ -151,7 +151,7 @@ def select_coreset(
     drop_hard: str | float | None = None, strata: int | str | None = None, strata_budget: str | None = None,
     difficulty_score: str | None = None,
     options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
-) -> Manifest | SelectionPlan:
+) -> Manifest | SelectionPlan | None:
     """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
 
     The same as ``prune select`` with the same arguments (``--fraction`` is ``fraction``,

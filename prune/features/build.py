@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -283,7 +284,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                 generator.set_state(part.generator_state())
             description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
-                on_step = lambda steps, blocks: part.commit_steps(world.size, config.batch_size, steps, blocks)  # noqa: E731
+                on_step = partial(part.commit_steps, world.size, config.batch_size)  # (steps, blocks) of a step
                 for start, batch in _shared_passes(world, member, x, labels, config, device, description, generator,
                                                    start=rows, skip=skip if m == first else 0, on_step=on_step):
                     for name in ("grad_logit", "hess_logit", "embedding"):

@@ -88,6 +88,8 @@ def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torc
     picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
              for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
     return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
+
+
 def _greedy_runs(engine, method: str, greedy: list, world: distributed.World):
     """Each part's greedy results (a list of ``PoolResult``), in the order of ``greedy``, on rank 0.
 
@@ -96,11 +98,12 @@ def _greedy_runs(engine, method: str, greedy: list, world: distributed.World):
     and rank 0 gathers the results; a part's result does not depend on where it ran, so the
     manifest is the one-process manifest. The other ranks get nothing.
     """
+    cost = [sum(len(pool) ** 2 for pool, _ in part_pools) for _, _, part_pools in greedy]
     load = [0] * world.size
     mine = []
-    for i in sorted(range(len(greedy)), key=lambda i: -sum(len(pool) ** 2 for pool, _ in greedy[i][2])):
+    for i in sorted(range(len(greedy)), key=lambda i: -cost[i]):
         rank = min(range(world.size), key=lambda r: load[r])
-        load[rank] += sum(len(pool) ** 2 for pool, _ in greedy[i][2])
+        load[rank] += cost[i]
         if rank == world.rank:
             mine.append(i)
     mine.sort()
@@ -141,7 +144,7 @@ def check_request(labels: torch.Tensor, num_classes: int, method: str, *, fracti
 
 def select(candidates: Candidates, method: str, *, fraction: float | None = None, count: int | None = None,
            balance: str = "proportional", seed: int = 0, options: MethodOptions = MethodOptions(),
-           difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest:
+           difficulty: DifficultyOptions | None = None, device: torch.device = torch.device("cpu")) -> Manifest | None:
     """Select a class-balanced coreset; distance methods read the feature store only.
 
     Under torchrun (a ``prune.distributed`` process group) every rank calls this, the greedy
