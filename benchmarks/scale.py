@@ -33,7 +33,7 @@ def write_store(path: Path, n: int, classes: int, width: int, seed: int = 0) -> 
     labels = np.repeat(np.arange(classes), counts)
     attrs = {"dataset": {"source": "synthetic", "split": "train", "num_examples": n, "num_classes": classes,
                          "fingerprint": f"synthetic-{n}-{classes}", "class_counts": counts.tolist()},
-             "fingerprint": f"synthetic-{n}-{classes}", "num_classes": classes, "features": {"synthetic": True},
+             "fingerprint": f"synthetic-{n}-{classes}", "num_classes": classes, "features": {"model": "synthetic"},
              "seed": seed}
     generator = torch.Generator().manual_seed(seed)
     with create_store(path, labels=labels, flipped=np.empty(0), attrs=attrs, samples=1, num_classes=classes,
