@@ -63,18 +63,25 @@ def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _one_and_two_processes(args: list[str], tmp_path: Path, timeout: int) -> tuple[Path, Path, dict]:
+    """``prune ARGS --out one.h5`` in this process, then ``--out two.h5`` under a 2-process torchrun (one
+    thread per process); the two paths and torchrun's environment."""
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    result = CliRunner().invoke(app, [*args, "--out", str(one)])
+    assert result.exit_code == 0, result.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(two)],
+                   env=env, check=True, timeout=timeout, capture_output=True)
+    return one, two, env
+
+
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_two_processes_under_torchrun_write_the_one_process_store_and_manifest(tmp_path, fashion_slice):
     # feature passes in batches of 1,024: rank 0 computes rows 0..1023, rank 1 the short rest; the checkpoint pass
     # at the initial weights, two posterior samples and the point pass. (A warm-up under DDP is close, not equal: below.)
     args = ["features", "--dataset", f"npz:{fashion_slice}", "--warmup-epochs", "0", "--posterior-samples", "2",
             "--batch-size", "300", "--quiet"]
-    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    result = CliRunner().invoke(app, [*args, "--out", str(one)])
-    assert result.exit_code == 0, result.output
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(two)],
-                   env=env, check=True, timeout=120, capture_output=True)
+    one, two, env = _one_and_two_processes(args, tmp_path, timeout=120)
     assert two.read_bytes() == one.read_bytes()
     assert not list(tmp_path.glob(".*.partial"))
 
@@ -130,12 +137,7 @@ def test_data_parallel_fit_gives_the_one_process_weights(tmp_path):
 def test_a_warm_up_under_torchrun_is_data_parallel_and_close_to_one_process(tmp_path, fashion_slice):
     args = ["features", "--dataset", f"npz:{fashion_slice}", "--warmup-epochs", "2", "--posterior-samples", "1",
             "--batch-size", "200", "--quiet"]
-    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    result = CliRunner().invoke(app, [*args, "--out", str(one)])
-    assert result.exit_code == 0, result.output
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "prune", *args, "--out", str(two)],
-                   env=env, check=True, timeout=180, capture_output=True)
+    one, two, _ = _one_and_two_processes(args, tmp_path, timeout=180)
     import h5py
 
     losses = []
