@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from prune.data.loaded import LoadedData, Split
-from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, ImageFileDecoder, LazyImages
+from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, ImageFileDecoder, LazyImages, stats_from_sums
 from prune.errors import PruneError
 
 PREFIX = "folder:"
@@ -170,10 +170,7 @@ def load(spec: str, *, image_size: int | None = None, skip_bad: bool = False) ->
     kept, skipped, shape, total, squares, pixels = _check(tree.train, image_size, skip_bad)
     if shape is None:
         raise PruneError(f"no image in {tree.train.folder} could be read; check the files")
-    mean = total / pixels
-    std = np.sqrt(np.maximum(squares / pixels - mean * mean, 0.0))
-    std = np.where(std > 0, std, 1.0)
-    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    mean, std = stats_from_sums(total, squares, pixels)
     image_shape = (shape[2], shape[0], shape[1])
     splits, skipped_test = [], []
     for side, positions in ((tree.train, kept), (tree.test, None)):

@@ -98,16 +98,22 @@ class UInt8Decoder(Normalised):
 
 def channel_stats(chunks: Iterable[np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) standard deviation, accumulated in float64 over
-    N x C x H x W chunks; a constant channel gets std 1."""
+    N x C x H x W chunks (``stats_from_sums``)."""
     total = squares = 0.0
     count = 0
     for chunk in chunks:
         flat = np.moveaxis(np.asarray(chunk, dtype=np.float64), 1, -1).reshape(-1, chunk.shape[1])
         total, squares, count = total + flat.sum(0), squares + (flat * flat).sum(0), count + len(flat)
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
+    return stats_from_sums(total, squares, count)
+
+
+def stats_from_sums(total, squares, count: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation from the sums of the pixels and of their
+    squares over ``count`` pixels per channel; a constant channel gets std 1."""
+    mean = np.atleast_1d(total) / max(count, 1)
+    std = np.sqrt(np.maximum(np.atleast_1d(squares) / max(count, 1) - mean * mean, 0.0))
     std = np.where(std > 0, std, 1.0)
-    return tuple(float(v) for v in np.atleast_1d(mean)), tuple(float(v) for v in np.atleast_1d(std))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 class LazyImages:
