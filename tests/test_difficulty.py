@@ -15,6 +15,7 @@ from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
 from prune.selection.budget import equal_split, largest_remainder
+from prune.selection import difficulty
 from prune.selection.difficulty import Difficulty, below_chance, difficulty_scores
 from tests.test_methods import C, M, N, random_store
 
@@ -185,3 +186,29 @@ def test_auto_finds_known_flips(tmp_path):
     assert len(hard & flipped) >= 0.9 * len(flipped)  # recall
     assert len(hard & flipped) >= 0.9 * len(hard)     # precision
     assert not flipped & set(manifest.indices.tolist())
+
+
+class CountingRows:
+    """A feature array that records the rows of every read."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values, self.reads = values, []
+
+    def __getitem__(self, rows):
+        self.reads.append(rows.clone())
+        return self.values[rows]
+
+
+def test_the_stage_reads_each_row_once_in_chunk_sized_blocks(monkeypatch):
+    """One pass over the store, whatever the classes: memory stays one block however large n is."""
+    monkeypatch.setattr(difficulty, "CHUNK_ROWS", 64)
+    store = random_store(seed=6, n=300)
+    expected = difficulty_scores(store, "el2n")
+    store.grad_logit = CountingRows(store.grad_logit)
+    stage = Difficulty(store, DifficultyOptions(strata=4))
+    reads = store.grad_logit.reads
+    assert torch.equal(torch.cat(reads), torch.arange(300)) and max(len(r) for r in reads) == 64
+    for c in range(C):
+        stage.split(torch.nonzero(store.labels == c).flatten(), 5)
+    assert len(reads) == 5  # the classes only index the scores
+    torch.testing.assert_close(stage.score, expected)

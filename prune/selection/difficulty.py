@@ -57,7 +57,9 @@ from dataclasses import dataclass
 import torch
 
 from prune.errors import PruneError
+from prune.features.store import CHUNK_ROWS
 from prune.selection.budget import equal_split, largest_remainder
+from prune.training import progress
 
 SCORES = ("el2n", "loss", "margin", "trajectory")
 STRATA_BUDGETS = ("equal", "proportional")
@@ -87,12 +89,36 @@ def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: 
     raise PruneError(f"unknown difficulty score {name!r}; choose one of: {', '.join(SCORES)}")
 
 
+def stage_scores(store, name: str, unlikely: bool = False, rows: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """float64 score ``name`` (one of ``SCORES``) of ``rows`` (default: every example) in ``store``,
+    higher is harder, and with ``unlikely`` their ``below_chance`` mask (else None).
+
+    Read ``CHUNK_ROWS`` rows (one store chunk) at a time, each array once per block: memory stays
+    one block of the store whatever n is, and the chunks are read in order, each once.
+    """
+    rows = torch.arange(store.num_examples) if rows is None else rows
+    # Filled in place: small tensors kept between the blocks' big temporary ones would fragment
+    # the heap, and it would grow by about a block for every block read.
+    score = torch.empty(len(rows), dtype=torch.float64)
+    mask = torch.empty(len(rows), dtype=torch.bool) if unlikely else None
+    with progress() as bars:
+        task = bars.add_task("difficulty scores", total=len(rows), status="")
+        for start in range(0, len(rows), CHUNK_ROWS):
+            block = rows[start:start + CHUNK_ROWS]
+            labels = store.labels[block]
+            grad = store.grad_logit[block] if unlikely or name != "trajectory" else None
+            score[start:start + len(block)] = (store.loss_per_epoch[block].to(torch.float64).mean(1)
+                                               if name == "trajectory" else scores_from_gradients(grad, labels, name))
+            if unlikely:
+                mask[start:start + len(block)] = below_chance(grad, labels)
+            bars.advance(task, len(block))
+    return score, mask
+
+
 def difficulty_scores(store, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
     """float64 score ``name`` (one of ``SCORES``) of ``rows`` (default: every example) in ``store``; higher is harder."""
-    rows = torch.arange(store.num_examples) if rows is None else rows
-    if name == "trajectory":
-        return store.loss_per_epoch[rows].to(torch.float64).mean(1)
-    return scores_from_gradients(store.grad_logit[rows], store.labels[rows], name)
+    return stage_scores(store, name, rows=rows)[0]
 
 
 def below_chance(grad_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -174,19 +200,19 @@ class DifficultyOptions:
 class Difficulty:
     """The stage over one store: ``split(rows, k)`` gives the (rows, budget) parts a method selects from.
 
-    Scores are read and computed one class at a time, from that class's rows of the store.
+    Every example's score (and, for ``drop_hard="auto"``, whether its label is below chance) is
+    computed once, in one pass over the store (``stage_scores``); the classes then only index them.
     """
 
     def __init__(self, store, options: DifficultyOptions):
-        self.store, self.options = store, options
+        self.options = options
+        self.score, self.unlikely = stage_scores(store, options.score, unlikely=options.drop_hard == "auto")
         self.dropped: list[int] = []
 
     def kept(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """``rows`` less the examples dropped as too hard, never fewer than ``k`` (sorted)."""
-        unlikely = None
-        if self.options.drop_hard == "auto":
-            unlikely = below_chance(self.store.grad_logit[rows], self.store.labels[rows])
-        hard = hard_examples(self.options.drop_hard, difficulty_scores(self.store, self.options.score, rows), unlikely, k)
+        unlikely = None if self.unlikely is None else self.unlikely[rows]
+        hard = hard_examples(self.options.drop_hard, self.score[rows], unlikely, k)
         self.dropped.append(int(hard.sum()))
         return rows[~hard]
 
@@ -198,7 +224,7 @@ class Difficulty:
             strata = AUTO_STRATA if k < AUTO_BELOW * len(rows) else 1
         if strata == 1 or len(rows) == 0:
             return [(rows, k)]
-        score = difficulty_scores(self.store, self.options.score, rows)
+        score = self.score[rows]
         if self.options.strata_budget == "proportional":  # quantile bins, each with its share of k
             parts = list(torch.tensor_split(rows[torch.argsort(score, stable=True)], strata))
             parts = [torch.sort(part).values for part in parts]
