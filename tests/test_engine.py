@@ -141,7 +141,6 @@ def test_small_and_fixed_batches_keep_the_order(monkeypatch):
     cases = [torch.tensor(instance(300 + s, kind)) for s in range(3) for kind in ("duplicates", "integer")]
     expected = [naive_same_arithmetic(d, d.shape[0]) for d in cases]
     monkeypatch.setattr(engine, "_CPU_FIRST_BATCH", 1)
-    monkeypatch.setattr(engine, "_CPU_MIN_BATCH", 1)
     monkeypatch.setattr(engine, "_CPU_BATCH_MAX", 2)
     for d, full in zip(cases, expected):
         assert facility_location(d, d.shape[0]).order.tolist() == full

@@ -17,15 +17,15 @@ which needs neither a similarity matrix nor any subtraction from D, so it is com
 from ``distances`` (no p x p copy when they are float32 or float64 already).
 
 Lazy greedy, vectorised. By submodularity a gain computed earlier (for a larger m) is an upper
-bound of the gain now. Each step takes the top stale candidates by bound, re-evaluates a whole
-batch of them exactly in one tensor op, and accepts the best refreshed candidate once it beats
-every remaining stale bound (on equality, only if it also has the lower pool position; otherwise
-the tied stale candidates are refreshed first). Every gain is computed by the same elementwise
-``clamp(m - row, min=0).sum()`` reduction, and a decrease of m can only decrease each rounded
-term and hence each rounded sum, so stale bounds stay valid bounds *in floating point too*: the
-result is exactly the set and order of the naive O(p^2 k) greedy evaluated with the same
-arithmetic. On CUDA, where a reduction's summation order may depend on the launch shape, every
-evaluation uses one fixed batch shape so that identical columns always get identical gains.
+bound of the gain now. A heap orders the candidates by (bound, lowest pool position); each step
+pops a batch of the top stale bounds, re-evaluates them exactly in one tensor op and pushes the
+gains back, until the top of the heap is exact for this step: it then beats every remaining
+bound, or ties it from a lower position, and is accepted. Every gain is computed by the same
+elementwise ``clamp(m - row, min=0).sum()`` reduction, and a decrease of m can only decrease each
+rounded term and hence each rounded sum, so stale bounds stay valid bounds *in floating point
+too*: the result is exactly the set and order of the naive O(p^2 k) greedy evaluated with the
+same arithmetic. On CUDA, where a reduction's summation order may depend on the launch shape,
+every evaluation uses one fixed batch shape so that identical columns always get identical gains.
 
 Precision: float64 distances are used in float64, anything else in float32. Versus a float64
 reference the picks can only differ where two gains agree to float32 rounding (~1e-7 relative).
@@ -38,7 +38,7 @@ rounding (e.g. from ``torch.cdist``) this is d(i, j) := distances[j, i].
 
 from __future__ import annotations
 
-import math
+import heapq
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -47,10 +47,11 @@ import torch
 __all__ = ["FacilityLocationResult", "facility_location", "split_pool"]
 
 # Rows re-evaluated per lazy round. CPU: row sums are computed one row at a time, identically
-# for any batch, so the batch can adapt; CUDA: one fixed shape (see the module docstring).
-_CPU_FIRST_BATCH = 8  # first round of a step
-_CPU_MIN_BATCH = 8  # later rounds: every stale bound above the best gain so far, within
-_CPU_BATCH_MAX = 128  # these limits (a bigger batch spills out of cache and reads slower)
+# for any batch, so the batch can adapt: it starts small and doubles while a step goes on, up to
+# a limit (a bigger batch spills out of cache and reads slower); CUDA: one fixed shape (see the
+# module docstring).
+_CPU_FIRST_BATCH = 8
+_CPU_BATCH_MAX = 128
 _CUDA_BATCH = 256
 # Rows per block when scanning the whole matrix (initial gains, weights).
 _SCAN_ROWS = 256
@@ -117,11 +118,6 @@ class _GainEvaluator:
 
     def release(self) -> None:
         self._buf = None
-
-
-def _lowest_index_with_value(work: torch.Tensor, value: torch.Tensor) -> int:
-    """Lowest position j with work[j] == value (value taken from work, so one exists)."""
-    return int(torch.nonzero(work == value)[0, 0])
 
 
 def facility_location(distances: torch.Tensor, k: int) -> FacilityLocationResult:
@@ -191,7 +187,7 @@ def _cpu_threads(device: torch.device):
 
 
 class _LazyGreedy:
-    """State of one greedy run: m (min(D, distance to S)), stale upper bounds ub, the picks."""
+    """State of one greedy run: m (min(D, distance to S)), a heap of gain bounds, the picks."""
 
     def __init__(self, W: torch.Tensor, D: float):
         p = W.shape[0]
@@ -202,19 +198,22 @@ class _LazyGreedy:
         self.m = torch.full((p,), D, dtype=dtype, device=dev)
         self.m64 = torch.full((p,), D, dtype=torch.float64, device=dev)
         self.selected = torch.zeros(p, dtype=torch.bool, device=dev)
-        self.neg_inf = torch.tensor(-math.inf, dtype=dtype, device=dev)
         self.order: list[int] = []
         self.gains64: list[torch.Tensor] = []
         # Initial gains, exact (bounds with no slack). With m = D every term D - d is >= 0, so
         # on CPU a contiguous block gives bit for bit what `evaluate` would, without its gather
         # and clamp; CUDA keeps its one fixed evaluation shape.
-        self.ub = torch.empty(p, dtype=dtype, device=dev)
+        gains = torch.empty(p, dtype=dtype, device=dev)
         for start in range(0, p, _SCAN_ROWS):
             stop = min(start + _SCAN_ROWS, p)
             if self.fixed is None:
-                self.ub[start:stop] = torch.sub(self.m, W[start:stop]).sum(dim=1)
+                gains[start:stop] = torch.sub(self.m, W[start:stop]).sum(dim=1)
             else:
-                self.ub[start:stop] = self.evaluate(torch.arange(start, stop, device=dev), self.m)
+                gains[start:stop] = self.evaluate(torch.arange(start, stop, device=dev), self.m)
+        # (-bound, position, step it is exact for): the heap's top is the largest bound, lowest
+        # position on ties, which is the naive greedy's order of preference.
+        self.heap = [(-g, j, 0) for j, g in enumerate(gains.tolist())]
+        heapq.heapify(self.heap)
 
     def accept(self, j: int) -> None:
         self.order.append(j)
@@ -223,68 +222,34 @@ class _LazyGreedy:
         self.gains64.append(torch.clamp(self.m64 - row64, min=0).sum())
         torch.minimum(self.m64, row64, out=self.m64)
         torch.minimum(self.m, row, out=self.m)
-        self.ub[j] = self.neg_inf
         self.selected[j] = True
 
     def run(self, k: int) -> None:
-        ub, fixed = self.ub, self.fixed
-        first = fixed if fixed is not None else _CPU_FIRST_BATCH
-        # Before the first pick every bound is exact: take the best, lowest position on ties.
-        self.accept(_lowest_index_with_value(ub, ub.max()))
+        """Pop the top stale bounds in batches, push back their exact gains, until the top is
+        exact for this step: that candidate beats every other bound (or ties it from a lower
+        position), hence every other gain, so it is the naive greedy's pick."""
+        heap, fixed = self.heap, self.fixed
+        device = self.W.device
         while len(self.order) < k:
-            top = ub.max()
-            if float(top) <= 0.0:
-                # Every bound, hence every gain, is 0 and stays 0: naive greedy now takes the
-                # lowest unselected positions in ascending order.
-                rest = torch.nonzero(~self.selected).flatten()[: k - len(self.order)]
-                for j in rest.tolist():
-                    self.accept(j)
-                break
-            work = ub.clone()  # stale bounds; refreshed and selected entries become -inf
-            n_stale = self.p - len(self.order)
-            best_g, best_j = -math.inf, -1
-            b = first
-            while True:
-                b = min(b, n_stale)
-                kk = min(b + 1, n_stale)
-                vals, idx = torch.topk(work, kk, sorted=True)
-                vals_l = vals.tolist()
-                cut_in_tie = b < kk and vals_l[b - 1] == vals_l[b]
-                if cut_in_tie:
-                    # The cut falls inside a run of equal bounds: refresh its lowest positions
-                    # first, so that tied candidates are refreshed in pool order.
-                    t = vals[b - 1]
-                    above = torch.nonzero(work > t).flatten()
-                    equal = torch.nonzero(work == t).flatten()
-                    rows = torch.cat([above, equal[: b - above.numel()]])
-                else:
-                    rows = idx[:b]
-                g = self.evaluate(rows, self.m)
-                ub[rows] = g
-                work[rows] = self.neg_inf
-                n_stale -= b
-                gmax = g.max()
-                gmax_f = float(gmax)
-                jmin = int(rows[g == gmax].min())  # best of this batch, lowest position
-                if gmax_f > best_g or (gmax_f == best_g and jmin < best_j):
-                    best_g, best_j = gmax_f, jmin
-                if n_stale == 0:
-                    break
-                # The largest bound still stale; accept when the best exact gain beats it,
-                # or ties it with a lower position than every stale candidate at that bound.
-                nxt = work.max() if cut_in_tie else vals[b]
-                nxt_f = float(nxt)
-                if best_g > nxt_f:
-                    break
-                if best_g == nxt_f and best_j < _lowest_index_with_value(work, nxt):
-                    break
+            step = len(self.order)
+            b = fixed if fixed is not None else _CPU_FIRST_BATCH
+            while heap[0][2] != step:
+                if heap[0][0] >= 0.0:
+                    # The largest bound is 0, so every gain is 0 and stays 0: naive greedy now
+                    # takes the lowest unselected positions in ascending order.
+                    rest = torch.nonzero(~self.selected).flatten()[: k - len(self.order)]
+                    for j in rest.tolist():
+                        self.accept(j)
+                    return self.evaluate.release()
+                rows = []
+                while heap and len(rows) < b and heap[0][2] != step:
+                    rows.append(heapq.heappop(heap)[1])
+                gains = self.evaluate(torch.tensor(rows, device=device), self.m).tolist()
+                for j, g in zip(rows, gains):
+                    heapq.heappush(heap, (-g, j, step))
                 if fixed is None:
-                    # Every stale candidate whose bound beats the best gain so far must be
-                    # refreshed (unless the best improves on the way): refresh them, within
-                    # the batch limits.
-                    over = int((work > best_g).sum())
-                    b = min(max(_CPU_MIN_BATCH, over), _CPU_BATCH_MAX)
-            self.accept(best_j)
+                    b = min(2 * b, _CPU_BATCH_MAX)
+            self.accept(heapq.heappop(heap)[1])
         self.evaluate.release()
 
 
