@@ -1,10 +1,11 @@
 """`prune select` at scale: wall time and peak RSS on a synthetic store, as n grows.
 
-A synthetic store of n examples, C classes, M = 1 posterior sample and embedding width e is
-written through prune's own store writer (``prune.features.store.create_store``): logits drawn
-from a normal distribution, p their softmax, g = p - y, a = p (1 - p), h a ReLU of a normal
-draw, two warm-up checkpoints. Rows are stored class by class (the labels sorted), so that a
-class's rows lie in few of the 1,024-row chunks. Then `prune select --features` runs each method
+A synthetic store of n examples, C classes, M = 1 posterior sample and embedding width e is written
+through prune's own store writer (``prune.features.store.create_store``): logits drawn from N(0,
+2^2) with 6 added to the label's (so that, as after a real warm-up, the difficulty stage's ``auto``
+drops a few per cent: those with p_y < 1/C), p their softmax, g = p - y, a = p (1 - p), h a ReLU of
+a normal draw, two warm-up checkpoints. Rows are stored class by class (the labels sorted), so that
+a class's rows lie in few of the 1,024-row chunks. Then `prune select --features` runs each method
 at the budget in its own process; wall time and peak RSS (``VmHWM`` of that process, from
 ``wait4``) are reported, and the store is deleted.
 
@@ -40,8 +41,9 @@ def write_store(path: Path, n: int, classes: int, width: int, seed: int = 0) -> 
                       embedding_dim=width, checkpoints=2, dtype="float32") as writer:
         for start in range(0, n, CHUNK_ROWS):
             y = torch.from_numpy(labels[start:start + CHUNK_ROWS])
-            p = (torch.randn(len(y), classes, generator=generator) * 3).softmax(-1)
-            g = p - torch.nn.functional.one_hot(y, classes).float()
+            onehot = torch.nn.functional.one_hot(y, classes).float()
+            p = (torch.randn(len(y), classes, generator=generator) * 2 + 6 * onehot).softmax(-1)
+            g = p - onehot
             a = p * (1 - p)
             writer.write_rows("grad_logit", start, g, sample=0)
             writer.write_rows("hess_logit", start, a, sample=0)
