@@ -17,7 +17,7 @@ from prune.selection import Candidates, DifficultyOptions, default_difficulty, s
 from prune.selection.budget import equal_split, largest_remainder
 from prune.selection import difficulty
 from prune.selection.difficulty import Difficulty, below_chance, difficulty_scores
-from tests.test_methods import C, M, N, random_store
+from tests.test_methods import C, random_store
 
 
 def direct_scores(store):

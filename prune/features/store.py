@@ -221,7 +221,7 @@ class FeatureStore:
         if self.grad_logit_point is None:
             raise PruneError(f"feature store {self.path} lacks the unperturbed weights' features (written by an older "
                              "prune); re-create it with `prune features`, or pass --posterior mean")
-        return tuple(_with_sample_axis(values) for values in (self.grad_logit_point, self.hess_logit_point,
+        return tuple(with_sample_axis(values) for values in (self.grad_logit_point, self.hess_logit_point,
                                                                self.embedding_point))
 
     @classmethod
@@ -314,7 +314,7 @@ def _listed(rows: np.ndarray, bad: torch.Tensor) -> str:
     return "rows " + ", ".join(map(str, named[:5])) + (", ..." if len(named) > 5 else "")
 
 
-def _with_sample_axis(values: torch.Tensor | StoredRows) -> torch.Tensor | StoredRows:
+def with_sample_axis(values: torch.Tensor | StoredRows) -> torch.Tensor | StoredRows:
     """(n, w) -> (n, 1, w), read lazily for a stored dataset."""
     return values.with_sample_axis() if isinstance(values, StoredRows) else values[:, None]
 

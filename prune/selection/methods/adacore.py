@@ -23,6 +23,7 @@ import torch
 
 from prune.errors import PruneError
 from prune.features.build import stream_seed
+from prune.features.store import CHUNK_ROWS, with_sample_axis
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_euclidean
 
@@ -39,16 +40,31 @@ def hessian_batches(n: int, batch: int, seed: int) -> torch.Tensor:
     return ids
 
 
-def batch_averaged(hess: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
-    """Each row of ``hess`` (n, ...) replaced by the float64 mean over its mini-batch (``hessian_batches``)."""
-    hess = hess.double()
-    if batch == 1:
-        return hess
-    ids = hessian_batches(len(hess), batch, seed)
-    count = int(ids.max()) + 1 if len(ids) else 0
-    sums = torch.zeros(count, *hess.shape[1:], dtype=torch.float64).index_add_(0, ids, hess)
-    sizes = torch.bincount(ids, minlength=count).double().reshape(count, *[1] * (hess.dim() - 1))
-    return (sums / sizes)[ids]
+class ExpectedHessian:
+    """H-bar of every example, from one pass over the store: the per-mini-batch means, read by rows.
+
+    ``hess`` is (n, M, C), a stored array or a tensor; it is read ``CHUNK_ROWS`` rows at a time, so
+    memory holds one block and the n / b_H batch means (with b_H = 1, nothing: H-bar is ``hess``).
+    ``mean`` is H-bar's mean over the training set (for eps).
+    """
+
+    def __init__(self, hess, batch: int, seed: int):
+        n, width = len(hess), hess.shape[1:]
+        self.hess, self.batch = hess, batch
+        self.ids = hessian_batches(n, batch, seed)
+        count = int(self.ids.max()) + 1 if n else 0
+        sums = torch.zeros(count if batch > 1 else 1, *width, dtype=torch.float64)
+        for start in range(0, n, CHUNK_ROWS):
+            block = torch.arange(start, min(start + CHUNK_ROWS, n))
+            sums.index_add_(0, self.ids[block] if batch > 1 else torch.zeros_like(block), hess[block].double())
+        self.mean = float(sums.sum()) / max(n * width.numel(), 1)
+        if batch > 1:
+            sizes = torch.bincount(self.ids, minlength=count).double()
+            self.means = sums.div_(sizes.reshape(count, *[1] * len(width)))
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        """float64 (len(rows), M, C): each row's mini-batch mean (its own diagonal with b_H = 1)."""
+        return self.hess[rows].double() if self.batch == 1 else self.means[self.ids[rows]]
 
 
 class AdaCore(DistanceMethod):
@@ -57,18 +73,22 @@ class AdaCore(DistanceMethod):
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
         if self.posterior == "point":
-            grad, hess = store.grad_logit_ema[:, None], store.hess_logit_ema[:, None]
+            self.grad, hess = with_sample_axis(store.grad_logit_ema), with_sample_axis(store.hess_logit_ema)
         else:
-            grad, hess = store.grad_logit[:], store.hess_logit[:]
-        self.hess = batch_averaged(hess, options.hessian_batch, int(store.meta["seed"]))  # H-bar, (n, M, C)
-        self.eps = options.damping * float(self.hess.mean())
-        self.preconditioned = (grad.double() / (self.hess + self.eps)).float()
-        if not torch.isfinite(self.preconditioned).all():
-            raise PruneError("AdaCore preconditioned gradients are not finite; increase --damping")
+            self.grad, hess = store.grad_logit, store.hess_logit
+        self.hess = ExpectedHessian(hess, options.hessian_batch, int(store.meta["seed"]))  # H-bar
+        self.eps = options.damping * self.hess.mean
 
     def params(self):
         return {**super().params(), "damping": self.options.damping, "eps": self.eps,
                 "hessian_batch": self.options.hessian_batch, "smoothed": self.posterior == "point"}
 
+    def preconditioned(self, rows: torch.Tensor) -> torch.Tensor:
+        """u of ``rows``, (p, M', C) float32."""
+        u = (self.grad[rows].double() / (self.hess[rows] + self.eps)).float()
+        if not torch.isfinite(u).all():
+            raise PruneError("AdaCore preconditioned gradients are not finite; increase --damping")
+        return u
+
     def distances(self, rows):
-        return expected_euclidean(self.preconditioned[rows])
+        return expected_euclidean(self.preconditioned(rows))
