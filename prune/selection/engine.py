@@ -228,29 +228,34 @@ class _LazyGreedy:
         """Pop the top stale bounds in batches, push back their exact gains, until the top is
         exact for this step: that candidate beats every other bound (or ties it from a lower
         position), hence every other gain, so it is the naive greedy's pick."""
-        heap, fixed = self.heap, self.fixed
-        device = self.W.device
-        while len(self.order) < k:
-            step = len(self.order)
-            b = fixed if fixed is not None else _CPU_FIRST_BATCH
-            while heap[0][2] != step:
-                if heap[0][0] >= 0.0:
+        try:
+            while len(self.order) < k:
+                if not self.refresh_top():
                     # The largest bound is 0, so every gain is 0 and stays 0: naive greedy now
                     # takes the lowest unselected positions in ascending order.
-                    rest = torch.nonzero(~self.selected).flatten()[: k - len(self.order)]
-                    for j in rest.tolist():
+                    for j in torch.nonzero(~self.selected).flatten()[: k - len(self.order)].tolist():
                         self.accept(j)
-                    return self.evaluate.release()
-                rows = []
-                while heap and len(rows) < b and heap[0][2] != step:
-                    rows.append(heapq.heappop(heap)[1])
-                gains = self.evaluate(torch.tensor(rows, device=device), self.m).tolist()
-                for j, g in zip(rows, gains):
-                    heapq.heappush(heap, (-g, j, step))
-                if fixed is None:
-                    b = min(2 * b, _CPU_BATCH_MAX)
-            self.accept(heapq.heappop(heap)[1])
-        self.evaluate.release()
+                    return
+                self.accept(heapq.heappop(self.heap)[1])
+        finally:
+            self.evaluate.release()
+
+    def refresh_top(self) -> bool:
+        """Re-evaluate stale bounds until the heap's top is exact for this step; False if every bound is 0."""
+        heap, step = self.heap, len(self.order)
+        b = self.fixed if self.fixed is not None else _CPU_FIRST_BATCH
+        while heap[0][2] != step:
+            if heap[0][0] >= 0.0:
+                return False
+            rows = []
+            while heap and len(rows) < b and heap[0][2] != step:
+                rows.append(heapq.heappop(heap)[1])
+            gains = self.evaluate(torch.tensor(rows, device=self.W.device), self.m).tolist()
+            for j, g in zip(rows, gains):
+                heapq.heappush(heap, (-g, j, step))
+            if self.fixed is None:
+                b = min(2 * b, _CPU_BATCH_MAX)
+        return True
 
 
 def _nearest_counts(W: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
