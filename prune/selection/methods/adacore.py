@@ -44,23 +44,23 @@ class ExpectedHessian:
     """H-bar of every example, from one pass over the store: the per-mini-batch means, read by rows.
 
     ``hess`` is (n, M, C), a stored array or a tensor; it is read ``CHUNK_ROWS`` rows at a time, so
-    memory holds one block and the n / b_H batch means (with b_H = 1, nothing: H-bar is ``hess``).
+    memory holds one block and the n / b_H batch means (with b_H = 1, H-bar is ``hess`` itself and
+    the one "batch" only gives the mean).
     ``mean`` is H-bar's mean over the training set (for eps).
     """
 
     def __init__(self, hess, batch: int, seed: int):
         n, width = len(hess), hess.shape[1:]
         self.hess, self.batch = hess, batch
-        self.ids = hessian_batches(n, batch, seed)
+        self.ids = hessian_batches(n, batch, seed) if batch > 1 else torch.zeros(n, dtype=torch.int64)
         count = int(self.ids.max()) + 1 if n else 0
-        sums = torch.zeros(count if batch > 1 else 1, *width, dtype=torch.float64)
+        sums = torch.zeros(count, *width, dtype=torch.float64)
         for start in range(0, n, CHUNK_ROWS):
             block = torch.arange(start, min(start + CHUNK_ROWS, n))
-            sums.index_add_(0, self.ids[block] if batch > 1 else torch.zeros_like(block), hess[block].double())
+            sums.index_add_(0, self.ids[block], hess[block].double())
         self.mean = float(sums.sum()) / max(n * width.numel(), 1)
-        if batch > 1:
-            sizes = torch.bincount(self.ids, minlength=count).double()
-            self.means = sums.div_(sizes.reshape(count, *[1] * len(width)))
+        sizes = torch.bincount(self.ids, minlength=count).double()
+        self.means = sums.div_(sizes.reshape(count, *[1] * len(width)))
 
     def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
         """float64 (len(rows), M, C): each row's mini-batch mean (its own diagonal with b_H = 1)."""
