@@ -16,8 +16,12 @@ from prune.features.store import FeatureStore
 from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
 from prune.selection.budget import equal_split, largest_remainder
 from prune.selection import difficulty
-from prune.selection.difficulty import Difficulty, below_chance, difficulty_scores
+from prune.selection.difficulty import Difficulty, below_chance, stage_scores
 from tests.test_methods import C, random_store
+
+
+def difficulty_scores(store, name):
+    return stage_scores(store, name)[0]
 
 
 def direct_scores(store):

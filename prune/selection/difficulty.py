@@ -71,7 +71,7 @@ def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: 
     """(n, M, C) logit gradients g = p - y of labelled examples -> (n,) float64 score ``name``.
 
     p^(m) = g^(m) + y is recovered exactly, so every score but ``trajectory`` (which needs the
-    warm-up losses, ``difficulty_scores``) comes from the gradients alone.
+    warm-up losses, ``stage_scores``) comes from the gradients alone.
     """
     g = grad_logit.to(torch.float64)
     if name == "el2n":
@@ -89,36 +89,31 @@ def scores_from_gradients(grad_logit: torch.Tensor, labels: torch.Tensor, name: 
     raise PruneError(f"unknown difficulty score {name!r}; choose one of: {', '.join(SCORES)}")
 
 
-def stage_scores(store, name: str, unlikely: bool = False, rows: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """float64 score ``name`` (one of ``SCORES``) of ``rows`` (default: every example) in ``store``,
-    higher is harder, and with ``unlikely`` their ``below_chance`` mask (else None).
+def stage_scores(store, name: str, unlikely: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """float64 score ``name`` (one of ``SCORES``) of every example in ``store``, higher is harder,
+    and with ``unlikely`` their ``below_chance`` mask (else None).
 
     Read ``CHUNK_ROWS`` rows (one store chunk) at a time, each array once per block: memory stays
     one block of the store whatever n is, and the chunks are read in order, each once.
     """
-    rows = torch.arange(store.num_examples) if rows is None else rows
+    n = store.num_examples
     # Filled in place: small tensors kept between the blocks' big temporary ones would fragment
     # the heap, and it would grow by about a block for every block read.
-    score = torch.empty(len(rows), dtype=torch.float64)
-    mask = torch.empty(len(rows), dtype=torch.bool) if unlikely else None
+    score = torch.empty(n, dtype=torch.float64)
+    mask = torch.empty(n, dtype=torch.bool) if unlikely else None
     with progress() as bars:
-        task = bars.add_task("difficulty scores", total=len(rows), status="")
-        for start in range(0, len(rows), CHUNK_ROWS):
-            block = rows[start:start + CHUNK_ROWS]
+        task = bars.add_task("difficulty scores", total=n, status="")
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            block = torch.arange(start, stop)
             labels = store.labels[block]
             grad = store.grad_logit[block] if unlikely or name != "trajectory" else None
-            score[start:start + len(block)] = (store.loss_per_epoch[block].to(torch.float64).mean(1)
-                                               if name == "trajectory" else scores_from_gradients(grad, labels, name))
+            score[start:stop] = (store.loss_per_epoch[block].to(torch.float64).mean(1) if name == "trajectory"
+                                 else scores_from_gradients(grad, labels, name))
             if unlikely:
-                mask[start:start + len(block)] = below_chance(grad, labels)
-            bars.advance(task, len(block))
+                mask[start:stop] = below_chance(grad, labels)
+            bars.advance(task, stop - start)
     return score, mask
-
-
-def difficulty_scores(store, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """float64 score ``name`` (one of ``SCORES``) of ``rows`` (default: every example) in ``store``; higher is harder."""
-    return stage_scores(store, name, rows=rows)[0]
 
 
 def below_chance(grad_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -192,7 +192,7 @@ class _LazyGreedy:
     def __init__(self, W: torch.Tensor, D: float):
         p = W.shape[0]
         dev, dtype = W.device, W.dtype
-        self.W, self.D, self.p = W, D, p
+        self.W, self.D = W, D
         self.fixed = _fixed_batch(dev)
         self.evaluate = _GainEvaluator(W, self.fixed)
         self.m = torch.full((p,), D, dtype=dtype, device=dev)
