@@ -24,11 +24,10 @@ import dataclasses
 
 import torch
 
-from prune.features.store import FeatureStore
+from prune.features.store import PER_SAMPLE, POINT, FeatureStore
 from prune.selection import Candidates, select
 
-ARRAYS = ("grad_logit", "hess_logit", "embedding", "grad_logit_ema", "hess_logit_ema",
-          "grad_logit_point", "hess_logit_point", "embedding_point")
+ARRAYS = (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema")  # every feature array of a store
 
 
 def in_memory(store: FeatureStore) -> FeatureStore:
