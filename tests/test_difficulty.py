@@ -15,7 +15,6 @@ from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
 from prune.selection.budget import equal_split, largest_remainder
-from prune.selection import difficulty
 from prune.selection.difficulty import Difficulty, below_chance, stage_scores
 from tests.test_methods import C, random_store
 
@@ -205,7 +204,7 @@ class CountingRows:
 
 def test_the_stage_reads_each_row_once_in_chunk_sized_blocks(monkeypatch):
     """One pass over the store, whatever the classes: memory stays one block however large n is."""
-    monkeypatch.setattr(difficulty, "CHUNK_ROWS", 64)
+    monkeypatch.setattr("prune.features.store.CHUNK_ROWS", 64)  # chunk_rows reads it per call
     store = random_store(seed=6, n=300)
     expected = difficulty_scores(store, "el2n")
     store.grad_logit = CountingRows(store.grad_logit)

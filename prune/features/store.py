@@ -314,6 +314,13 @@ def _listed(rows: np.ndarray, bad: torch.Tensor) -> str:
     return "rows " + ", ".join(map(str, named[:5])) + (", ..." if len(named) > 5 else "")
 
 
+def chunk_rows(n: int) -> Iterator[torch.Tensor]:
+    """The row indices of each ``CHUNK_ROWS`` block of 0..n-1, in order: a pass that reads every
+    chunk of a store once and holds one block in memory."""
+    for start in range(0, n, CHUNK_ROWS):
+        yield torch.arange(start, min(start + CHUNK_ROWS, n))
+
+
 def with_sample_axis(values: torch.Tensor | StoredRows) -> torch.Tensor | StoredRows:
     """(n, w) -> (n, 1, w), read lazily for a stored dataset."""
     return values.with_sample_axis() if isinstance(values, StoredRows) else values[:, None]

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import torch
 
 from prune.errors import PruneError
-from prune.features.store import CHUNK_ROWS
+from prune.features.store import chunk_rows
 from prune.selection.budget import equal_split, largest_remainder
 from prune.training import progress
 
@@ -93,7 +93,7 @@ def stage_scores(store, name: str, unlikely: bool = False) -> tuple[torch.Tensor
     """float64 score ``name`` (one of ``SCORES``) of every example in ``store``, higher is harder,
     and with ``unlikely`` their ``below_chance`` mask (else None).
 
-    Read ``CHUNK_ROWS`` rows (one store chunk) at a time, each array once per block: memory stays
+    Read one store chunk of rows at a time (``chunk_rows``), each array once per block: memory stays
     one block of the store whatever n is, and the chunks are read in order, each once.
     """
     n = store.num_examples
@@ -103,16 +103,14 @@ def stage_scores(store, name: str, unlikely: bool = False) -> tuple[torch.Tensor
     mask = torch.empty(n, dtype=torch.bool) if unlikely else None
     with progress() as bars:
         task = bars.add_task("difficulty scores", total=n, status="")
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, n)
-            block = torch.arange(start, stop)
+        for block in chunk_rows(n):
             labels = store.labels[block]
             grad = store.grad_logit[block] if unlikely or name != "trajectory" else None
-            score[start:stop] = (store.loss_per_epoch[block].to(torch.float64).mean(1) if name == "trajectory"
-                                 else scores_from_gradients(grad, labels, name))
+            score[block] = (store.loss_per_epoch[block].to(torch.float64).mean(1) if name == "trajectory"
+                            else scores_from_gradients(grad, labels, name))
             if unlikely:
-                mask[start:stop] = below_chance(grad, labels)
-            bars.advance(task, stop - start)
+                mask[block] = below_chance(grad, labels)
+            bars.advance(task, len(block))
     return score, mask
 
 

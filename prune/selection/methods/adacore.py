@@ -23,7 +23,7 @@ import torch
 
 from prune.errors import PruneError
 from prune.features.build import stream_seed
-from prune.features.store import CHUNK_ROWS, with_sample_axis
+from prune.features.store import chunk_rows, with_sample_axis
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_euclidean
 
@@ -43,7 +43,7 @@ def hessian_batches(n: int, batch: int, seed: int) -> torch.Tensor:
 class ExpectedHessian:
     """H-bar of every example, from one pass over the store: the per-mini-batch means, read by rows.
 
-    ``hess`` is (n, M, C), a stored array or a tensor; it is read ``CHUNK_ROWS`` rows at a time, so
+    ``hess`` is (n, M, C), a stored array or a tensor; it is read a store chunk at a time (``chunk_rows``), so
     memory holds one block and the n / b_H batch means (with b_H = 1, H-bar is ``hess`` itself and
     the one "batch" only gives the mean).
     ``mean`` is H-bar's mean over the training set (for eps).
@@ -55,8 +55,7 @@ class ExpectedHessian:
         self.ids = hessian_batches(n, batch, seed) if batch > 1 else torch.zeros(n, dtype=torch.int64)
         count = int(self.ids.max()) + 1 if n else 0
         sums = torch.zeros(count, *width, dtype=torch.float64)
-        for start in range(0, n, CHUNK_ROWS):
-            block = torch.arange(start, min(start + CHUNK_ROWS, n))
+        for block in chunk_rows(n):
             sums.index_add_(0, self.ids[block], hess[block].double())
         self.mean = float(sums.sum()) / max(n * width.numel(), 1)
         sizes = torch.bincount(self.ids, minlength=count).double()
