@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from prune import augment as augmentation
+from prune import random_streams
 from prune.data.streaming import batches
 from prune.distributed import World
 from prune.errors import PruneError
@@ -178,7 +179,7 @@ def fit(
     """
     if config.augment != "none" and x.ndim != 4:
         raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
-    augment_generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 6]).generate_state(1)[0]))
+    augment_generator = random_streams.generator(seed, "augment")
     model.to(device)
     if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
         x = x.to(device)
@@ -193,7 +194,7 @@ def fit(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     else:
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    generator = torch.Generator().manual_seed(seed)
+    generator = random_streams.generator(seed, "shuffle")
     steps = (n + config.batch_size - 1) // config.batch_size
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     ranks, rank = (world.size, world.rank) if world is not None else (1, 0)

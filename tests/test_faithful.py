@@ -134,7 +134,8 @@ def test_crest_quadratic_model_rho_matches_autograd():
 
 
 def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_recomputation(tmp_path):
-    from prune.features import FeatureConfig, FeatureStore, build_store, extract_features, stream_seed
+    from prune import random_streams
+    from prune.features import FeatureConfig, FeatureStore, build_store, extract_features
     from prune.features.build import warm_start
     from prune.features.posterior import perturbed, posterior_parameters
 
@@ -159,7 +160,7 @@ def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_reco
     # and every sample m is that model under the perturbation drawn from stream (seed, 4, m)
     params, used = posterior_parameters(model, "fc")
     for m in range(3):
-        with perturbed(model, params, 0.05, torch.Generator().manual_seed(stream_seed(5, 4, m))):
+        with perturbed(model, params, 0.05, random_streams.generator(5, "perturbation", m)):
             member = extract_features(model, data.train.x, labels, batch_size=64, device=device)
         for name in ("grad_logit", "hess_logit", "embedding"):
             torch.testing.assert_close(getattr(store, name)[:, m], member[name], rtol=1e-5, atol=1e-6)

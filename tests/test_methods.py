@@ -134,11 +134,10 @@ def test_adacore_posterior_averages_per_sample_preconditioned_gradients():
 
 def direct_batch_hessian(hess: np.ndarray, batch: int, seed: int) -> np.ndarray:
     """H-bar by a loop over the mini-batches of the seeded permutation (AdaCore §5.2)."""
-    from prune.features.build import stream_seed
-    from prune.selection.methods.adacore import HESSIAN_STREAM
+    from prune import random_streams
 
     n = len(hess)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, HESSIAN_STREAM))).numpy()
+    perm = torch.randperm(n, generator=random_streams.generator(seed, "hessian_batches")).numpy()
     out = np.empty_like(hess)
     for start in range(0, n, batch):
         members = perm[start:start + batch]
@@ -163,7 +162,8 @@ def test_adacore_batch_averaged_hessian_matches_a_loop_over_batches(samples, bat
     u = g / (hbar + 1e-3 * hbar.mean())
     n = len(u)
     direct = pairwise(lambda i, j: np.mean([np.linalg.norm(u[i, m] - u[j, m]) for m in range(samples)]), n=n)
-    np.testing.assert_allclose(adacore.distances(torch.arange(n)).numpy(), direct, rtol=1e-5, atol=1e-6)
+    # float32 distances from Gram matrices: cancellation costs a few ulps where |u_i - u_j| << |u_i|
+    np.testing.assert_allclose(adacore.distances(torch.arange(n)).numpy(), direct, rtol=5e-5, atol=1e-5)
     # the permutation depends on the store's seed
     store.meta["seed"] = 8
     other = method("adacore", store, hessian_batch=batch, posterior=posterior).hess[torch.arange(23)]

@@ -13,9 +13,6 @@ from prune.selection.difficulty import parse_drop_hard
 DYNAMIC_KINDS = ("ensemble", "crest", "random")
 UPDATE_RULES = ("every", "crest")
 
-# random streams (prune.features.stream_seed(seed, STREAM, ...)), one generator each
-STREAM_SUBSETS, STREAM_PERTURB, STREAM_ORDER, STREAM_PART, STREAM_LOSS_SAMPLE = 30, 31, 32, 33, 34
-
 
 @dataclass(frozen=True)
 class DynamicConfig:

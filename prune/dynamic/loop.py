@@ -75,12 +75,12 @@ import torch
 
 from prune import __version__
 from prune.dynamic.budget import plan_budget
-from prune.dynamic.config import STREAM_LOSS_SAMPLE, STREAM_ORDER, STREAM_PART, DynamicConfig
+from prune import random_streams
+from prune.dynamic.config import DynamicConfig
 from prune.dynamic.quadratic import Quadratic
 from prune.dynamic.selector import Coreset, Selector
 from prune.dynamic.trainer import DynamicResult, Trainer
 from prune.errors import PruneError
-from prune.features import stream_seed
 from prune.manifest import creation_time
 from prune.models import build_model
 from prune.training import evaluate, progress, seed_everything
@@ -111,9 +111,9 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
         raise PruneError(f"--fraction {cfg.fraction} leaves a step of one example, which cannot train a model with "
                          "BatchNorm; use a larger --fraction")
     selector = Selector(cfg, x, labels, data.num_classes, seed, device)
-    order_gen = torch.Generator().manual_seed(stream_seed(seed, STREAM_ORDER))
-    part_gen = torch.Generator().manual_seed(stream_seed(seed, STREAM_PART))
-    sample_gen = torch.Generator().manual_seed(stream_seed(seed, STREAM_LOSS_SAMPLE))
+    order_gen = random_streams.generator(seed, "dynamic_order")
+    part_gen = random_streams.generator(seed, "dynamic_part")
+    sample_gen = random_streams.generator(seed, "dynamic_loss_sample")
     r = min(cfg.subset_size, n)
     steps_per_epoch = [len(s) for s in budget.epoch_sizes]
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from prune import features
-from prune.dynamic.config import STREAM_PERTURB, STREAM_SUBSETS, DynamicConfig
-from prune.features import stream_seed
+from prune import random_streams
+from prune.dynamic.config import DynamicConfig
 from prune.selection import class_budgets, facility_location
 from prune.selection.difficulty import below_chance, hard_examples, parse_drop_hard, scores_from_gradients
 from prune.selection.methods.distances import expected_euclidean
@@ -80,8 +80,8 @@ class Selector:
                  device: torch.device):
         self.cfg, self.x, self.labels, self.num_classes = cfg, x, labels, num_classes
         self.seed, self.device = seed, device
-        self.subsets = _Subsets(torch.Generator().manual_seed(stream_seed(seed, STREAM_SUBSETS)))
-        self.random = torch.Generator().manual_seed(stream_seed(seed, STREAM_SUBSETS, 1))
+        self.subsets = _Subsets(random_streams.generator(seed, "dynamic_subsets"))
+        self.random = random_streams.generator(seed, "dynamic_subsets", 1)
         self.low_streak = torch.zeros(len(labels), dtype=torch.int64)  # consecutive selections with loss < alpha
         self.forward_examples = 0
         self.dropped_hard = 0
@@ -109,7 +109,7 @@ class Selector:
             self.layers_used = used
         for m in range(samples):
             if samples > 1:
-                generator = torch.Generator().manual_seed(stream_seed(self.seed, STREAM_PERTURB, self.points, m))
+                generator = random_streams.generator(self.seed, "dynamic_perturbation", self.points, m)
                 context = features.perturbed(model, params, cfg.posterior_sigma, generator)
             else:
                 context = contextlib.nullcontext()

@@ -7,8 +7,7 @@ pipeline of ``prune features``), ``store`` (the HDF5 layout, ``FeatureStore``), 
 (the resumable work folder).
 """
 
-from prune.features.build import (DTYPES, POSTERIOR_KINDS, FeatureConfig, WarmUp, build_store, store_bytes,
-                                  stream_seed, warm_up)
+from prune.features.build import (DTYPES, POSTERIOR_KINDS, FeatureConfig, WarmUp, build_store, store_bytes, warm_up)
 from prune.features.closed_form import with_bias
 from prune.features.extract import HESSIANS, extract_batches, extract_features
 from prune.features.partial import partial_path
@@ -17,4 +16,4 @@ from prune.features.store import FeatureStore
 
 __all__ = ["DTYPES", "HESSIANS", "POSTERIOR_KINDS", "POSTERIOR_LAYERS", "FeatureConfig", "FeatureStore", "WarmUp",
            "build_store", "extract_batches", "extract_features", "partial_path", "perturbed", "posterior_parameters",
-           "store_bytes", "stream_seed", "warm_up", "with_bias"]
+           "store_bytes", "warm_up", "with_bias"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prune import distributed
+from prune import distributed, random_streams
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage
@@ -75,11 +75,6 @@ class FeatureConfig:
         if out["checkpoint"] is None:  # records written before --checkpoint existed stay equal
             del out["checkpoint"]
         return out
-
-
-def stream_seed(seed: int, *path: int) -> int:
-    """An independent, reproducible seed for one random stream derived from ``seed``."""
-    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0])
 
 
 def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None,
@@ -193,7 +188,7 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     losses = torch.zeros(len(labels), max(config.warmup.epochs, 1)) if world.main else None
 
     def checkpoint(epoch: int, model) -> None:
-        generator = torch.Generator().manual_seed(stream_seed(seed, 2, epoch))
+        generator = random_streams.generator(seed, "checkpoint_pass", epoch)
         kept = ("grad_logit", "hess_logit", "loss")  # what the averages and the losses need, not the embedding
         passed = sorted(((start, [batch[name] for name in kept]) for start, batch in _shared_passes(
             world, model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator)),
@@ -278,7 +273,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                 posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
             point = m == samples  # the pass at the unperturbed weights, after the M samples (M > 1)
             # the point pass draws what an M = 1 store's one pass draws (Hutchinson probes), so it equals it
-            generator = torch.Generator().manual_seed(stream_seed(seed, 1, 0 if point else m))
+            generator = random_streams.generator(seed, "feature_pass", 0 if point else m)
             rows = part.rows_done if m == first and world.size == 1 else 0
             if rows and part.generator_state() is not None:
                 generator.set_state(part.generator_state())
@@ -340,7 +335,7 @@ def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int,
         world = distributed.current()
         for m in range(max(first, 1), config.posterior_samples):
             state = world.from_main(lambda: _cpu_state(warm_start(
-                data, labels, config, seed=stream_seed(seed, 3, m), device=device, tag=f" (seed member {m + 1})")))
+                data, labels, config, seed=random_streams.stream_seed(seed, "seed_member", m), device=device, tag=f" (seed member {m + 1})")))
             yield _on_device(state, config, data, device), nullcontext()
         return
     params, used = posterior_parameters(model, config.posterior_layers)
@@ -350,6 +345,6 @@ def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int,
     if config.posterior_kind == "hessian":
         batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
         sigma = distributed.current().from_main(lambda: [std.cpu() for std in hessian_noise_scale(
-            model, params, batches, config.posterior_sigma, 20, torch.Generator().manual_seed(stream_seed(seed, 5)))])
+            model, params, batches, config.posterior_sigma, 20, random_streams.generator(seed, "curvature"))])
     for m in range(first, config.posterior_samples):
-        yield model, perturbed(model, params, sigma, torch.Generator().manual_seed(stream_seed(seed, 4, m)))
+        yield model, perturbed(model, params, sigma, random_streams.generator(seed, "perturbation", m))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prune import distributed
+from prune import distributed, random_streams
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
 from prune.manifest import Manifest
@@ -84,7 +84,7 @@ def rows_per_class(candidates: Candidates) -> list[torch.Tensor]:
 
 def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torch.Tensor:
     """Sorted indices of a uniform sample of ``per_class[c]`` examples of each class c (the random baseline)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = random_streams.generator(seed, "selection")
     picks = [rows[torch.randperm(len(rows), generator=generator)[:k]]
              for rows, k in zip((torch.nonzero(labels == c).flatten() for c in range(len(per_class))), per_class)]
     return torch.sort(torch.cat(picks)).values if picks else torch.empty(0, dtype=torch.int64)
@@ -161,7 +161,7 @@ def select(candidates: Candidates, method: str, *, fraction: float | None = None
     class_rows = rows_per_class(candidates)
     budgets = class_budgets([len(r) for r in class_rows], fraction=fraction, count=count, balance=balance)
     stage = difficulty_stage(candidates, method, difficulty)
-    generator = torch.Generator().manual_seed(seed)
+    generator = random_streams.generator(seed, "selection")
     engine = None
     if method not in SAMPLING:
         if candidates.store is None:

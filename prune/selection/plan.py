@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prune import random_streams
 from prune.errors import PruneError
 from prune.selection.budget import class_budgets, largest_remainder
 from prune.selection.coreset import Candidates, difficulty_stage, rows_per_class, default_difficulty
@@ -93,7 +94,7 @@ def plan_selection(candidates: Candidates, method: str, *, fraction: float | Non
     store = candidates.store
     if method in SAMPLING:
         return SelectionPlan(candidates.dataset, method, sizes, budgets, None, True, feature_bytes, resident_bytes())
-    generator = torch.Generator().manual_seed(seed)  # drawn from in the same order as select()
+    generator = random_streams.generator(seed, "selection")  # drawn from in the same order as select()
     if store is not None:
         stage = difficulty_stage(candidates, method, difficulty)
         engine = DISTANCE_METHODS[method](store, options, device)

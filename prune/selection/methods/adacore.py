@@ -10,7 +10,7 @@ u_i = g-bar_i / (H-bar_i + eps) elementwise, where
   the mean of the per-example diagonals a = p(1 - p) (the checkpoint average of eq. 9 with
   ``point``, else per posterior sample) over the mini-batch of ``hessian_batch`` (b_H) examples that
   i falls in. The mini-batches are consecutive chunks of one random permutation of the whole
-  training set, seeded by ``stream_seed(store.meta["seed"], HESSIAN_STREAM)`` (the last chunk
+  training set, seeded by ``random_streams.generator(store.meta["seed"], "hessian_batches")`` (the last chunk
   holds the n mod b_H remainder when b_H does not divide n);
 * eps = damping * mean(H-bar) over the training set, so dead units never divide by zero.
 
@@ -22,19 +22,14 @@ confidently mislabelled examples (p_y -> 0) far from everything; it is kept as a
 import torch
 
 from prune.errors import PruneError
-from prune.features.build import stream_seed
+from prune import random_streams
 from prune.features.store import chunk_rows, with_sample_axis
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_euclidean
 
-# random stream of the H-bar mini-batches: stream_seed(seed, HESSIAN_STREAM); prune.features.build
-# uses 1-5 and prune.dynamic 30-34.
-HESSIAN_STREAM = 6
-
-
 def hessian_batches(n: int, batch: int, seed: int) -> torch.Tensor:
     """(n,) id of each example's mini-batch: chunks of ``batch`` of a seeded permutation of 0..n-1."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, HESSIAN_STREAM)))
+    perm = torch.randperm(n, generator=random_streams.generator(seed, "hessian_batches"))
     ids = torch.empty(n, dtype=torch.int64)
     ids[perm] = torch.arange(n) // batch
     return ids
