@@ -19,10 +19,14 @@ from prune.errors import PruneError
 from prune.features.hutchinson import hutchinson_param_hess_diag
 from prune.models.last_layer import last_layer_parameters
 
-__all__ = ["POSTERIOR_LAYERS", "posterior_parameters", "hessian_noise_scale", "perturbed"]
+__all__ = ["POSTERIOR_LAYERS", "CURVATURE_ROWS", "posterior_parameters", "curvature_batches", "hessian_noise_scale",
+           "perturbed"]
 
 #: the parameter groups ``posterior_parameters`` knows
 POSTERIOR_LAYERS = ("bn", "fc", "all")
+
+#: how many training rows the "hessian" posterior estimates curvature on
+CURVATURE_ROWS = 2048
 
 _BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
@@ -52,6 +56,26 @@ def posterior_parameters(model: nn.Module, layers: str) -> tuple[list[nn.Paramet
             raise PruneError("the model has no parameters to perturb")
         return params, "all"
     raise PruneError(f"unknown posterior layers {layers!r}; choose bn, fc or all")
+
+
+def curvature_batches(
+    x: Tensor,
+    labels: Tensor,
+    generator: torch.Generator,
+    device: torch.device | str,
+    *,
+    rows: int = CURVATURE_ROWS,
+    batch_size: int = 256,
+) -> list[tuple[Tensor, Tensor]]:
+    """The mini-batches :func:`hessian_noise_scale` estimates curvature on: ``rows`` rows drawn
+    from all of ``x`` without replacement (a permutation from ``generator``), in ascending order,
+    ``batch_size`` at a time, on ``device``.
+
+    A sample of every row, not the first ones: a class-ordered source (an image folder) would
+    otherwise show the estimate one or two classes. With ``len(x) <= rows`` it is every row in order.
+    """
+    chosen = torch.randperm(len(labels), generator=generator)[:rows].sort().values
+    return [(x[i].to(device), labels[i].to(device)) for i in chosen.split(batch_size)]
 
 
 def hessian_noise_scale(
