@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prune.data.loaded import LoadedData, Split
+from prune.dynamic.selector import _Subsets
 from prune.features import posterior
 from prune.features.build import FeatureConfig, posterior_members
 from prune.models.architectures import build_model
@@ -63,3 +64,19 @@ def test_hessian_posterior_estimates_curvature_on_every_class(monkeypatch) -> No
     next(posterior_members(model, data, labels, config, seed=0, device="cpu"))
     assert set(torch.cat(seen).tolist()) == set(range(CLASSES))
 
+
+# ------------------------------------------------- dynamic selection: the candidate pool's identity
+
+
+def test_a_different_pool_of_equal_length_and_sum_gets_its_own_permutation() -> None:
+    subsets = _Subsets(torch.Generator().manual_seed(0))
+    first, second = torch.tensor([0, 3, 4, 9]), torch.tensor([1, 2, 6, 7])  # both: 4 rows, sum 16
+    assert set(subsets.draw(first, 2).tolist()) <= set(first.tolist())
+    assert set(subsets.draw(second, 2).tolist()) <= set(second.tolist())
+
+
+def test_the_same_pool_keeps_its_permutation() -> None:
+    subsets = _Subsets(torch.Generator().manual_seed(0))
+    pool = torch.tensor([0, 3, 4, 9])
+    halves = subsets.draw(pool, 2), subsets.draw(pool.clone(), 2)
+    assert sorted(torch.cat(halves).tolist()) == pool.tolist()  # one permutation, used up in order

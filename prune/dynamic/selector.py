@@ -33,19 +33,19 @@ class Coreset:
 
 
 class _Subsets:
-    """Random subsets of size r from the candidates: chunks of one permutation, a new one when used up."""
+    """Random subsets of size r from the candidates: chunks of one permutation, a new one when used up
+    or when the candidates change (compared element by element: pools of equal length and sum differ too)."""
 
     def __init__(self, generator: torch.Generator):
         self.generator = generator
         self.perm: torch.Tensor | None = None
         self.pos = 0
-        self.pool_key = None
+        self.pool: torch.Tensor | None = None
 
     def draw(self, pool: torch.Tensor, r: int) -> torch.Tensor:
-        key = (len(pool), int(pool.sum()))
-        if self.perm is None or self.pool_key != key or self.pos + r > len(self.perm):
+        if self.perm is None or not torch.equal(self.pool, pool) or self.pos + r > len(self.perm):
             self.perm = pool[torch.randperm(len(pool), generator=self.generator)]
-            self.pos, self.pool_key = 0, key
+            self.pos, self.pool = 0, pool.clone()
         part = self.perm[self.pos:self.pos + r]
         self.pos += r
         return part
