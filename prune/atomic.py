@@ -1,14 +1,16 @@
 """Write-then-rename, so an interrupted run never leaves a file that looks complete.
 
 Every output goes through here: ``ensure_writable`` checks a path before any work (a folder's
-rights, no device, pipe or socket, not one of the command's inputs, and -- every command's one
+rights, no device, pipe, socket or link, not one of the command's inputs, and -- every command's one
 policy -- no existing output unless ``--overwrite``), ``atomic_path`` writes
 under a temporary name and renames it onto the path with Ctrl-C held off (``committing``),
-so a commit is never cut in half.
+so a commit is never cut in half; without ``overwrite`` it claims the path (a hard link that
+fails if something appeared there meanwhile), so two runs on one path never replace each other.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -84,23 +86,43 @@ def refuse_existing(path: str | os.PathLike) -> None:
         raise PruneError(f"{path} already exists; pass --overwrite to replace it, or choose another path")
 
 
+def refuse_link(path: str | os.PathLike) -> None:
+    """Raise ``PruneError`` if ``path`` is a symbolic link, or a file with other hard links.
+
+    The rename that writes an output would replace the link itself (the file it points to, or
+    shares its content with, would keep the old content): the user meant one or the other.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise PruneError(f"{path} is a symbolic link; prune does not write through links (the new file would "
+                         "replace the link): give the path of the file itself, or another path")
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        raise PruneError(f"{path} has {info.st_nlink - 1} other hard link(s); replacing it would leave them with the "
+                         "old content: give another path")
+
+
 def ensure_writable(path: str | os.PathLike, *, inputs: Iterable = (), folder: bool = False,
                     overwrite: bool = True) -> Path:
     """Check, before any long work, that prune may write ``path``.
 
-    Refuses (``PruneError``) a device, pipe or socket, a path that is or overlaps one of
-    ``inputs`` (``refuse_inputs``), an existing folder unless ``folder`` (an output that is a
-    folder), an existing output unless ``overwrite`` (``refuse_existing``), and a folder that
-    cannot be created or written (a probe file is written in it).
+    Refuses (``PruneError``) a device, pipe, socket or link (``refuse_link``), a path that is
+    or overlaps one of ``inputs`` (``refuse_inputs``: resolved paths and inodes are compared),
+    an existing folder unless ``folder`` (an output that is a folder), an existing output unless
+    ``overwrite`` (``refuse_existing``), and a folder that cannot be created or written (a probe
+    file is written in it), or a name too long for the file system.
     """
     final = Path(path).expanduser()
-    refuse_special(final)
-    if final.is_dir() and not folder:
-        raise PruneError(f"{final} is a folder; give a file name")
-    refuse_inputs(final, inputs, folder=folder)
-    if not overwrite:
-        refuse_existing(final)
     try:
+        refuse_special(final)
+        refuse_link(final)
+        if final.is_dir() and not folder:
+            raise PruneError(f"{final} is a folder; give a file name")
+        refuse_inputs(final, inputs, folder=folder)
+        if not overwrite:
+            refuse_existing(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=final.parent, prefix=f".{final.name}.probe-"):
             pass
@@ -172,7 +194,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name starts with a dot and ends in ``.tmp-<pid>``, so a killed run leaves
@@ -180,7 +202,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ``path`` removes it (``remove_leftovers``). A device, pipe
     or socket at ``path`` is never replaced (``refuse_special``). A folder written at the
     temporary name replaces what is at ``path`` by moving that aside (``.NAME.old-<pid>``),
-    renaming, then removing it, all under ``committing``.
+    renaming, then removing it, all under ``committing``. Without ``overwrite`` nothing at
+    ``path`` is replaced, even what appeared there while the block ran (``PruneError``).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -190,18 +213,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with committing():
             refuse_special(final)
-            old = None
-            if tmp.is_dir() and (final.exists() or final.is_symlink()):  # rename() cannot replace it
-                old = final.with_name(f".{final.name}.old-{os.getpid()}")
-                os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                if old is not None:
-                    os.replace(old, final)
-                raise
-            if old is not None:
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            if overwrite:
+                _replace(tmp, final)
+            else:
+                _claim(tmp, final)
     finally:
         with committing():
             if tmp.is_dir():
@@ -210,10 +225,65 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 tmp.unlink()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically write ``text`` to ``path``; a failure raises ``PruneError`` naming the path."""
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` onto ``final``; a folder replaces what is there by moving it aside first."""
+    old = None
+    if tmp.is_dir() and (final.exists() or final.is_symlink()):  # rename() cannot replace it
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
     try:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-    except OSError as err:
-        raise PruneError(f"cannot write {path} ({err.strerror or err}); choose another path") from None
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
+def _claim(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` at ``final`` only if nothing is there: a hard link (which fails if the name is
+    taken, so two runs cannot both win) for a file; a rename for a folder, after a check."""
+    appeared = PruneError(f"{final} appeared while this command ran (another run writing it?); it was not "
+                          "replaced: pass --overwrite to replace it, or choose another path")
+    if tmp.is_dir():
+        if output_exists(final):
+            raise appeared
+        os.rename(tmp, final)  # fails if a file or a folder that is not empty appeared since
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise appeared from None
+    except OSError as err:  # a file system without hard links: an exclusive create claims the name
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise appeared from None
+        os.replace(tmp, final)
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> None:
+    """Atomically write ``text`` to ``path``; a failure raises ``PruneError`` naming the path."""
+    write_with(path, lambda tmp: tmp.write_text(text), overwrite=overwrite)
+
+
+def write_with(path: str | os.PathLike, write, *, overwrite: bool = True) -> None:
+    """Atomically write ``path`` with ``write(temporary path)``; a failed write (a full disk, a name too long:
+    ``OSError``, or torch's writer's ``RuntimeError``) raises ``PruneError`` naming the path, and nothing is left."""
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            write(tmp)
+    except (OSError, RuntimeError) as err:
+        reason = (err.strerror if isinstance(err, OSError) else None) or (str(err).strip().splitlines() or [""])[-1]
+        raise PruneError(f"cannot write {path} ({reason or type(err).__name__}); nothing was written there: free some space "
+                         "or choose another path") from None
+
+
+def save_torch(state, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+    """``torch.save(state)`` to ``path`` atomically, a failure told in one line (``write_with``)."""
+    import torch
+
+    write_with(path, lambda tmp: torch.save(state, tmp), overwrite=overwrite)

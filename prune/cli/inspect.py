@@ -13,10 +13,11 @@ from rich.table import Table
 
 from prune.api import recorded_options, source_options
 from prune.atomic import ensure_writable, finishing
-from prune.cli.options import DataRoot, LabelColumn, Split
+from prune.cli.options import DataRoot, LabelColumn, Split, flag
 from prune.data import load_dataset
 from prune.data.hf_filter import check_saved
 from prune.dynamic import subset_log
+from prune.errors import PruneError
 from prune.manifest import Manifest
 from prune.training import console
 
@@ -33,12 +34,15 @@ def inspect_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Check the manifest against this data source."),
     data_root: Optional[str] = DataRoot,
     split: Optional[str] = Split, label_column: Optional[str] = LabelColumn,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram here (default: beside the log)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram (PNG) here; nothing is written without it."),
+    overwrite: bool = flag("overwrite", "Replace the --plot file if it exists."),
 ):
     """Summarise a manifest: method, budget, per-class counts; check it against data."""
     if subset_log.is_subset_log(manifest):  # the log of a dynamic run (prune train --dynamic --log)
-        inspect_log(manifest, plot)
+        inspect_log(manifest, plot, overwrite=overwrite)
         return
+    if plot is not None:
+        raise PruneError(f"--plot applies to subset logs (prune train --dynamic --log); {manifest} is a manifest: drop it")
     chosen = Manifest.load(manifest)
     info = PlainTable(title=escape(str(manifest)), show_header=False)
     info.add_row("dataset", f"{chosen.dataset['source']} ({chosen.dataset['num_examples']} examples, "
@@ -81,10 +85,11 @@ def inspect_command(
         console.print(f"[green]matches[/] {data.source}")
 
 
-def inspect_log(path, plot=None) -> dict:
-    """``prune inspect LOG``: summary table and a PNG histogram of selection counts."""
-    target = plot or subset_log.default_plot_path(path)
-    ensure_writable(target, inputs=[path])
+def inspect_log(path, plot=None, *, overwrite: bool = False) -> dict:
+    """``prune inspect LOG``: summary table, and with ``plot`` a PNG histogram of selection counts
+    (an existing file is replaced only with ``overwrite``; the log never)."""
+    if plot is not None:
+        ensure_writable(plot, inputs=[path], overwrite=overwrite)
     log = subset_log.load(path)
     facts = subset_log.summary(log)
     s, d, b = log["settings"], log["dataset"], log["budget"]
@@ -120,7 +125,9 @@ def inspect_log(path, plot=None) -> dict:
         if number:
             counts.add_row(str(times), str(number))
     console.print(counts)
+    if plot is None:
+        return {**facts, "plot": None}
     with finishing():
-        subset_log.plot_counts(log, target)
-    console.print(f"histogram -> {target}", highlight=False)
-    return {**facts, "plot": str(target)}
+        subset_log.plot_counts(log, plot, overwrite=overwrite)
+    console.print(f"histogram -> {plot}", highlight=False)
+    return {**facts, "plot": str(plot)}

@@ -243,8 +243,9 @@ def selection_counts(log: dict) -> tuple[np.ndarray, np.ndarray]:
     return selected, trained
 
 
-def plot_counts(log: dict, path: str | os.PathLike, title: str = "") -> Path:
-    """PNG histograms of how often each example was selected and trained on (matplotlib, Agg)."""
+def plot_counts(log: dict, path: str | os.PathLike, title: str = "", *, overwrite: bool = True) -> Path:
+    """PNG histograms of how often each example was selected and trained on (matplotlib, Agg);
+    without ``overwrite`` an existing ``path`` is not replaced (``PruneError``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,19 +268,13 @@ def plot_counts(log: dict, path: str | os.PathLike, title: str = "") -> Path:
     fig.tight_layout()
     path = Path(path)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
     except OSError as err:
         raise PruneError(f"cannot write {path} ({err.strerror or err}); choose another --plot path") from None
     finally:
         plt.close(fig)
     return path
-
-
-def default_plot_path(log_path: str | os.PathLike) -> Path:
-    """``runs/x.json`` -> ``runs/x.counts.png`` (next to the log)."""
-    log_path = Path(log_path)
-    return log_path.with_name(log_path.stem + ".counts.png")
 
 
 def summary(log: dict) -> dict:
