@@ -154,3 +154,55 @@ def test_inspect_writes_a_plot_only_when_asked_and_never_replaces_a_file(dynamic
 def test_inspect_refuses_a_plot_for_a_manifest(digits_manifest, tmp_path):
     assert "--plot applies to subset logs" in fails("inspect", digits_manifest, "--plot", tmp_path / "p.png")
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- prune filter
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A small image folder (60 training, 20 test digits) and a random manifest of it."""
+    from tests.test_folder import write_tree
+
+    folder = tmp_path_factory.mktemp("images")
+    tree = write_tree(folder / "digits", 60, 20)
+    manifest = folder / "m.json"
+    run("select", "--dataset", f"folder:{tree}", "--method", "random", "--fraction", "0.5", "--out", manifest)
+    return tree, manifest
+
+
+def test_filter_copies_images_unless_link_is_asked(images, tmp_path):
+    tree, manifest = images
+    run("filter", "--manifest", manifest, "--out", tmp_path / "copied")
+    copies = sorted((tmp_path / "copied").rglob("*.png"))
+    assert len(copies) == 30 + 20
+    assert not any(os.path.samefile(p, tree / p.relative_to(tmp_path / "copied")) for p in copies)
+    run("filter", "--manifest", manifest, "--out", tmp_path / "linked", "--link")
+    linked = sorted((tmp_path / "linked").rglob("*.png"))
+    assert all(os.path.samefile(p, tree / p.relative_to(tmp_path / "linked")) for p in linked)
+
+
+def test_filter_overwrite_never_replaces_a_plain_file(images, tmp_path):
+    tree, manifest = images
+    victim = tmp_path / "outds"
+    victim.write_text("keep")
+    assert "is a file, not a folder prune filter wrote" in fails("filter", "--manifest", manifest, "--out", victim,
+                                                                 "--overwrite")
+    assert victim.read_text() == "keep"
+
+
+def test_filter_overwrite_never_replaces_a_plain_file_hf(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import numpy as np
+
+    path = tmp_path / "ds"
+    datasets.Dataset.from_dict({"x": np.zeros((40, 3), dtype=np.float32), "label": [0, 1] * 20}).save_to_disk(str(path))
+    manifest = tmp_path / "m.json"
+    run("select", "--dataset", f"hf:{path}", "--feature-column", "x", "--method", "random", "--out", manifest)
+    victim = tmp_path / "outds"
+    victim.write_text("keep")
+    assert "is a file, not a folder save_to_disk wrote" in fails("filter", "--manifest", manifest, "--dataset",
+                                                                 f"hf:{path}", "--out", victim, "--overwrite")
+    assert victim.read_text() == "keep"
+    assert "--link applies to folder:" in fails("filter", "--manifest", manifest, "--dataset", f"hf:{path}",
+                                                "--out", tmp_path / "o", "--link")

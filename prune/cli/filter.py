@@ -26,10 +26,11 @@ def filter_command(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column of labels checked against the manifest (default: the manifest's, else label)."),
     weight_column: bool = flag("weight-column", "Add a prune_weight column holding each row's gamma."),
     force: bool = flag("force", "Write even if the data do not match the manifest (warns)."),
-    overwrite: bool = flag("overwrite", "Replace --out if it exists."),
+    overwrite: bool = flag("overwrite", "Replace --out if it exists (only a folder prune filter or save_to_disk wrote)."),
+    link: bool = flag("link", "folder: only: hard-link the images instead of copying them (no space used, but editing one edits the source)."),
 ):
     """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder, or its files
-    of an image folder (folder:PATH) to a new tree of hard links."""
+    of an image folder (folder:PATH) to a new tree of copies (or hard links, with --link)."""
     chosen = Manifest.load(manifest)
     source = dataset or chosen.dataset["source"]
     if source.strip().lower().startswith("folder:"):
@@ -38,12 +39,15 @@ def filter_command(
         start = time.perf_counter()
         with finishing():
             written, files, linked, warning = write_filtered_folder(chosen, source.strip(), out, force=force,
-                                                                    overwrite=overwrite, inputs=[manifest])
+                                                                    overwrite=overwrite, inputs=[manifest], link=link)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}")
+        how = f"{linked} files hard-linked, the rest copied" if link else "copied"
         console.print(f"wrote {files} of {chosen.dataset['num_examples']} training images to {written} "
-                      f"({linked} files hard-linked, the rest copied) in {time.perf_counter() - start:.1f} s")
+                      f"({how}) in {time.perf_counter() - start:.1f} s")
         return
+    if link:
+        raise PruneError("--link applies to folder: datasets (hf: rows are written by save_to_disk); drop it")
     if not source.strip().lower().startswith("hf:"):
         raise PruneError(f"prune filter writes Hugging Face datasets and image folders; pass --dataset hf:PATH or "
                          f"folder:PATH (the manifest was made from {chosen.dataset['source']!r})")

@@ -1,12 +1,13 @@
-"""A manifest applied to an image folder (``prune filter --dataset folder:PATH``): the chosen files, linked.
+"""A manifest applied to an image folder (``prune filter --dataset folder:PATH``): the chosen files, copied.
 
 The folder is listed again (no image is decoded) and checked against the manifest: the files
 the selection left out as unreadable (``skipped``) are left out again, then the file list's
-fingerprint, its size and its labels must match. The chosen training files are written into a
-new tree of the same layout -- hard links where the file system allows, copies otherwise --
-and the test side (``test/`` or ``val/``), if any, is linked whole. The tree is built beside
-``out`` and renamed into place; ``MARKER`` in it records the manifest, and ``--overwrite``
-replaces only a folder that holds one.
+fingerprint, its size and its labels must match. The chosen training files are copied into a
+new tree of the same layout, and the test side (``test/`` or ``val/``), if any, whole; with
+``link`` (``--link``) they are hard links where the file system allows instead (no space used,
+but editing a file of the new tree edits the source's). The tree is built beside ``out`` and
+renamed into place; ``MARKER`` in it records the manifest, and ``--overwrite`` replaces only a
+folder that holds one.
 """
 
 from __future__ import annotations
@@ -24,25 +25,29 @@ from prune.errors import PruneError
 MARKER = ".prune-filter.json"
 
 
-def _place(source: Path, target: Path) -> bool:
-    """Hard-link ``source`` at ``target`` (True), or copy it where links are impossible (False)."""
+def _place(source: Path, target: Path, link: bool) -> bool:
+    """Copy ``source`` to ``target`` (False), or with ``link`` hard-link it (True) where the file system allows."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-        return True
-    except OSError:
-        shutil.copy2(source, target)
-        return False
+    if link:
+        try:
+            os.link(source, target)
+            return True
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+    return False
 
 
 def write_filtered_folder(manifest, spec: str, out, *, force: bool = False, overwrite: bool = False,
-                          inputs=()) -> tuple[Path, int, int, str | None]:
-    """Write the manifest's files of ``folder:PATH`` to ``out``; returns (out, files, hard links, warning)."""
+                          inputs=(), link: bool = False) -> tuple[Path, int, int, str | None]:
+    """Write the manifest's files of ``folder:PATH`` to ``out`` (copies, or hard links with ``link``);
+    returns (out, files, hard links, warning)."""
     tree = scan(spec)
     out = Path(out).expanduser()
-    ensure_writable(out, inputs=[tree.root, *inputs], folder=True)
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise PruneError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    ensure_writable(out, inputs=[tree.root, *inputs], folder=True, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise PruneError(f"{out} is a file, not a folder prune filter wrote; prune replaces only what it wrote: "
+                         "choose another --out")
     if out.is_dir() and not (out / MARKER).is_file():
         raise PruneError(f"{out} is a folder that prune filter did not write; prune replaces only what it wrote: "
                          "choose another --out")
@@ -56,12 +61,12 @@ def write_filtered_folder(manifest, spec: str, out, *, force: bool = False, over
     train_part = tree.train.folder.relative_to(tree.root)  # "train", or "." for a folder of class folders
     linked = 0
     try:
-        with atomic_path(out.resolve()) as tmp:
+        with atomic_path(out.resolve(), overwrite=overwrite) as tmp:
             for name, _ in chosen:
-                linked += _place(tree.train.folder / name, tmp / train_part / name)
+                linked += _place(tree.train.folder / name, tmp / train_part / name, link)
             test: FolderSide | None = tree.test
             for name, _ in (test.files if test else ()):
-                linked += _place(test.folder / name, tmp / test.folder.name / name)
+                linked += _place(test.folder / name, tmp / test.folder.name / name, link)
             (tmp / MARKER).write_text(json.dumps({"manifest_dataset": manifest.dataset["source"],
                                                   "files": len(chosen), "method": manifest.method}, indent=1) + "\n")
     except OSError as err:

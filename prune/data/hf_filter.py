@@ -84,8 +84,8 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
     A ``DatasetDict`` is written as a ``DatasetDict`` whose split (default: the manifest's)
     is filtered and whose other splits are copied unchanged. The result appears at ``out``
     only when complete (temporary folder beside it, then renamed); ``out`` must not overlap
-    the dataset or ``inputs`` (other files read, such as the manifest's), nor be a folder other
-    than a saved dataset. Returns (out, rows written, warning or None).
+    the dataset or ``inputs`` (other files read, such as the manifest's), nor be a file or a
+    folder other than a saved dataset. Returns (out, rows written, warning or None).
     """
     import datasets
 
@@ -94,6 +94,9 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
     out = Path(out).expanduser()
     target = out.resolve()
     ensure_writable(out, inputs=[path, *inputs], folder=True, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise PruneError(f"{out} is a file, not a folder save_to_disk wrote; prune replaces only what it wrote: "
+                         "choose another --out")
     if out.is_dir() and not any((out / name).is_file() for name in SAVED_MARKERS):
         raise PruneError(f"{out} is a folder that holds no saved dataset; prune replaces only what it wrote: "
                          "choose another --out")
@@ -115,7 +118,7 @@ def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | 
                                        feature=datasets.Value("float64"))
         result = datasets.DatasetDict({**loaded, split_name: subset}) if is_dict else subset
         try:
-            with atomic_path(target) as tmp:  # --overwrite: the old --out is replaced only once this is complete
+            with atomic_path(target, overwrite=overwrite) as tmp:  # the old --out is replaced only once this is complete
                 result.save_to_disk(str(tmp))
         except OSError as err:  # a full disk, say
             raise PruneError(f"cannot write {out} ({err.strerror or err}); nothing was written there") from None
