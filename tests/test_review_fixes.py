@@ -46,8 +46,6 @@ def test_curvature_rows_of_a_small_set_are_all_rows_in_order() -> None:
     assert torch.equal(torch.cat([xb for xb, _ in batches]), x[:600])
 
 
-@pytest.mark.xfail(strict=True, reason="prune/features/build.py still slices the first 2,048 rows; "
-                                       "it should call posterior.curvature_batches (issue #27 item 9)")
 def test_hessian_posterior_estimates_curvature_on_every_class(monkeypatch) -> None:
     x, labels = _class_ordered()
     data = LoadedData(source="test", train=Split(x, labels), test=Split(x[:10], labels[:10]), num_classes=CLASSES)

@@ -27,7 +27,8 @@ from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage
 from prune.features.extract import HESSIANS, extract_batches
 from prune.features.partial import PartialStore
-from prune.features.posterior import POSTERIOR_LAYERS, hessian_noise_scale, perturbed, posterior_parameters
+from prune.features.posterior import (POSTERIOR_LAYERS, curvature_batches, hessian_noise_scale, perturbed,
+                                     posterior_parameters)
 from prune.models import build_model, load_checkpoint
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
@@ -343,7 +344,7 @@ def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int,
         console.print(f"[yellow]note:[/] model {config.model!r} has no BatchNorm; perturbing the last linear layer (fc) instead")
     sigma = config.posterior_sigma
     if config.posterior_kind == "hessian":
-        batches = [(data.train.x[i:i + 256].to(device), labels[i:i + 256].to(device)) for i in range(0, min(len(labels), 2048), 256)]
+        batches = curvature_batches(data.train.x, labels, random_streams.generator(seed, "curvature", 1), device)
         sigma = distributed.current().from_main(lambda: [std.cpu() for std in hessian_noise_scale(
             model, params, batches, config.posterior_sigma, 20, random_streams.generator(seed, "curvature"))])
     for m in range(first, config.posterior_samples):
