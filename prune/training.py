@@ -146,111 +146,134 @@ def progress() -> Progress:
     )
 
 
-def fit(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    config: TrainConfig,
-    *,
-    device: torch.device,
-    seed: int,
-    weights: torch.Tensor | None = None,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-    description: str = "train",
-    world: World | None = None,
-) -> list[dict]:
-    """Train ``model`` in place with SGD on (x, y), shuffled each epoch by a seeded generator.
+class Trainer:
+    """SGD with momentum and weight decay on the batches it is given, the learning rate stepped per epoch.
 
-    ``weights`` (per example) turn the loss into the weighted mean ``sum w_i l_i / sum w_i``
-    over each batch (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs after every epoch
-    (warm-up checkpoints). The learning rate follows ``config.schedule`` (stepped per epoch);
-    ``config.augment`` "standard" augments every training batch (``prune.augment``, its own
-    generator seeded from ``seed``); ``config.amp`` runs the forward passes under bfloat16 autocast
-    on ``device``'s type (the loss in float32, so no loss scaling is needed). Returns a per-epoch history of mean training loss and accuracy.
+    The one training loop: ``fit`` (warm-up and ``prune train``) feeds it shuffled batches of a
+    fixed set, a dynamic run (``prune.dynamic``) the mini-batch coresets it selects. ``step``
+    back-propagates one batch: the mean loss, or with ``weights`` (per example; CRAIG's gamma)
+    the weighted mean ``sum w_i l_i / sum w_i`` over the batch (``total``: the denominator, when
+    the batch is one rank's part of a larger one). ``end_epoch`` steps the schedule, checks for
+    divergence and returns the epoch's mean training loss and accuracy over the examples stepped on.
 
-    ``world`` (``prune.distributed.World`` of more than one process: torchrun) trains data-parallel
-    with ``DistributedDataParallel``: every rank draws the same shuffle, so the global batch is
-    still ``config.batch_size`` rows, and takes its contiguous part of each batch (``tensor_split``);
-    each rank's loss is its part's share of the global batch's mean, so the averaged gradient is
-    the one-process gradient, up to float rounding, and the learning rate needs no scaling.
-    BatchNorm normalises with each rank's part (its running statistics come from rank 0's), and
-    augmentation draws differ from one process's: a warm-up under torchrun is close to, not equal
-    to, one process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
+    Under torchrun (``world`` of more than one process) the model trains data-parallel with
+    ``DistributedDataParallel``: each rank's loss is its part's share of the global batch's mean,
+    so the averaged gradient is the one-process gradient, up to float rounding.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, *, device: torch.device, seed: int,
+                 world: World | None = None):
+        self.model, self.config, self.device = model.to(device), config, device
+        self.ranks = world.size if world is not None else 1
+        self.trained = model
+        if self.ranks > 1:
+            self.trained = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        if config.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(config.epochs, 1))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+        self.augment = random_streams.generator(seed, "augment")
+        self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.backprops = 0
+        self._loss = torch.zeros((), device=device)
+        self._correct = torch.zeros((), device=device, dtype=torch.int64)
+        self._count = 0
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, weights: torch.Tensor | None = None, total=None) -> None:
+        """One SGD step on the batch (xb, yb), already on the device."""
+        self.model.train()
+        if self.config.augment == "standard":
+            xb = augmentation.standard(xb, self.augment)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp):
+            logits = self.trained(xb)
+        logits = logits.float() if self.config.amp else logits
+        losses = nn.functional.cross_entropy(logits, yb, reduction="none")
+        if weights is None:
+            loss = losses.mean() if self.ranks == 1 else losses.sum() * (self.ranks / total)
+        else:
+            weights = weights.to(self.device, torch.float32)
+            total = weights.sum() if total is None else total
+            loss = (weights * losses).sum() / total * self.ranks  # DDP averages over the ranks
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.backprops += len(yb)
+        # accumulated on the device: no host synchronisation inside the epoch
+        self._loss += losses.detach().sum()
+        self._correct += (logits.argmax(1) == yb).sum()
+        self._count += len(yb)
+
+    def end_epoch(self, epoch: int, description: str) -> dict:
+        """Step the schedule; the epoch's mean loss and accuracy over the examples trained on (all ranks')."""
+        self.scheduler.step()
+        summed = torch.stack([self._loss.double().cpu(), self._correct.double().cpu(),
+                              torch.tensor(float(self._count), dtype=torch.float64)])
+        if self.ranks > 1:  # every rank reports (and checks) the whole epoch
+            torch.distributed.all_reduce(summed)
+        loss, correct, count = summed.tolist()
+        self._loss.zero_(), self._correct.zero_()
+        self._count = 0
+        if not math.isfinite(loss):
+            raise PruneError(f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry")
+        count = max(count, 1)
+        row = {"epoch": epoch, "train_loss": loss / count, "train_accuracy": int(correct) / count}
+        if epoch_lines():  # logs get one line per epoch instead of a live bar
+            console.print(f"{description}: epoch {epoch}/{self.config.epochs} loss {row['train_loss']:.4f} "
+                          f"accuracy {row['train_accuracy']:.4f} (on the examples trained on)", highlight=False)
+        return row
+
+
+def epoch_batches(n: int, config: TrainConfig, generator: torch.Generator, ranks: int, has_batchnorm: bool) -> list:
+    """One epoch's batches of a fixed set of n: a seeded shuffle cut into ``config.batch_size`` rows.
+
+    A last batch too small to train on (one example per rank with BatchNorm) is left out, so
+    the epoch's loss and accuracy are over the examples trained on.
+    """
+    order = torch.randperm(n, generator=generator)
+    plan = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
+    if plan and len(plan[-1]) // ranks < (2 if has_batchnorm else 1):  # BatchNorm cannot train on a batch of one
+        plan.pop()
+    return plan
+
+
+def fit(model: nn.Module, x, y: torch.Tensor, config: TrainConfig, *, device: torch.device, seed: int,
+        weights: torch.Tensor | None = None, on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+        description: str = "train", world: World | None = None) -> list[dict]:
+    """Train ``model`` in place on (x, y) for ``config.epochs`` shuffled epochs (``Trainer``); the per-epoch history.
+
+    ``weights`` (per example) weight the loss (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs
+    after every epoch (warm-up checkpoints). Under torchrun (``world``) every rank draws the same
+    shuffle, so the global batch is still ``config.batch_size`` rows, and takes its contiguous part
+    of each batch; BatchNorm normalises with each rank's part, and augmentation draws differ from
+    one process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
     """
     if config.augment != "none" and x.ndim != 4:
         raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
-    augment_generator = random_streams.generator(seed, "augment")
-    model.to(device)
+    trainer = Trainer(model, config, device=device, seed=seed, world=world)
     if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
         x = x.to(device)
     y = y.to(device)
-    if weights is not None:
-        weights = weights.to(device=device, dtype=torch.float32)
-    n = len(y)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    else:
-        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    generator = random_streams.generator(seed, "shuffle")
-    steps = (n + config.batch_size - 1) // config.batch_size
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    ranks, rank = (world.size, world.rank) if world is not None else (1, 0)
-    trained = model
-    if ranks > 1:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    weights = None if weights is None else weights.to(device=device, dtype=torch.float32)
+    shuffle = random_streams.generator(seed, "shuffle")
+    ranks, rank = trainer.ranks, (world.rank if world is not None else 0)
+    steps = (len(y) + config.batch_size - 1) // config.batch_size
     history = []
     with progress() as bars:
         task = bars.add_task(description, total=config.epochs * steps, status="")
         for epoch in range(1, config.epochs + 1):
-            model.train()
-            order = torch.randperm(n, generator=generator).to(device)
-            total_loss = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            plan = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
-            if plan and len(plan[-1]) // ranks < (2 if has_batchnorm else 1):  # BatchNorm cannot train on a batch of one
-                plan.pop()
-                bars.update(task, advance=1)
-            # each rank's part of every batch, and what its loss is divided by: the batch's size or weight
-            parts = [batch.tensor_split(ranks)[rank] for batch in plan]
+            plan = [batch.to(device) for batch in epoch_batches(len(y), config, shuffle, ranks, trainer.has_batchnorm)]
+            bars.update(task, advance=steps - len(plan))
+            parts = [batch.tensor_split(ranks)[rank] for batch in plan]  # this rank's part of every batch
             totals = [len(batch) if weights is None else weights[batch].sum() for batch in plan]
             for batch, total, xb in zip(parts, totals, batches(x, parts, device)):
-                if config.augment == "standard":
-                    xb = augmentation.standard(xb, augment_generator)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                    logits = trained(xb)
-                logits = logits.float() if config.amp else logits
-                losses = nn.functional.cross_entropy(logits, y[batch], reduction="none")
-                if weights is None:
-                    loss = losses.mean() if ranks == 1 else losses.sum() * (ranks / total)
-                else:
-                    loss = (weights[batch] * losses).sum() / total * ranks  # DDP averages over the ranks
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # accumulate on the device: no host synchronisation inside the epoch
-                total_loss += losses.detach().sum()
-                correct += (logits.argmax(1) == y[batch]).sum()
+                trainer.step(xb, y[batch], None if weights is None else weights[batch], total)
                 bars.update(task, advance=1)
-            scheduler.step()
-            if ranks > 1:  # every rank reports (and checks) the whole epoch
-                summed = torch.stack([total_loss.double().cpu(), correct.double().cpu()])
-                torch.distributed.all_reduce(summed)
-                total_loss, correct = summed.tolist()
-                correct = int(correct)
-            else:
-                total_loss, correct = total_loss.item(), correct.item()
-            bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {total_loss / n:.3f}")
-            if not np.isfinite(total_loss):
-                raise PruneError(
-                    f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry"
-                )
-            history.append({"epoch": epoch, "train_loss": total_loss / n, "train_accuracy": correct / n})
-            if epoch_lines():  # logs get one line per epoch instead of a live bar
-                console.print(f"{description}: epoch {epoch}/{config.epochs} loss {total_loss / n:.4f} "
-                              f"accuracy {correct / n:.4f}", highlight=False)
+            row = trainer.end_epoch(epoch, description)
+            bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {row['train_loss']:.3f}")
+            history.append(row)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model)
     return history

@@ -79,7 +79,7 @@ from prune import random_streams
 from prune.dynamic.config import DynamicConfig
 from prune.dynamic.quadratic import Quadratic
 from prune.dynamic.selector import Coreset, Selector
-from prune.dynamic.trainer import DynamicResult, Trainer
+from prune.dynamic.trainer import DynamicResult, sgd_trainer, train_batch
 from prune.errors import PruneError
 from prune.manifest import creation_time
 from prune.models import build_model
@@ -106,7 +106,7 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
     budget = plan_budget(cfg.fraction, n, cfg.epochs, cfg.batch_size)
     seed_everything(seed)
     model = build_model(model_name, data.input_shape, data.num_classes).to(device)
-    trainer = Trainer(model, x, labels, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs, cfg.weighted, device)
+    trainer = sgd_trainer(model, cfg.to_dict(), cfg.epochs, device, seed)
     if trainer.has_batchnorm and any(1 in sizes for sizes in budget.epoch_sizes):
         raise PruneError(f"--fraction {cfg.fraction} leaves a step of one example, which cannot train a model with "
                          "BatchNorm; use a larger --fraction")
@@ -176,7 +176,7 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
                 else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
                     keep = torch.arange(len(core.indices))
                 batch = core.indices[keep]
-                trainer.step(batch, core.weights[keep] if cfg.weighted else None)
+                train_batch(trainer, x, labels, batch, core.weights[keep] if cfg.weighted else None)
                 current["batch_coresets"].append(owner)
                 current["batches"].append(_tolist(batch))
                 step += 1
@@ -191,7 +191,7 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
                     if reselect:
                         t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
                         pending = "rho"
-            history.append(trainer.end_epoch(epoch, cfg.epochs, description))
+            history.append(trainer.end_epoch(epoch, description))
     wall = time.perf_counter() - start_time
 
     if trainer.backprops != budget.backprops:  # the invariant the budget rule promises

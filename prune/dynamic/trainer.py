@@ -1,4 +1,4 @@
-"""Training on given batches: the SGD stepper a dynamic run and its replay share, and the replay.
+"""Training on given batches: the SGD trainer a dynamic run and its replay share, and the replay.
 
 ``replay`` trains a fresh model on a subset log's batches in their order with the log's model,
 seed and optimiser; on CPU it reproduces the run's final weights bit for bit (``state_equal``).
@@ -6,7 +6,6 @@ seed and optimiser; on CPU it reproduces the run's final weights bit for bit (``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -15,55 +14,21 @@ from torch import nn
 from prune.dynamic.subset_log import batches as all_batches
 from prune.errors import PruneError
 from prune.models import build_model
-from prune.training import console, epoch_lines, evaluate, progress, seed_everything
+from prune.training import Trainer, TrainConfig, evaluate, progress, seed_everything
 
 
-class Trainer:
-    """SGD steps on given batches, cosine learning rate over epochs; shared by run and replay."""
+def sgd_trainer(model: nn.Module, settings: dict, epochs: int, device, seed: int) -> Trainer:
+    """The ``prune.training.Trainer`` of a dynamic run or its replay: its SGD settings, cosine over ``epochs``."""
+    config = TrainConfig(epochs=epochs, batch_size=int(settings["batch_size"]), lr=settings["lr"],
+                         momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+    return Trainer(model, config, device=device, seed=seed)
 
-    def __init__(self, model: nn.Module, x, labels, cfg_lr: float, momentum: float, weight_decay: float, epochs: int,
-                 weighted: bool, device):
-        self.model, self.x, self.labels, self.device, self.weighted = model, x, labels, device, weighted
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg_lr, momentum=momentum, weight_decay=weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(epochs, 1))
-        self.backprops = 0
-        self.has_batchnorm = any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in model.modules())
-        self._loss = torch.zeros((), device=device)
-        self._correct = torch.zeros((), device=device, dtype=torch.int64)
-        self._count = 0
 
-    def step(self, batch: torch.Tensor, weights: torch.Tensor | None) -> None:
-        if len(batch) < 2 and self.has_batchnorm:
-            raise PruneError("a batch of one example cannot train a model with BatchNorm; use a larger --fraction")
-        self.model.train()
-        xb, yb = self.x[batch].to(self.device), self.labels[batch].to(self.device)
-        logits = self.model(xb)
-        losses = nn.functional.cross_entropy(logits, yb, reduction="none")
-        if weights is None:
-            loss = losses.mean()
-        else:
-            w = weights.to(self.device, torch.float32)
-            loss = (w * losses).sum() / w.sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.backprops += len(batch)
-        self._loss += losses.detach().sum()
-        self._correct += (logits.argmax(1) == yb).sum()
-        self._count += len(batch)
-
-    def end_epoch(self, epoch: int, epochs: int, description: str) -> dict:
-        self.scheduler.step()
-        loss, correct, count = self._loss.item(), self._correct.item(), max(self._count, 1)
-        if not math.isfinite(loss):
-            raise PruneError(f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry")
-        self._loss.zero_(), self._correct.zero_()
-        self._count = 0
-        row = {"epoch": epoch, "train_loss": loss / count, "train_accuracy": correct / count}
-        if epoch_lines():
-            console.print(f"{description}: epoch {epoch}/{epochs} loss {row['train_loss']:.4f} "
-                          f"accuracy {row['train_accuracy']:.4f}", highlight=False)
-        return row
+def train_batch(trainer: Trainer, x, labels: torch.Tensor, batch: torch.Tensor, weights: torch.Tensor | None) -> None:
+    """One step on the examples ``batch`` of (x, labels): a coreset, or a part of one."""
+    if len(batch) < 2 and trainer.has_batchnorm:
+        raise PruneError("a batch of one example cannot train a model with BatchNorm; use a larger --fraction")
+    trainer.step(x[batch].to(trainer.device), labels[batch].to(trainer.device), weights)
 
 
 @dataclass
@@ -93,8 +58,7 @@ def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None
     seed_everything(int(s["seed"]))
     model = build_model(s["model"], data.input_shape, data.num_classes).to(device)
     epoch_steps = log["budget"]["epoch_steps"]
-    trainer = Trainer(model, x, labels, s["lr"], s["momentum"], s["weight_decay"], len(epoch_steps),
-                       bool(s["weighted"]), device)
+    trainer = sgd_trainer(model, s, len(epoch_steps), device, int(s["seed"]))
     sequence = all_batches(log)
     weights_of: dict[tuple[int, int], dict[int, float]] = {}
     history, position = [], 0
@@ -112,9 +76,9 @@ def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None
                         core = log["selections"][point]["coresets"][owner]
                         weights_of[key] = dict(zip(core["indices"], core["weights"]))
                     weights = torch.tensor([weights_of[key][i] for i in batch], dtype=torch.float64)
-                trainer.step(torch.tensor(batch, dtype=torch.int64), weights)
+                train_batch(trainer, x, labels, torch.tensor(batch, dtype=torch.int64), weights)
                 bars.advance(task)
-            history.append(trainer.end_epoch(epoch, len(epoch_steps), description))
+            history.append(trainer.end_epoch(epoch, description))
     test = evaluate(model, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
     return DynamicResult(model, log, history, trainer.backprops, test)
 
