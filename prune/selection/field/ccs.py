@@ -6,9 +6,9 @@ With a difficulty score s (higher = harder; for AUM use -AUM):
    the sparse ones a small budget would over-sample);
 2. split the rest into N strata of equal width over [min s, max s];
 3. share the budget k equally over the strata, a stratum getting at most its size and the rest
-   going to the others (water-filling, ``budget.equal_split``; Alg. 1 visits the strata from the
-   smallest up, giving each min(size, remaining // strata left), the same levels, the single
-   leftover units may land in other strata);
+   going to the others (water-filling, ``budget.equal_split``). Alg. 1 visits the strata from
+   the smallest up, giving each min(size, remaining // strata left): the same level, though its
+   few leftover single units may go to other strata than here (lowest stratum first);
 4. sample uniformly without replacement within each stratum.
 
 So CCS keeps neither the easy nor the hard end: after the cut-off it covers every difficulty
