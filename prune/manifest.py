@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prune import __version__
-from prune.atomic import write_text
+from prune.atomic import input_kind, write_text
 from prune.errors import PruneError
 from prune.manifest_schema import SCHEMA, validate
 
@@ -79,20 +80,25 @@ class Manifest:
             "weights": [_number(w) for w in self.weights],
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Validate, then write atomically (temporary name, then rename)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Validate, then write atomically (temporary name, then rename). An existing ``path`` is
+        replaced only with ``overwrite`` (``PruneError`` otherwise, even if it appeared meanwhile)."""
         validate(self.to_dict(), source=str(path))
-        write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+        if not overwrite and (Path(path).exists() or Path(path).is_symlink()):
+            raise PruneError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it, "
+                             "or choose another path")
+        write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n", overwrite=overwrite)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Manifest":
         """Read and validate a manifest; a problem raises ``PruneError`` naming the file."""
         path = Path(path)
-        if path.is_dir():
-            raise PruneError(f"manifest {path} is a folder; pass the manifest's .json file")
-        if not path.is_file():
+        kind = input_kind(path, "manifest")
+        if kind is None:
             raise PruneError(f"manifest {path} does not exist; check the path or run `prune select --out {path}`")
+        if kind != "file":
+            raise PruneError(f"manifest {path} is a {kind}; pass the manifest's .json file")
         try:
             raw = json.loads(path.read_text())
         except OSError as err:
@@ -209,12 +215,16 @@ def dataset_mismatch(record: dict, *, fingerprint: str, num_examples: int, class
                 "so its indices would pick other images")
     if record["fingerprint"] == fingerprint:
         return None
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(record["fingerprint"])):
+        return (f"the {what}'s label fingerprint {str(record['fingerprint'])[:80]!r} is damaged (prune writes "
+                f"sha256:<64 hex digits>), so the data cannot be checked against it; re-create the {what}")
     recorded = record.get("class_counts")
     if recorded is None or class_counts is None:
         return "labels or their order differ (label fingerprints do not match)"
     if _trimmed(recorded) == _trimmed(class_counts):
         return ("order differs: the data hold the same labels (the same count per class) in a different "
-                f"order, so the {what}'s indices would pick other examples (was it shuffled or sorted?)")
+                f"order, so the {what}'s indices would pick other examples (was it shuffled or sorted? if not, "
+                f"the {what}'s fingerprint was changed)")
     changed = [c for c in range(max(len(recorded), len(class_counts)))
                if _count(recorded, c) != _count(class_counts, c)]
     shown = ", ".join(f"class {c}: {_count(recorded, c)} vs {_count(class_counts, c)}" for c in changed[:3])

@@ -45,8 +45,9 @@ def check_manifest(raw) -> None:
     string(raw["created_at"], "created_at")
     dataset = dataset_record(raw["dataset"], "dataset")
     n, classes = dataset["num_examples"], dataset["num_classes"]
+    known_source(dataset["source"], "dataset.source")
     method = obj(raw["method"], "method")
-    string(method.get("name"), "method.name")
+    known_method(method.get("name"), "method.name")
     optional(method, "params", obj, "method.params")
     indices = check_indices(raw["indices"], n)
     check_weights(raw["weights"], len(indices))
@@ -54,18 +55,44 @@ def check_manifest(raw) -> None:
     per_class = counts(raw["per_class"], "per_class", classes)
     if sum(per_class) != len(indices):
         raise Invalid(f"per_class sums to {sum(per_class)}, but there are {len(indices)} indices")
-    optional(raw, "seed", integer, "seed")
+    optional(raw, "seed", seed, "seed")
     if raw.get("label_noise") is not None:
         label_noise(raw["label_noise"], "label_noise", n, classes)
     if raw.get("model") is not None:
         model = obj(raw["model"], "model")
         if optional(model, "features", obj, "model.features") is not None:
             optional(model["features"], "model", string, "model.features.model")
-        optional(model, "feature_seed", integer, "model.feature_seed")
+        optional(model, "feature_seed", seed, "model.feature_seed")
     selection = optional(raw, "selection", obj, "selection") or {}
     for key in ("dropped_hard", "dropped_learned"):  # per class; prune inspect adds them up
         if selection.get(key) is not None:
             counts(selection[key], f"selection.{key}", classes)
+
+
+def known_method(value, path: str) -> str:
+    """A selection method's name: one of ``prune.selection.methods.METHODS`` (read now: the list grows)."""
+    from prune.selection.methods import METHODS
+
+    if string(value, path) not in METHODS:
+        raise Invalid(f"{path} is {show(value)}, not a selection method prune knows ({', '.join(METHODS)})")
+    return value
+
+
+def known_source(value, path: str) -> str:
+    """A data source as ``LoadedData.source`` records it: a dataset's name or ``npz:``/``hf:``/``folder:`` PATH."""
+    from prune.data.sources import DATASETS
+
+    names = [name for name in DATASETS if not name.endswith(":PATH")]
+    prefixes = tuple(name[:-len("PATH")] for name in DATASETS if name.endswith(":PATH"))
+    text = string(value, path).strip()
+    if text not in names and not (text.lower().startswith(prefixes) and text.split(":", 1)[1].strip()):
+        raise Invalid(f"{path} is {show(value)}, not a data source prune reads ({', '.join(DATASETS)})")
+    return value
+
+
+def seed(value, path: str) -> int:
+    """A random seed: an integer >= 0 (numpy's seeds are never negative)."""
+    return integer(value, path, low=0)
 
 
 def dataset_record(value, path: str) -> dict:
@@ -137,7 +164,7 @@ def noise_settings(value, path: str) -> dict:
     require(noise, ("fraction", "seed"), path)
     if not 0 <= number(noise["fraction"], f"{path}.fraction") < 1:
         raise Invalid(f"{path}.fraction must be in [0, 1), got {show(noise['fraction'])}")
-    integer(noise["seed"], f"{path}.seed")
+    seed(noise["seed"], f"{path}.seed")
     return noise
 
 

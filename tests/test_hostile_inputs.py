@@ -141,7 +141,11 @@ MANIFEST_CASES = {
     "weight of 400 digits": (_set("weights.0", 10**400), "weights[0] must be a finite number >= 0, got 100000"),
     "index of 400 digits": (_set("indices.11", 10**400), "indices[11] must be within 64 bits, got 1000000000..."),
     "size of 400 digits": (_set("dataset.num_examples", 10**400), "dataset.num_examples must be >= 1, within 64 bits"),
-    "seed of 400 digits": (_set("seed", -10**400), "seed must be within 64 bits"),
+    "seed of 400 digits": (_set("seed", -10**400), "seed must be >= 0, within 64 bits"),
+    "seed negative": (_set("seed", -1), "seed must be >= 0, within 64 bits, got -1"),
+    "method unknown": (_set("method.name", "magic"), "method.name is 'magic', not a selection method prune knows"),
+    "source unknown": (_set("dataset.source", "nope"), "dataset.source is 'nope', not a data source prune reads"),
+    "source a bare prefix": (_set("dataset.source", "npz:"), "dataset.source is 'npz:', not a data source"),
     "dropped_learned too short": (_set("selection.dropped_learned", [1]),
                                   "selection.dropped_learned must hold one count per class (3), got 1"),
     "dropped_hard a string": (_set("selection.dropped_hard", "x"), "selection.dropped_hard must be a list of integers"),
@@ -184,7 +188,12 @@ def test_manifests_python_cannot_decode(text, match, tmp_path):
 
 @pytest.mark.parametrize("change, match", [
     (_set("settings.weighted", "yes"), "settings.weighted must be true or false, got 'yes'"),
-    (_set("settings.seed", 10**400), "settings.seed must be within 64 bits"),
+    (_set("settings.seed", 10**400), "settings.seed must be >= 0, within 64 bits"),
+    (_set("settings.epochs", -1), "settings.epochs must be >= 0, within 64 bits, got -1"),
+    (_set("budget.epochs", -1), "budget.epochs must be >= 0, within 64 bits, got -1"),
+    (_set("selections.0.reason", "why not"), "selections[0].reason is 'why not', not one of start, every, rho"),
+    (_set("history", "x"), "history must be a list (one object per epoch), got 'x'"),
+    (_set("history", [1]), "history[0] must be an object, got 1"),
     (_set("selections.0.reason", {}), "selections[0].reason must be a string, got an object {}"),
     (_set("checks", 5), "checks must be a list, got 5"),
     (_set("dataset.columns", "x"), "dataset.columns must be an object, got 'x'"),
@@ -210,7 +219,24 @@ def _flipped_beyond(file):
     file["noise_flipped"] = np.array([3, 60])
 
 
+def _replaced(name: str, values):
+    """A change that replaces the dataset ``name`` by ``values(its shape)``."""
+    def change(file):
+        shape = file[name].shape
+        del file[name]
+        file[name] = values(shape)
+    return change
+
+
 STORE_CASES = {
+    "complete a string": (_attr("complete", "yes"), "is incomplete (its writer was interrupted)"),
+    "grad_logit integers": (_replaced("grad_logit", lambda shape: np.zeros(shape, np.int64)),
+                            "grad_logit holds int64 values, expected floating point"),
+    "grad_logit complex": (_replaced("grad_logit", lambda shape: np.zeros(shape, np.complex64)),
+                           "grad_logit holds complex64 values, expected floating point"),
+    "grad_logit 2-D": (_replaced("grad_logit", lambda shape: np.zeros(shape[::2], np.float32)),
+                       "grad_logit has shape (60, 3), expected (n, M, C)"),
+    "embedding_point missing": (lambda file: file.__delitem__("embedding_point"), "embedding_point has shape none"),
     "dataset lacks fingerprint": (
         lambda file: file.attrs.__setitem__("dataset", json.dumps(
             {k: v for k, v in json.loads(file.attrs["dataset"]).items() if k != "fingerprint"})),

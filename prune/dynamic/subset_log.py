@@ -40,9 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from prune.atomic import atomic_path, input_kind, write_text
 from prune.errors import PruneError
-from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, number, obj, optional, require, show,
-                                   string)
+from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, number, obj, optional, require, seed,
+                                   show, string)
 
 SCHEMA = "prune.subsets/1"
 
@@ -50,9 +51,9 @@ SCHEMA = "prune.subsets/1"
 def is_subset_log(path: str | os.PathLike) -> bool:
     """True when ``path`` is a JSON file whose ``schema`` is ``prune.subsets/...`` (cheap sniff)."""
     path = Path(path)
-    if not path.is_file():
-        return False
     try:
+        if not path.is_file():
+            return False
         with open(path, "rb") as f:
             head = f.read(4096).decode("utf-8", errors="ignore")
     except OSError:
@@ -63,8 +64,11 @@ def is_subset_log(path: str | os.PathLike) -> bool:
 def load(path: str | os.PathLike) -> dict:
     """Read and validate a subset log; a problem raises ``PruneError`` naming the file."""
     path = Path(path)
-    if not path.is_file():
+    kind = input_kind(path, "subset log")
+    if kind is None:
         raise PruneError(f"subset log {path} does not exist; check the path or run `prune train --dynamic ... --log {path}`")
+    if kind != "file":
+        raise PruneError(f"subset log {path} is a {kind}; pass the log's .json file")
     try:
         raw = json.loads(path.read_text())
     except OSError as err:
@@ -79,11 +83,12 @@ def load(path: str | os.PathLike) -> dict:
 
 def save(log: dict, path: str | os.PathLike) -> Path:
     """Validate, then write atomically."""
-    from prune.atomic import write_text
-
     validate(log, source=str(path))
     write_text(path, json.dumps(log, separators=(",", ":")) + "\n")
     return Path(path)
+
+
+REASONS = ("start", "every", "rho")  # why a selection point was made: the first, the every-E rule, rho > tau
 
 
 def _is_int(value) -> bool:
@@ -92,92 +97,86 @@ def _is_int(value) -> bool:
 
 def validate(raw: dict, *, source: str) -> None:
     """Check a decoded subset log; raise ``PruneError`` with the first problem found."""
-
-    def fail(what: str):
-        raise PruneError(f"subset log {source} is invalid: {what}")
-
-    if not isinstance(raw, dict):
-        fail("the top level is not a JSON object")
-    if raw.get("schema") != SCHEMA:
-        fail(f"schema is {raw.get('schema')!r}, this prune reads {SCHEMA!r}")
-    for key in ("prune_version", "created_at", "dataset", "settings", "budget", "selections"):
-        if key not in raw:
-            fail(f"missing key {key!r}")
     try:
+        if not isinstance(raw, dict):
+            raise Invalid("the top level is not a JSON object")
+        if raw.get("schema") != SCHEMA:
+            raise Invalid(f"schema is {raw.get('schema')!r}, this prune reads {SCHEMA!r}")
+        require(raw, ("prune_version", "created_at", "dataset", "settings", "budget", "selections"))
         check_types(raw)
+        check_replay(raw)
     except Invalid as err:
-        fail(str(err))
-    dataset = raw["dataset"]
-    for key in ("source", "num_examples", "num_classes", "fingerprint"):
-        if not isinstance(dataset, dict) or key not in dataset:
-            fail(f"dataset is missing {key!r}")
+        raise PruneError(f"subset log {source} is invalid: {err}") from None
+
+
+def check_replay(raw: dict) -> None:
+    """What a replay relies on: label noise in range, and selection points whose batches add up to the budget."""
+    dataset, settings, budget = raw["dataset"], raw["settings"], raw["budget"]
     n = dataset["num_examples"]
-    if not _is_int(n) or n <= 0:
-        fail("dataset.num_examples must be a positive integer")
     noise = raw.get("label_noise")
     if noise is not None:
         flipped, noisy = (noise.get("flipped"), noise.get("noisy_labels")) if isinstance(noise, dict) else (None, None)
         if not isinstance(flipped, list) or not isinstance(noisy, list) or len(flipped) != len(noisy) or not all(
                 _is_int(i) and 0 <= i < n for i in flipped) or not all(
                 _is_int(y) and 0 <= y < dataset["num_classes"] for y in noisy):
-            fail("label_noise needs equally long lists 'flipped' (indices) and 'noisy_labels' (labels in range)")
-    settings, budget = raw["settings"], raw["budget"]
-    if not isinstance(settings, dict) or not isinstance(budget, dict):
-        fail("settings and budget must be objects")
-    for key in ("kind", "model", "seed", "batch_size", "lr", "momentum", "weight_decay", "weighted"):
-        if key not in settings:
-            fail(f"settings is missing {key!r}")
-    for key in ("backprops", "epoch_steps", "epoch_backprops"):
-        if key not in budget:
-            fail(f"budget is missing {key!r}")
+            raise Invalid("label_noise needs equally long lists 'flipped' (indices) and 'noisy_labels' (labels in range)")
+    require(budget, ("backprops", "epoch_steps", "epoch_backprops"), "budget")
     epoch_steps = budget["epoch_steps"]
     if not isinstance(epoch_steps, list) or not all(_is_int(s) and s >= 0 for s in epoch_steps):
-        fail("budget.epoch_steps must list the number of steps of each epoch")
+        raise Invalid("budget.epoch_steps must list the number of steps of each epoch")
     selections = raw["selections"]
     if not isinstance(selections, list) or (sum(epoch_steps) and not selections):
-        fail("selections must be a non-empty list")
+        raise Invalid("selections must be a non-empty list")
     steps, backprops, previous = 0, 0, -1
-    m = settings["batch_size"]
     for s, point in enumerate(selections):
-        where = f"selection {s}"
-        if not isinstance(point, dict):
-            fail(f"{where} is not an object")
-        for key in ("step", "epoch", "coresets", "batches", "batch_coresets"):
-            if key not in point:
-                fail(f"{where} is missing {key!r}")
-        if not _is_int(point["step"]) or point["step"] != steps or point["step"] <= previous:
-            fail(f"{where} starts at step {point['step']!r}, but the batches before it end at step {steps}")
-        previous = point["step"]
-        coresets = point["coresets"]
-        if not isinstance(coresets, list) or not coresets:
-            fail(f"{where} has no coresets")
-        members = []
-        for c, coreset in enumerate(coresets):
-            idx, w = coreset.get("indices") if isinstance(coreset, dict) else None, coreset.get("weights") if isinstance(coreset, dict) else None
-            if not isinstance(idx, list) or not all(_is_int(i) and 0 <= i < n for i in idx):
-                fail(f"{where}, coreset {c}: indices must be integers in 0..{n - 1}")
-            if len(set(idx)) != len(idx) or len(idx) > m:
-                fail(f"{where}, coreset {c}: indices must be unique and at most batch_size ({m})")
-            if not isinstance(w, list) or len(w) != len(idx) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in w):
-                fail(f"{where}, coreset {c}: weights must be finite non-negative numbers, one per index")
-            members.append(set(idx))
-        batches, owners = point["batches"], point["batch_coresets"]
-        if not isinstance(batches, list) or not isinstance(owners, list) or len(batches) != len(owners):
-            fail(f"{where}: batches and batch_coresets must be lists of the same length")
-        for b, (batch, owner) in enumerate(zip(batches, owners)):
-            if not _is_int(owner) or not 0 <= owner < len(coresets):
-                fail(f"{where}, batch {b}: batch_coresets entry {owner!r} names no coreset")
-            if not isinstance(batch, list) or not batch or not all(_is_int(i) for i in batch):
-                fail(f"{where}, batch {b}: must be a non-empty list of indices")
-            if not set(batch) <= members[owner] or len(set(batch)) != len(batch):
-                fail(f"{where}, batch {b}: holds indices that are not in its coreset {owner}")
-            backprops += len(batch)
-        steps += len(batches)
+        batch_sizes = _check_point(point, f"selection {s}", (previous, steps), n, settings["batch_size"])
+        previous, steps, backprops = steps, steps + len(batch_sizes), backprops + sum(batch_sizes)
     if steps != sum(epoch_steps):
-        fail(f"the selections hold {steps} batches, budget.epoch_steps says {sum(epoch_steps)}")
+        raise Invalid(f"the selections hold {steps} batches, budget.epoch_steps says {sum(epoch_steps)}")
     if backprops != budget["backprops"]:
-        fail(f"the batches hold {backprops} examples, budget.backprops says {budget['backprops']}")
+        raise Invalid(f"the batches hold {backprops} examples, budget.backprops says {budget['backprops']}")
+
+
+def _check_point(point, where: str, at: tuple[int, int], n: int, m: int) -> list[int]:
+    """One selection point, made before step ``steps`` (``at``: the previous point's step, ``steps``) and
+    after the previous one: its coresets (of at most ``m`` of 0..n-1) and the batches drawn from them;
+    returns the batches' sizes."""
+    previous, steps = at
+    if not isinstance(point, dict):
+        raise Invalid(f"{where} is not an object")
+    for key in ("step", "epoch", "coresets", "batches", "batch_coresets"):
+        if key not in point:
+            raise Invalid(f"{where} is missing {key!r}")
+    if not _is_int(point["step"]) or point["step"] != steps or point["step"] <= previous:
+        raise Invalid(f"{where} starts at step {point['step']!r}, but the batches before it end at step {steps}")
+    coresets = point["coresets"]
+    if not isinstance(coresets, list) or not coresets:
+        raise Invalid(f"{where} has no coresets")
+    members = [_check_coreset(coreset, f"{where}, coreset {c}", n, m) for c, coreset in enumerate(coresets)]
+    batches, owners = point["batches"], point["batch_coresets"]
+    if not isinstance(batches, list) or not isinstance(owners, list) or len(batches) != len(owners):
+        raise Invalid(f"{where}: batches and batch_coresets must be lists of the same length")
+    for b, (batch, owner) in enumerate(zip(batches, owners)):
+        if not _is_int(owner) or not 0 <= owner < len(coresets):
+            raise Invalid(f"{where}, batch {b}: batch_coresets entry {owner!r} names no coreset")
+        if not isinstance(batch, list) or not batch or not all(_is_int(i) for i in batch):
+            raise Invalid(f"{where}, batch {b}: must be a non-empty list of indices")
+        if not set(batch) <= members[owner] or len(set(batch)) != len(batch):
+            raise Invalid(f"{where}, batch {b}: holds indices that are not in its coreset {owner}")
+    return [len(batch) for batch in batches]
+
+
+def _check_coreset(coreset, where: str, n: int, m: int) -> set[int]:
+    """A coreset: at most ``m`` unique indices in 0..n-1, each with a finite weight >= 0; returns its members."""
+    idx, w = (coreset.get("indices"), coreset.get("weights")) if isinstance(coreset, dict) else (None, None)
+    if not isinstance(idx, list) or not all(_is_int(i) and 0 <= i < n for i in idx):
+        raise Invalid(f"{where}: indices must be integers in 0..{n - 1}")
+    if len(set(idx)) != len(idx) or len(idx) > m:
+        raise Invalid(f"{where}: indices must be unique and at most batch_size ({m})")
+    if not isinstance(w, list) or len(w) != len(idx) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in w):
+        raise Invalid(f"{where}: weights must be finite non-negative numbers, one per index")
+    return set(idx)
 
 
 def check_types(raw: dict) -> None:
@@ -186,13 +185,39 @@ def check_types(raw: dict) -> None:
     string(raw["prune_version"], "prune_version")
     string(raw["created_at"], "created_at")
     dataset_record(raw["dataset"], "dataset")
-    settings = obj(raw["settings"], "settings")
+    check_settings(obj(raw["settings"], "settings"))
+    budget = obj(raw["budget"], "budget")
+    require(budget, ("fraction", "epochs", "backprops", "steps"), "budget")
+    number(budget["fraction"], "budget.fraction")
+    for key in ("epochs", "backprops", "steps"):
+        integer(budget[key], f"budget.{key}", low=0)
+    for s, point in enumerate(raw["selections"] if isinstance(raw["selections"], list) else []):
+        reason = optional(obj(point, f"selections[{s}]"), "reason", string, f"selections[{s}].reason")
+        if reason is not None and reason not in REASONS:
+            raise Invalid(f"selections[{s}].reason is {show(reason)}, not one of {', '.join(REASONS)}")
+    checks = raw.get("checks") or []
+    if not isinstance(checks, list):
+        raise Invalid(f"checks must be a list, got {show(checks)}")
+    for c, check in enumerate(checks):
+        obj(check, f"checks[{c}]")
+    if raw.get("result") is not None:
+        optional(obj(raw["result"], "result"), "test_accuracy", number, "result.test_accuracy")
+    history = raw.get("history")
+    if history is not None and not isinstance(history, list):
+        raise Invalid(f"history must be a list (one object per epoch), got {show(history)}")
+    for e, epoch in enumerate(history or []):
+        obj(epoch, f"history[{e}]")
+
+
+def check_settings(settings: dict) -> None:
+    """The run's knobs that a replay reuses."""
     require(settings, ("kind", "model", "seed", "batch_size", "lr", "momentum", "weight_decay", "weighted", "fraction",
                        "update_rule"), "settings")
     for key in ("kind", "model", "update_rule"):
         string(settings[key], f"settings.{key}")
-    integer(settings["seed"], "settings.seed")
+    seed(settings["seed"], "settings.seed")
     integer(settings["batch_size"], "settings.batch_size", low=1)
+    optional(settings, "epochs", lambda value, path: integer(value, path, low=0), "settings.epochs")
     for key in ("lr", "momentum", "weight_decay", "fraction"):
         number(settings[key], f"settings.{key}")
     if not isinstance(settings["weighted"], bool):
@@ -201,20 +226,6 @@ def check_types(raw: dict) -> None:
         integer(settings.get("every"), "settings.every", low=1)
     else:
         number(settings.get("tau"), "settings.tau")
-    budget = obj(raw["budget"], "budget")
-    require(budget, ("fraction", "epochs", "backprops", "steps"), "budget")
-    number(budget["fraction"], "budget.fraction")
-    for key in ("epochs", "backprops", "steps"):
-        integer(budget[key], f"budget.{key}", low=0)
-    for s, point in enumerate(raw["selections"] if isinstance(raw["selections"], list) else []):
-        optional(obj(point, f"selections[{s}]"), "reason", string, f"selections[{s}].reason")
-    checks = raw.get("checks") or []
-    if not isinstance(checks, list):
-        raise Invalid(f"checks must be a list, got {show(checks)}")
-    for c, check in enumerate(checks):
-        obj(check, f"checks[{c}]")
-    if raw.get("result") is not None:
-        optional(obj(raw["result"], "result"), "test_accuracy", number, "result.test_accuracy")
 
 
 def batches(log: dict) -> list[tuple[int, int, list[int]]]:
@@ -251,8 +262,6 @@ def plot_counts(log: dict, path: str | os.PathLike, title: str = "", *, overwrit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
-    from prune.atomic import atomic_path
 
     selected, trained = selection_counts(log)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
