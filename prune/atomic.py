@@ -28,19 +28,39 @@ _SPECIAL = ((stat.S_ISFIFO, "pipe (FIFO)"), (stat.S_ISCHR, "character device"), 
             (stat.S_ISSOCK, "socket"))
 
 
+def special_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` (links followed) is when it is a device, pipe or socket (``"pipe (FIFO)"``); else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # absent, a dangling link, a name too long
+        return None
+    return next((kind for test, kind in _SPECIAL if test(mode)), None)
+
+
+def input_kind(path: str | os.PathLike, what: str) -> str | None:
+    """What is at the input ``path`` (links followed): ``"file"``, ``"folder"``, a device, pipe or socket
+    (``special_kind``'s words), or None when nothing is. A path the system cannot look up (a name too long,
+    a loop of links, no permission) raises ``PruneError`` naming ``what`` ("manifest") and the path."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise PruneError(f"cannot read {what} {path} ({err.strerror or err}); check the path") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "file" if stat.S_ISREG(mode) else special_kind(path) or "special file"
+
+
 def refuse_special(path: str | os.PathLike) -> None:
     """Raise ``PruneError`` if ``path`` (links followed) exists and is neither a regular file nor a folder.
 
     An output is renamed onto its path, which would replace a device or a pipe by a regular file.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:  # absent (or a dangling link, which the rename replaces)
-        return
-    for test, kind in _SPECIAL:
-        if test(mode):
-            raise PruneError(f"{path} is a {kind}, not a regular file; prune writes its outputs by renaming a "
-                             "finished file onto the path, which would replace it: give a file path")
+    kind = special_kind(path)
+    if kind is not None:
+        raise PruneError(f"{path} is a {kind}, not a regular file; prune writes its outputs by renaming a "
+                         "finished file onto the path, which would replace it: give a file path")
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -117,10 +137,10 @@ def ensure_writable(path: str | os.PathLike, *, inputs: Iterable = (), folder: b
     final = Path(path).expanduser()
     try:
         refuse_special(final)
-        refuse_link(final)
         if final.is_dir() and not folder:
             raise PruneError(f"{final} is a folder; give a file name")
         refuse_inputs(final, inputs, folder=folder)
+        refuse_link(final)
         if not overwrite:
             refuse_existing(final)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,211 @@ def test_filter_overwrite_never_replaces_a_plain_file_hf(tmp_path):
     assert victim.read_text() == "keep"
     assert "--link applies to folder:" in fails("filter", "--manifest", manifest, "--dataset", f"hf:{path}",
                                                 "--out", tmp_path / "o", "--link")
+
+
+# ----------------------------------------------------------------------------- prune features --resume
+
+
+def _store_bytes(path: Path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        return {k: file[k][...].tobytes() for k in file} | {f"@{k}": str(file.attrs[k]) for k in file.attrs}
+
+
+def test_resume_after_a_kill_while_the_work_is_copied_into_the_store(tmp_path, monkeypatch):
+    """Killed while it copies the finished work into the store: --resume copies it (no pass runs again,
+    no IndexError) and gives the store an uninterrupted run gives."""
+    from contextlib import contextmanager
+
+    import torch
+
+    import prune.features.build
+    import prune.features.partial
+    from prune.data import load_dataset
+    from prune.features.build import FeatureConfig, build_store
+    from prune.features.partial import partial_path
+    from prune.training import TrainConfig
+
+    data = load_dataset("digits")
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1), posterior_samples=2)
+
+    def build(path, **kwargs):
+        return build_store(data, data.train.y, path, config, seed=0, device=torch.device("cpu"), **kwargs)
+
+    build(tmp_path / "reference.h5")
+    real = prune.features.partial.create_store
+
+    @contextmanager
+    def killed(*args, **kwargs):
+        with real(*args, **kwargs) as writer:
+            yield writer
+            raise KeyboardInterrupt  # the copy is cut short, as a kill would cut it
+
+    out = tmp_path / "store.h5"
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(prune.features.partial, "create_store", killed)
+        build(out)
+    assert not out.exists() and partial_path(out).is_dir()
+    passes = []
+    original = prune.features.build.extract_batches
+    monkeypatch.setattr(prune.features.build, "extract_batches",
+                        lambda *args, **kwargs: passes.append(len(args[1])) or original(*args, **kwargs))
+    build(out, resume=True)
+    assert sum(passes) == 0  # nothing computed again
+    assert _store_bytes(out) == _store_bytes(tmp_path / "reference.h5")
+    assert not partial_path(out).exists()
+
+
+def test_a_full_disk_while_the_store_is_written_is_one_line_and_resumable(tmp_path, monkeypatch):
+    """HDF5's writer failing (OSError, or a RuntimeError) while the finished work is copied into the
+    store: one line, nothing at --out, the work kept; --resume then writes the store."""
+    import h5py
+
+    import prune.features.partial
+    from prune.features.partial import partial_path
+    from prune.features.store import FeatureStore
+
+    out = tmp_path / "s.h5"
+    for failure in (OSError(28, "No space left on device"), RuntimeError("Can't decrement id ref count")):
+        def full(*args, **kwargs):
+            raise failure
+
+        with monkeypatch.context() as patch:
+            patch.setattr(h5py.File, "create_dataset", full)
+            text = fails("features", "--warmup-epochs", "0", "--resume" if partial_path(out).exists() else "--no-resume",
+                         "--out", out)
+        assert "the work done is kept" in text and "--resume" in text, text
+        assert not out.exists() and partial_path(out).is_dir()
+    run("features", "--warmup-epochs", "0", "--resume", "--out", out)
+    with FeatureStore.open(out) as store:
+        assert store.num_examples == 1437
+
+
+def test_a_full_disk_while_the_warm_model_is_saved_keeps_the_work(tmp_path, monkeypatch):
+    import torch
+
+    from prune.features.partial import partial_path
+
+    def full(state, path):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    text = fails("features", "--warmup-epochs", "1", "--out", tmp_path / "s.h5")
+    assert "file write failed" in text and "--resume" in text
+    assert partial_path(tmp_path / "s.h5").is_dir() and not (tmp_path / "s.h5").exists()
+
+
+# ----------------------------------------------------------------------------- stores
+
+
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory) -> Path:
+    """A digits store without label noise (no warm-up)."""
+    path = tmp_path_factory.mktemp("store") / "digits.h5"
+    run("features", "--warmup-epochs", "0", "--out", path)
+    return path
+
+
+def test_a_store_is_a_context_manager_that_closes_its_file(clean_store):
+    from prune.features.store import FeatureStore
+
+    with FeatureStore.open(clean_store) as store:
+        assert store.grad_logit[[0, 1]].shape[0] == 2
+        file = store.grad_logit.file
+        assert file.id.valid
+    assert not file.id.valid
+    store.close()  # twice: nothing happens
+    again = FeatureStore.open(clean_store)
+    again.close()
+    assert not again.embedding.file.id.valid
+
+
+def test_a_store_whose_labels_contradict_its_fingerprint_is_refused(clean_store, tmp_path):
+    import h5py
+    import shutil
+
+    store = tmp_path / "s.h5"
+    shutil.copyfile(clean_store, store)
+    with h5py.File(store, "a") as file:
+        labels = file["labels"][...]
+        labels[[0, 1]] = labels[[1, 0]] if labels[0] != labels[1] else (labels[[0, 1]] + 1) % 10
+        file["labels"][...] = labels
+    assert "its labels do not match its fingerprint" in fails("select", "--features", store, "--method", "random",
+                                                              "--out", tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_fifo_is_named_as_a_fifo_not_as_missing(tmp_path):
+    fifo = tmp_path / "m.json"
+    os.mkfifo(fifo)
+    assert "is a pipe (FIFO)" in fails("inspect", fifo)
+    assert "is a pipe (FIFO)" in fails("train", "--manifest", fifo, "--epochs", "1")
+    assert "is a pipe (FIFO)" in fails("select", "--features", fifo, "--method", "random", "--out", tmp_path / "o.json")
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def test_manifest_save_refuses_an_existing_file_unless_overwrite(digits_manifest, tmp_path):
+    from prune.manifest import Manifest
+
+    manifest = Manifest.load(digits_manifest)
+    out = tmp_path / "m.json"
+    out.write_text("keep")
+    with pytest.raises(PruneError, match="already exists; pass overwrite=True"):
+        manifest.save(out)
+    assert out.read_text() == "keep"
+    manifest.save(out, overwrite=True)
+    assert Manifest.load(out).to_dict() == manifest.to_dict()
+
+
+def test_a_damaged_fingerprint_is_not_called_a_shuffle(digits_manifest):
+    from prune.manifest import Manifest
+
+    manifest = Manifest.load(digits_manifest)
+    counts = manifest.dataset["class_counts"]
+    real = manifest.dataset["fingerprint"]
+    manifest.dataset["fingerprint"] = real[:-3] + "xyz"
+    with pytest.raises(PruneError, match="label fingerprint .* is damaged") as error:
+        manifest.check_dataset(fingerprint=real, num_examples=1437, class_counts=counts)
+    assert "shuffled" not in str(error.value)
+
+
+# ----------------------------------------------------------------------------- data sources
+
+
+def test_an_npz_with_no_features_per_example_is_refused(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "empty-features.npz"
+    np.savez(path, x_train=np.zeros((20, 0), np.float32), y_train=np.arange(20) % 2,
+             x_test=np.zeros((4, 0), np.float32), y_test=np.arange(4) % 2)
+    assert "0 features per example" in fails("select", "--dataset", f"npz:{path}", "--method", "random",
+                                             "--out", tmp_path / "m.json")
+    assert sorted(os.listdir(tmp_path)) == ["empty-features.npz"]
+
+
+@pytest.mark.parametrize("prefix", ["npz:", "folder:"])
+def test_a_source_name_too_long_is_one_line(prefix, tmp_path):
+    text = fails("select", "--dataset", f"{prefix}{tmp_path / LONG}", "--method", "random", "--out", tmp_path / "m.json")
+    assert "name too long" in text
+    assert "name too long" in fails("inspect", tmp_path / LONG)
+    assert "name too long" in fails("select", "--features", tmp_path / LONG, "--method", "random",
+                                    "--out", tmp_path / "m.json")
+
+
+def test_a_link_loop_in_an_image_folder_is_refused(images, tmp_path):
+    import shutil
+
+    tree, _ = images
+    copy = tmp_path / "digits"
+    shutil.copytree(tree, copy)
+    (copy / "train" / "digit-3" / "again").symlink_to(copy / "train" / "digit-3")
+    text = fails("select", "--dataset", f"folder:{copy}", "--method", "random", "--out", tmp_path / "m.json")
+    assert "would be counted more than once" in text
+    (copy / "train" / "digit-3" / "again").unlink()
+    (copy / "train" / "digit-3" / "elsewhere").symlink_to(copy / "test" / "digit-3")  # no loop: followed
+    from prune.data import load_dataset
+
+    assert len(load_dataset(f"folder:{copy}").train) == 60 + len(list((copy / "test" / "digit-3").iterdir()))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prune.atomic import input_kind
 from prune.data.loaded import LoadedData, Split
 from prune.data.streaming import MIN_FOR_WORKERS, WORKERS, ImageFileDecoder, LazyImages, stats_from_sums
 from prune.errors import PruneError
@@ -71,10 +72,32 @@ def files_fingerprint(relative_paths) -> str:
 
 
 def _side(folder: Path, class_to_idx: dict[str, int]) -> FolderSide:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    """The image files of each class folder, listed as torchvision's ``make_dataset`` lists them (links
+    followed; by class, then by folder path, then by name), but no folder twice (``_walk``)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    return FolderSide(folder, [(Path(path).relative_to(folder).as_posix(), label) for path, label in samples])
+    files = []
+    for name in sorted(class_to_idx):
+        target = folder / name
+        if not target.is_dir():
+            continue
+        for root, names in sorted(_walk(target)):
+            files += [(Path(root, file).relative_to(folder).as_posix(), class_to_idx[name]) for file in sorted(names)
+                      if file.lower().endswith(IMG_EXTENSIONS)]
+    return FolderSide(folder, files)
+
+
+def _walk(top: Path):
+    """(folder, file names) of every folder under ``top``, links followed; a folder reached a second time
+    (a link that loops back, or two links to one folder) is a ``PruneError``: its images would count again."""
+    seen: dict[tuple[int, int], str] = {}
+    for root, _, names in os.walk(top, followlinks=True):
+        info = os.stat(root)
+        first = seen.setdefault((info.st_dev, info.st_ino), root)
+        if first != root:
+            raise PruneError(f"{root} is the folder {first} again (a symbolic link loops back to it, or two links "
+                             "lead to it), so its images would be counted more than once: remove the link")
+        yield root, names
 
 
 def scan(spec: str) -> ImageFolderTree:
@@ -82,7 +105,7 @@ def scan(spec: str) -> ImageFolderTree:
     from torchvision.datasets.folder import find_classes
 
     root = folder_root(spec)
-    if not root.is_dir():
+    if input_kind(root, "folder") != "folder":
         raise PruneError(f"no such folder: {root}; folder: takes a folder of class folders (PATH/<class>/*.png, "
                          "or PATH/train/<class>/... with an optional PATH/test/)")
     train_dir = root / "train" if (root / "train").is_dir() else root

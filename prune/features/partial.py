@@ -34,11 +34,13 @@ write that fails (a full disk) keeps the work for ``resume``.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import shutil
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -63,14 +65,27 @@ def partial_path(path: str | os.PathLike) -> Path:
     return final.with_name(f".{final.name}.partial")
 
 
-def _layout(n: int, samples: int, num_classes: int, embedding_dim: int, checkpoints: int, dtype: str) -> dict:
-    width = {"grad_logit": num_classes, "hess_logit": num_classes, "embedding": embedding_dim}
-    layout = {name: ((n, samples, width[name]), dtype) for name in PER_SAMPLE}
-    if samples > 1:  # and the unperturbed weights' features
-        layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
-    layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, num_classes), dtype)
-    layout["loss_per_epoch"] = ((n, checkpoints), "float32")
-    return layout
+@dataclass(frozen=True)
+class StoreShape:
+    """The sizes of a store: n examples, M posterior samples, C classes, embedding width, T checkpoints, and its dtype."""
+
+    n: int
+    samples: int
+    num_classes: int
+    embedding_dim: int
+    checkpoints: int
+    dtype: str
+
+    def layout(self) -> dict:
+        """Each work array's (shape, dtype)."""
+        n, dtype = self.n, self.dtype
+        width = {"grad_logit": self.num_classes, "hess_logit": self.num_classes, "embedding": self.embedding_dim}
+        layout = {name: ((n, self.samples, width[name]), dtype) for name in PER_SAMPLE}
+        if self.samples > 1:  # and the unperturbed weights' features
+            layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
+        layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, self.num_classes), dtype)
+        layout["loss_per_epoch"] = ((n, self.checkpoints), "float32")
+        return layout
 
 
 def _crc(arrays, crc: int = 0) -> int:
@@ -149,9 +164,8 @@ class PartialStore:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     @contextmanager
-    def open(cls, path: str | os.PathLike, *, settings: dict, resume: bool, n: int, samples: int, num_classes: int,
-             embedding_dim: int, checkpoints: int, dtype: str) -> Iterator["PartialStore"]:
-        """Continue (``resume``) or begin the work of the store at ``path``.
+    def open(cls, path: str | os.PathLike, *, settings: dict, resume: bool, **shape) -> Iterator["PartialStore"]:
+        """Continue (``resume``) or begin the work of the store at ``path``, of ``shape`` (``StoreShape``'s fields).
 
         On ``PruneError`` (bad settings, diverged features) the folder is removed; on any other
         exception (Ctrl-C, a crash) it is kept for ``resume``, and a failed write (``OSError``:
@@ -161,8 +175,8 @@ class PartialStore:
         ensure_writable(path)
         folder = partial_path(path)
         settings = json.loads(json.dumps(settings))  # as progress.json will hold it
-        layout = _layout(n, samples, num_classes, embedding_dim, checkpoints, dtype)
-        settings["layout"] = {name: list(shape) for name, (shape, _) in layout.items()}
+        layout = StoreShape(**shape).layout()
+        settings["layout"] = {name: list(dims) for name, (dims, _) in layout.items()}
         part = None
         notes: list[str] = []
         if folder.exists():
@@ -178,7 +192,7 @@ class PartialStore:
         elif resume:
             raise PruneError(f"--resume: there is no unfinished work for {path} (no {folder.name}) to resume; "
                              "leave out --resume to start")
-        store_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in layout.values())
+        store_bytes = sum(int(np.prod(dims)) * np.dtype(dtype).itemsize for dims, dtype in layout.values())
         try:  # the store, and the work folder unless it is there already
             _check_space(path, store_bytes * (1 if part is not None else 2))
         except PruneError:
@@ -251,20 +265,30 @@ class PartialStore:
         damage = part._verify()
         if damage:
             notes.append(damage)
+        notes.append(part._resumed())
+        return part
+
+    def _resumed(self) -> str:
+        """What a resume continues from, for the user. Work whose every pass is in (a run killed while it
+        copied them into the store) becomes "the last pass, all rows written", so no pass runs again."""
+        progress, path = self.progress, self.path
+        samples = self.arrays["grad_logit"].shape[1]
+        passes = samples + (samples > 1)  # the M samples, then with M > 1 the unperturbed weights
+        if progress["warmup_done"] and progress["samples_done"] >= passes:
+            progress.update(samples_done=passes - 1, rows_done=len(self.arrays["grad_logit"]), steps=None,
+                            generator=None)
+            return f"resuming {path}: every feature pass was done; copying them into the store"
         if progress["samples_done"] or progress["rows_done"] or progress.get("steps"):
-            samples = len(arrays["grad_logit"][0])
             done = f"{min(progress['samples_done'], samples)} of {samples} posterior samples"
             if progress["rows_done"]:
                 done += f" and {progress['rows_done']} rows of the next pass"
             if progress.get("steps"):
                 ranks, batch_size, steps = progress["steps"]
                 done += f" and {steps} batches of {batch_size} rows of each of {ranks} ranks' shards of the next pass"
-            notes.append(f"resuming {path}: warm-up done, {done} written")
-        elif progress["warmup_done"]:
-            notes.append(f"resuming {path}: warm-up done")
-        else:
-            notes.append(f"resuming {path}: warm-up had not finished, so it runs again (it is deterministic)")
-        return part
+            return f"resuming {path}: warm-up done, {done} written"
+        if progress["warmup_done"]:
+            return f"resuming {path}: warm-up done"
+        return f"resuming {path}: warm-up had not finished, so it runs again (it is deterministic)"
 
     # -- progress --------------------------------------------------------------------------
     @property
@@ -371,8 +395,14 @@ class PartialStore:
         self.arrays[name][:, column] = self._array(name, values)
 
     def save_model(self, model: torch.nn.Module) -> None:
-        with atomic_path(self.folder / "warm.pt") as tmp:
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        """The warm model's weights to ``warm.pt``; torch's writer failing (a full disk) is an ``OSError``,
+        so the work is kept for ``resume``."""
+        try:
+            with atomic_path(self.folder / "warm.pt") as tmp:
+                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        except RuntimeError as err:
+            raise OSError(errno.EIO, f"torch's writer failed: {(str(err).strip().splitlines() or ['?'])[-1]}",
+                          str(self.folder / "warm.pt")) from None
 
     def load_model(self, model: torch.nn.Module) -> torch.nn.Module:
         try:
@@ -393,10 +423,13 @@ class PartialStore:
                      embedding_dim=self.arrays["embedding"].shape[2],
                      checkpoints=self.arrays["loss_per_epoch"].shape[1], dtype=str(grad.dtype))
         with committing():  # Ctrl-C takes effect once the store is complete and the folder removed
-            with create_store(self.path, labels=labels, flipped=flipped, attrs=attrs, **shape) as store:
-                for name, array in self.arrays.items():
-                    for start in range(0, len(array), CHUNK_ROWS):
-                        store.file[name][start:start + CHUNK_ROWS] = array[start:start + CHUNK_ROWS]
+            try:
+                with create_store(self.path, labels=labels, flipped=flipped, attrs=attrs, **shape) as store:
+                    for name, array in self.arrays.items():
+                        for start in range(0, len(array), CHUNK_ROWS):
+                            store.file[name][start:start + CHUNK_ROWS] = array[start:start + CHUNK_ROWS]
+            except RuntimeError as err:  # HDF5's writer failing (a full disk): kept for resume, as an OSError is
+                raise OSError(errno.EIO, f"the HDF5 writer failed: {err}", str(self.path)) from None
             self.discard()
         return self.path
 

@@ -50,8 +50,9 @@ import numpy as np
 import torch
 
 from prune import __version__
-from prune.atomic import atomic_path
+from prune.atomic import atomic_path, input_kind
 from prune.errors import PruneError
+from prune.data.labels import label_fingerprint
 from prune.features import store_schema
 
 SCHEMA = "prune.features/1"
@@ -224,13 +225,30 @@ class FeatureStore:
         return tuple(with_sample_axis(values) for values in (self.grad_logit_point, self.hess_logit_point,
                                                                self.embedding_point))
 
+    def close(self) -> None:
+        """Close the store's file (its ``StoredRows`` can then no longer be read); closing twice does nothing."""
+        for values in vars(self).values():
+            if isinstance(values, StoredRows):
+                values.file.close()
+                return
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureStore":
-        """Open and check a store (reading its labels only); wrong, old, truncated or partial files raise ``PruneError``."""
+        """Open and check a store (reading its labels only); wrong, old, truncated or partial files raise ``PruneError``.
+
+        ``with FeatureStore.open(path) as store:`` closes the file at the end of the block (``close``).
+        """
         path = Path(path)
-        if path.is_dir():
-            raise PruneError(f"feature store {path} is a folder, not an HDF5 file; pass the .h5 file `prune features --out` wrote")
-        if not path.is_file():
+        kind = input_kind(path, "feature store")
+        if kind not in ("file", None):
+            raise PruneError(f"feature store {path} is a {kind}, not an HDF5 file; pass the .h5 file `prune features --out` wrote")
+        if kind is None:
             raise PruneError(f"feature store {path} does not exist; create it with `prune features --out {path}`")
         try:
             file = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE, rdcc_nslots=100_003)
@@ -274,7 +292,8 @@ def _contents(path: Path, file: h5py.File) -> tuple[dict, dict]:
                 f"feature store {path} has schema {schema!r}, this prune reads {SCHEMA!r}; "
                 "re-create it with `prune features`"
             )
-        if not file.attrs.get("complete", False):
+        complete = file.attrs.get("complete", False)
+        if not isinstance(complete, (bool, np.bool_)) or not complete:
             raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
         attrs = {k: v for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
         prune_version = file.attrs["prune_version"]
@@ -340,28 +359,15 @@ def _decoded(path: Path, attrs: dict) -> dict:
 
 
 def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
-    """Attributes valid, shapes consistent, labels in 0..C-1, flipped indices in range; else ``PruneError``."""
+    """Attributes valid, shapes consistent, features floating point, labels in 0..C-1 and matching the
+    fingerprint (without label noise), flipped indices in range; else ``PruneError`` naming the array."""
     labels = arrays["labels"]
     if labels.ndim != 1 or not _integral(labels):
         raise PruneError(f"feature store {path}: labels are {labels.dtype} of shape {tuple(labels.shape)}, expected "
                          "one integer per example; the file is damaged: re-create it")
     store_schema.validate(meta, source=str(path))
+    _check_shapes(path, len(labels), meta["num_classes"], arrays)
     n, classes = len(labels), meta["num_classes"]
-    samples = arrays["grad_logit"].shape[1] if arrays["grad_logit"].ndim == 3 else None
-    width = arrays["embedding"].shape[-1] if arrays["embedding"].ndim == 3 else None
-    expected = {"labels": (n,), "grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
-                "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes),
-                "grad_logit_point": (n, classes), "hess_logit_point": (n, classes), "embedding_point": (n, width)}
-    if not any(name in arrays for name in POINT):  # M = 1, or a store older than them
-        expected = {name: shape for name, shape in expected.items() if name not in POINT}
-    for name, shape in expected.items():
-        if name not in arrays or tuple(arrays[name].shape) != shape or samples is None or width is None:
-            found = tuple(arrays[name].shape) if name in arrays else "none"
-            raise PruneError(f"feature store {path}: {name} has shape {found}, expected "
-                             f"{shape} for {n} examples of {classes} classes; the file is damaged: re-create it")
-    if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
-        raise PruneError(f"feature store {path}: loss_per_epoch has shape {tuple(arrays['loss_per_epoch'].shape)}, "
-                         f"expected ({n}, T); the file is damaged: re-create it")
     recorded = meta.get("dataset", {}).get("num_examples", n)
     if recorded != n:
         raise PruneError(f"feature store {path} holds {n} examples, but its dataset attribute records {recorded}; "
@@ -373,7 +379,38 @@ def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
     if flipped.ndim != 1 or not _integral(flipped) or (len(flipped) and (int(flipped.min()) < 0 or int(flipped.max()) >= n)):
         raise PruneError(f"feature store {path}: noise_flipped must list indices in 0..{n - 1}; the file is damaged: "
                          "re-create it")
+    clean = not meta.get("label_noise") and not len(flipped)  # then the labels are the data's, which it fingerprints
+    if clean and meta["fingerprint"].startswith("sha256:") and label_fingerprint(labels) != meta["fingerprint"]:
+        raise PruneError(f"feature store {path}: its labels do not match its fingerprint (the store records no label "
+                         "noise, so they are the data's labels); the file is damaged: re-create it")
     arrays["labels"], arrays["noise_flipped"] = labels.long(), flipped.long()
+
+
+def _check_shapes(path: Path, n: int, classes: int, arrays: dict) -> None:
+    """Each feature array there, of the shape ``n`` examples and ``classes`` classes give, and floating point."""
+    def damaged(name: str, expected) -> PruneError:
+        found = tuple(arrays[name].shape) if name in arrays else "none"
+        return PruneError(f"feature store {path}: {name} has shape {found}, expected {expected} for {n} examples of "
+                          f"{classes} classes; the file is damaged: re-create it")
+
+    for name, expected in (("grad_logit", "(n, M, C)"), ("embedding", "(n, M, e)")):
+        if arrays[name].ndim != 3:
+            raise damaged(name, expected)
+    samples, width = arrays["grad_logit"].shape[1], arrays["embedding"].shape[-1]
+    shapes = {"grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
+              "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes),
+              "grad_logit_point": (n, classes), "hess_logit_point": (n, classes), "embedding_point": (n, width)}
+    if not any(name in arrays for name in POINT):  # M = 1, or a store older than them
+        shapes = {name: shape for name, shape in shapes.items() if name not in POINT}
+    for name, shape in shapes.items():
+        if name not in arrays or tuple(arrays[name].shape) != shape:
+            raise damaged(name, shape)
+    if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
+        raise damaged("loss_per_epoch", f"({n}, T)")
+    for name, values in arrays.items():
+        if isinstance(values, StoredRows) and values.dataset.dtype.kind != "f":
+            raise PruneError(f"feature store {path}: {name} holds {values.dataset.dtype} values, expected floating "
+                             "point numbers; the file is damaged or was not written by `prune features`: re-create it")
 
 
 def _integral(values: torch.Tensor) -> bool:
