@@ -264,7 +264,7 @@ def _replace(tmp: Path, final: Path) -> None:
 def _claim(tmp: Path, final: Path) -> None:
     """Put ``tmp`` at ``final`` only if nothing is there: a hard link (which fails if the name is
     taken, so two runs cannot both win) for a file; a rename for a folder, after a check."""
-    appeared = PruneError(f"{final} appeared while this command ran (another run writing it?); it was not "
+    appeared = PruneError(f"{final} already exists (another run may have written it meanwhile); it was not "
                           "replaced: pass --overwrite to replace it, or choose another path")
     if tmp.is_dir():
         if output_exists(final):

@@ -84,9 +84,6 @@ class Manifest:
         """Validate, then write atomically (temporary name, then rename). An existing ``path`` is
         replaced only with ``overwrite`` (``PruneError`` otherwise, even if it appeared meanwhile)."""
         validate(self.to_dict(), source=str(path))
-        if not overwrite and (Path(path).exists() or Path(path).is_symlink()):
-            raise PruneError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it, "
-                             "or choose another path")
         write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n", overwrite=overwrite)
         return Path(path)
 
@@ -182,15 +179,17 @@ class Manifest:
 
         return checked_torch_subset(self, dataset, labels=labels, force=force)
 
-    def sampler(self, num_samples: int | None = None, *, replacement: bool = True, generator=None):
-        """A ``torch.utils.data.WeightedRandomSampler`` over the positions of ``subset(...)``,
-        weighted by gamma (``num_samples`` default: the manifest's size)::
+    def sampler(self, num_replicas: int | None = None, rank: int | None = None, *, shuffle: bool = True,
+                seed: int = 0, weighted: bool = False):
+        """A sampler of the manifest's indices into the whole dataset, each rank its share per epoch (as
+        ``DistributedSampler``; ``prune.data.torch_subset.ManifestSampler``)::
 
-            loader = DataLoader(m.subset(train_set), batch_size=128, sampler=m.sampler())
+            sampler = m.sampler(num_replicas=world_size, rank=rank, seed=0)
+            loader = DataLoader(train_set, batch_size=128, sampler=sampler)   # sampler.set_epoch(e) each epoch
         """
-        from prune.data.torch_subset import gamma_sampler
+        from prune.data.torch_subset import ManifestSampler
 
-        return gamma_sampler(self, num_samples, replacement=replacement, generator=generator)
+        return ManifestSampler(self, num_replicas, rank, shuffle=shuffle, seed=seed, weighted=weighted)
 
     def training_labels(self, labels: np.ndarray) -> np.ndarray:
         """The labels the selection used: ``labels`` with the recorded label noise applied."""

@@ -72,7 +72,7 @@ def test_a_name_too_long_is_one_line(tmp_path):
 
 def test_without_overwrite_an_output_that_appeared_meanwhile_is_not_replaced(tmp_path):
     out = tmp_path / "same.json"
-    with pytest.raises(PruneError, match="appeared while this command ran"):
+    with pytest.raises(PruneError, match="already exists .another run may have written it meanwhile"):
         with atomic_path(out, overwrite=False) as tmp:
             tmp.write_text("mine")
             out.write_text("the other run's")  # a second run finished first
@@ -149,6 +149,19 @@ def test_inspect_writes_a_plot_only_when_asked_and_never_replaces_a_file(dynamic
     plot = tmp_path / "counts.png"
     run("inspect", dynamic_log, "--plot", plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_subset_log_saved_without_overwrite_replaces_nothing(dynamic_log, tmp_path):
+    from prune.dynamic import subset_log
+
+    log = subset_log.load(dynamic_log)
+    out = tmp_path / "log.json"
+    out.write_text("keep")
+    with pytest.raises(PruneError, match="already exists"):
+        subset_log.save(log, out, overwrite=False)
+    assert out.read_text() == "keep"
+    subset_log.save(log, out)
+    assert subset_log.load(out) == log
 
 
 def test_inspect_refuses_a_plot_for_a_manifest(digits_manifest, tmp_path):
@@ -358,7 +371,7 @@ def test_manifest_save_refuses_an_existing_file_unless_overwrite(digits_manifest
     manifest = Manifest.load(digits_manifest)
     out = tmp_path / "m.json"
     out.write_text("keep")
-    with pytest.raises(PruneError, match="already exists; pass overwrite=True"):
+    with pytest.raises(PruneError, match="already exists"):
         manifest.save(out)
     assert out.read_text() == "keep"
     manifest.save(out, overwrite=True)

@@ -81,10 +81,10 @@ def load(path: str | os.PathLike) -> dict:
     return raw
 
 
-def save(log: dict, path: str | os.PathLike) -> Path:
-    """Validate, then write atomically."""
+def save(log: dict, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Validate, then write atomically; without ``overwrite`` nothing at ``path`` is replaced (``PruneError``)."""
     validate(log, source=str(path))
-    write_text(path, json.dumps(log, separators=(",", ":")) + "\n")
+    write_text(path, json.dumps(log, separators=(",", ":")) + "\n", overwrite=overwrite)
     return Path(path)
 
 
