@@ -33,18 +33,19 @@ from prune.atomic import atomic_path, write_text
 from prune.data import flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
-from prune.models import build_model, default_model
-from prune.selection import (METHODS, Candidates, DifficultyOptions, MethodOptions, check_request, default_difficulty,
+from prune.models import default_model
+from prune.selection import (METHODS, Budget, Candidates, DifficultyConfig, MethodConfig, check_request, method_class,
                              select)
-from prune.selection.methods import DISTANCE_METHODS, POSTERIORS, SAMPLING, averages_posterior
-from prune.training import TrainConfig, check_seed, console, evaluate, fit, seed_everything
+from prune.selection.methods import POSTERIORS, REGISTRY
+from prune.training import TrainConfig, check_seed, console, fit_and_test
 
 
 def method_posterior(name: str) -> tuple[str, str | None]:
     """A --methods entry as (method, posterior): ``craig-mean`` is craig with ``--posterior mean``,
     ``herding-point`` herding with ``--posterior point`` (each only where it is not the default)."""
     base, _, posterior = name.rpartition("-")
-    if base in DISTANCE_METHODS and posterior in POSTERIORS and DISTANCE_METHODS[base].default_posterior != posterior:
+    if base in REGISTRY and REGISTRY[base].needs_features and posterior in POSTERIORS \
+            and REGISTRY[base].default_posterior != posterior:
         return base, posterior
     return name, None
 
@@ -65,7 +66,7 @@ class BenchConfig:
     batch_size: int = 128
     posterior_samples: int = 4
     posterior_sigma: float = 0.01
-    options: MethodOptions = field(default_factory=MethodOptions)
+    options: MethodConfig = field(default_factory=MethodConfig)
     # dynamic selection during training (prune.dynamic), reported as methods "dyn-<kind>"
     dynamic: tuple[str, ...] = ()
     # the difficulty stage of every method but random, and inside dynamic ensemble|crest (None: defaults)
@@ -75,11 +76,17 @@ class BenchConfig:
     full: bool = True  # train the full-data reference row
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
 
-    def difficulty(self, method: str) -> DifficultyOptions:
+    def difficulty(self, method: str) -> DifficultyConfig:
         method = method_posterior(method)[0]
         if method == "random":  # the baseline stays plain
-            return default_difficulty(method)
-        return default_difficulty(method, self.drop_hard, self.strata, strata_budget=self.strata_budget)
+            return method_class(method).default_difficulty
+        return method_class(method).difficulty(drop_hard=self.drop_hard, strata=self.strata,
+                                               strata_budget=self.strata_budget)
+
+    def method(self, row: str) -> MethodConfig:
+        """The ``MethodConfig`` of a --methods entry (``craig-mean``: craig with ``posterior="mean"``)."""
+        method, posterior = method_posterior(row)
+        return dataclasses.replace(self.options, name=method, posterior=posterior or self.options.posterior)
 
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS
@@ -95,7 +102,7 @@ class BenchConfig:
         for seed in self.seeds:
             check_seed(seed, "--seeds")
         for method in self.methods:
-            self.difficulty(method)  # checks --drop-hard and --strata before any work
+            self.method(method), self.difficulty(method)  # checks the options, --drop-hard and --strata before any work
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -109,15 +116,12 @@ def _noise_tag(noise: float) -> str:
 
 def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str, seed: int, device,
                     weights: torch.Tensor | None = None) -> dict:
-    seed_everything(seed)
-    model = build_model(model_name, data.input_shape, data.num_classes)
-    start = time.perf_counter()
-    fit(model, data.train.x[indices], labels[indices],
-        TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size, lr=config.lr),
-        device=device, seed=seed, weights=weights, description="train")
-    seconds = time.perf_counter() - start
-    return {"test_accuracy": evaluate(model, data.test.x, data.test.y, device=device)["accuracy"],
-            "train_seconds": seconds, "train_examples": len(indices)}
+    """One cell's training run (``prune.training.fit_and_test``): test accuracy, seconds, size."""
+    run = fit_and_test(data, labels, indices, TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size,
+                                                          lr=config.lr), model_name, seed=seed, device=device,
+                       weights=weights)
+    return {"test_accuracy": run["test_accuracy"], "train_seconds": run["wall_seconds"],
+            "train_examples": run["train_examples"]}
 
 
 def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
@@ -191,11 +195,10 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
     config.check()
     data = load_dataset(config.dataset, config.data_root)
     for row in config.methods:  # every check that needs only the labels and the options, before any model
-        method, posterior = method_posterior(row)
-        samples = config.posterior_samples if averages_posterior(method, posterior) else 1
+        method = config.method(row)
+        samples = config.posterior_samples if method.averages_posterior() else 1
         for fraction in config.fractions:
-            check_request(data.train.y, data.num_classes, method, fraction=fraction, options=config.options,
-                          posterior_samples=samples)
+            check_request(data.train.y, data.num_classes, method, Budget(fraction), posterior_samples=samples)
     model_name = config.model or default_model(data.source, data.input_shape)
     cells = Cells(config.out / "cells", reuse)
     cells.folder.mkdir(parents=True, exist_ok=True)
@@ -215,8 +218,8 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
                     **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
             stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
 
-            def features_for(method: str, posterior: str | None) -> FeatureConfig:
-                samples = config.posterior_samples if averages_posterior(method, posterior) else 1
+            def features_for(method: MethodConfig) -> FeatureConfig:
+                samples = config.posterior_samples if method.averages_posterior() else 1
                 return FeatureConfig(
                     model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
                     warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
@@ -224,8 +227,8 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
             def store_settings(features: FeatureConfig) -> dict:
                 return {"dataset": data.record(), "noise": noise, "seed": seed, "features": features.to_dict()}
 
-            def store_for(method: str, posterior: str | None) -> FeatureStore:
-                features = features_for(method, posterior)
+            def store_for(method: MethodConfig) -> FeatureStore:
+                features = features_for(method)
                 samples = features.posterior_samples
                 if samples not in stores:
                     key = settings_key(store_settings(features))
@@ -239,23 +242,22 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
                 return stores[samples]
 
             for row in config.methods:
-                method, posterior = method_posterior(row)
-                stage = config.difficulty(method)
-                options = dataclasses.replace(config.options, posterior=posterior) if posterior else config.options
-                uses_store = method not in SAMPLING or stage.active  # random: no features needed
-                store = store_settings(features_for(method, posterior)) if uses_store else None
-                for weighted in (False, True) if config.weighted and method != "random" else (False,):
+                options = config.method(row)
+                stage = config.difficulty(row)
+                uses_store = options.method.needs_features or stage.active  # random: no features needed
+                store = store_settings(features_for(options)) if uses_store else None
+                for weighted in (False, True) if config.weighted and options.name != "random" else (False,):
                     name = row + ("+γ" if weighted else "")
                     for fraction in config.fractions:
-                        def cell(method=method, posterior=posterior, options=options, fraction=fraction, stage=stage,
-                                 name=name, weighted=weighted, uses_store=uses_store):
+                        def cell(options=options, fraction=fraction, stage=stage, name=name, weighted=weighted,
+                                 uses_store=uses_store):
                             if uses_store:
-                                candidates = Candidates.from_store(store_for(method, posterior))
+                                candidates = Candidates.from_store(store_for(options))
                             else:
                                 candidates = Candidates(labels, data.record())
                             start = time.perf_counter()
-                            manifest = select(candidates, method, fraction=fraction, seed=seed, options=options,
-                                              difficulty=stage, device=device)
+                            manifest = select(candidates, options, Budget(fraction), seed=seed, difficulty=stage,
+                                              device=device)
                             seconds = time.perf_counter() - start
                             gamma = torch.from_numpy(manifest.weights) if weighted else None
                             return {"method": name, "fraction": fraction, "noise": noise, "seed": seed,
@@ -263,7 +265,7 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
                                     "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
                                     **_train_and_test(data, labels, torch.from_numpy(manifest.indices), config,
                                                       model_name, seed, device, weights=gamma)}
-                        settings = {**base, "method": method, "fraction": fraction, "weighted": weighted,
+                        settings = {**base, "method": options.name, "fraction": fraction, "weighted": weighted,
                                     "difficulty": stage.to_dict(), "options": asdict(options), "store": store}
                         cell_name = f"{_noise_tag(noise)}-seed{seed}-{row}{'-weighted' if weighted else ''}-{fraction:g}"
                         rows.append(cells.row(cell_name, settings, cell))
@@ -386,3 +388,8 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+from prune.callable_module import make_callable  # noqa: E402  prune.bench(...) is prune.api.bench(...)
+
+make_callable(__name__)

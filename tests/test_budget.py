@@ -188,7 +188,6 @@ def test_fraction_kinds_are_read_exactly():
         ({"count": -3}, "--count must be at least 1"),
         ({"count": 1438}, "--count 1438 exceeds the 1437 examples"),
         ({"count": 2.5}, "--count must be a whole number"),
-        ({}, "exactly one of --fraction or --count"),
         ({"fraction": 0.1, "count": 10}, "exactly one of --fraction or --count"),
         ({"fraction": 0.1, "balance": "uniform"}, "unknown --balance 'uniform'"),
         ({"count": 5, "balance": "equal"}, "--balance equal needs at least one example per non-empty class"),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import prune
 from prune.errors import PruneError
 from prune.features.store import FeatureStore
-from prune.selection import Candidates, DifficultyOptions, default_difficulty, select
+from prune.selection import Budget, Candidates, DifficultyConfig, MethodConfig, method_class, select
 from prune.selection.budget import equal_split, largest_remainder
 from prune.selection.difficulty import Difficulty, below_chance, stage_scores
 from tests.test_methods import C, random_store
@@ -53,7 +53,7 @@ def test_auto_drops_labels_believed_less_than_chance():
     g, y = store.grad_logit.double().numpy(), store.labels.numpy()
     direct = [np.mean([g[i, m, y[i]] + 1 for m in range(g.shape[1])]) < 1 / C for i in range(len(y))]
     assert below_chance(store.grad_logit, store.labels).tolist() == direct
-    stage = Difficulty(store, DifficultyOptions())
+    stage = Difficulty(store, DifficultyConfig())
     rows = torch.nonzero(store.labels == 1).flatten()
     assert stage.kept(rows, 1).tolist() == rows[~torch.tensor(direct)[rows]].tolist()
 
@@ -76,8 +76,8 @@ def test_coverage_budgets_share_equally_within_sizes(sizes, data):
 def test_dropping_never_leaves_a_class_below_its_budget(seed, drop_hard, strata, fraction, strata_budget):
     store = random_store(seed=seed, n=60)
     candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
-    manifest = select(candidates, "random", fraction=fraction, seed=seed,
-                      difficulty=DifficultyOptions(drop_hard=drop_hard, strata=strata, strata_budget=strata_budget))
+    manifest = select(candidates, MethodConfig("random"), Budget(fraction), seed=seed,
+                      difficulty=DifficultyConfig(drop_hard=drop_hard, strata=strata, strata_budget=strata_budget))
     counts = np.bincount(store.labels.numpy()[manifest.indices], minlength=C)
     assert counts.tolist() == manifest.per_class and len(set(manifest.indices.tolist())) == len(manifest)
     sizes = np.bincount(store.labels.numpy(), minlength=C)
@@ -86,7 +86,7 @@ def test_dropping_never_leaves_a_class_below_its_budget(seed, drop_hard, strata,
 
 def test_fraction_drops_the_hardest_of_each_class():
     store = random_store(seed=1, n=80)
-    stage = Difficulty(store, DifficultyOptions(drop_hard=0.25, score="loss"))
+    stage = Difficulty(store, DifficultyConfig(drop_hard=0.25, score="loss"))
     score = difficulty_scores(store, "loss")
     for c in range(C):
         rows = torch.nonzero(store.labels == c).flatten()
@@ -97,7 +97,7 @@ def test_fraction_drops_the_hardest_of_each_class():
 
 def test_strata_are_equal_width_bins_with_coverage_budgets():
     store = random_store(seed=2, n=400)
-    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata=4))
+    stage = Difficulty(store, DifficultyConfig(drop_hard=0, strata=4))
     rows = torch.nonzero(store.labels == 0).flatten()
     parts = stage.split(rows, 20)
     score = difficulty_scores(store, "el2n")
@@ -110,7 +110,7 @@ def test_strata_are_equal_width_bins_with_coverage_budgets():
 
 def test_proportional_strata_are_quantiles_with_their_share_of_the_budget():
     store = random_store(seed=2, n=400)
-    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata=5, strata_budget="proportional"))
+    stage = Difficulty(store, DifficultyConfig(drop_hard=0, strata=5, strata_budget="proportional"))
     rows = torch.nonzero(store.labels == 0).flatten()
     parts = stage.split(rows, 13)
     score = difficulty_scores(store, "el2n")
@@ -124,38 +124,38 @@ def test_proportional_strata_are_quantiles_with_their_share_of_the_budget():
 
 def test_auto_strata_split_a_class_only_where_its_budget_is_under_7_percent():
     store = random_store(seed=2, n=400)
-    stage = Difficulty(store, DifficultyOptions(drop_hard=0, strata="auto", strata_budget="proportional"))
+    stage = Difficulty(store, DifficultyConfig(drop_hard=0, strata="auto", strata_budget="proportional"))
     rows = torch.nonzero(store.labels == 0).flatten()
     small, large = math.ceil(0.07 * len(rows)) - 1, math.ceil(0.07 * len(rows))
     assert len(stage.split(rows, small)) == 5 and sum(k for _, k in stage.split(rows, small)) == small
     (part, budget), = stage.split(rows, large)
     assert torch.equal(part, rows) and budget == large
-    assert DifficultyOptions(strata="AUTO").strata == "auto" and DifficultyOptions(strata="3").strata == 3
+    assert DifficultyConfig(strata="AUTO").strata == "auto" and DifficultyConfig(strata="3").strata == 3
 
 
 @pytest.mark.parametrize("method", ["craig", "adacore", "lcmat", "crest", "ensemble"])
 def test_facility_location_methods_keep_the_difficulty_distribution_by_default(method):
-    assert default_difficulty(method) == DifficultyOptions(strata="auto", strata_budget="proportional")
-    assert default_difficulty("ccs") == DifficultyOptions(strata=10, strata_budget="equal")
-    assert default_difficulty("clean") == DifficultyOptions() and not default_difficulty("random").active
-    assert default_difficulty("herding") == DifficultyOptions()  # drops, no strata: it keeps the distribution itself
+    assert method_class(method).default_difficulty == DifficultyConfig(strata="auto", strata_budget="proportional")
+    assert method_class("ccs").default_difficulty == DifficultyConfig(strata=10, strata_budget="equal")
+    assert method_class("clean").default_difficulty == DifficultyConfig() and not method_class("random").default_difficulty.active
+    assert method_class("herding").default_difficulty == DifficultyConfig()  # drops, no strata: it keeps the distribution itself
 
 
 def test_options_are_checked():
     with pytest.raises(PruneError, match="--drop-hard"):
-        DifficultyOptions(drop_hard=1.5)
+        DifficultyConfig(drop_hard=1.5)
     with pytest.raises(PruneError, match="--drop-hard"):
-        DifficultyOptions(drop_hard="most")
+        DifficultyConfig(drop_hard="most")
     with pytest.raises(PruneError, match="--strata"):
-        DifficultyOptions(strata=0)
+        DifficultyConfig(strata=0)
     with pytest.raises(PruneError, match="--difficulty-score"):
-        DifficultyOptions(score="forgetting")
+        DifficultyConfig(score="forgetting")
 
 
 def test_random_with_the_stage_needs_features():
     labels = torch.arange(40) % 4
     with pytest.raises(PruneError, match="needs features"):
-        select(Candidates(labels, {"num_classes": 4, "source": "x"}), "ccs", fraction=0.2)
+        select(Candidates(labels, {"num_classes": 4, "source": "x"}), MethodConfig("ccs"), Budget(0.2))
 
 
 def blobs(tmp_path, noise_free_seed=0):
@@ -208,7 +208,7 @@ def test_the_stage_reads_each_row_once_in_chunk_sized_blocks(monkeypatch):
     store = random_store(seed=6, n=300)
     expected = difficulty_scores(store, "el2n")
     store.grad_logit = CountingRows(store.grad_logit)
-    stage = Difficulty(store, DifficultyOptions(strata=4))
+    stage = Difficulty(store, DifficultyConfig(strata=4))
     reads = store.grad_logit.reads
     assert torch.equal(torch.cat(reads), torch.arange(300)) and max(len(r) for r in reads) == 64
     for c in range(C):

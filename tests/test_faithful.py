@@ -170,7 +170,7 @@ def test_posterior_point_equals_an_m1_store_and_mean_equals_ensemble(tmp_path):
     """One warm-up, two stores: M = 1 and M = 3. From the M = 3 store, craig with --posterior point
     picks what craig picks from the M = 1 store, bit for bit, and --posterior mean what ensemble picks."""
     from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
-    from prune.selection import Candidates, DifficultyOptions, MethodOptions, select
+    from prune.selection import Budget, Candidates, DifficultyConfig, MethodConfig, select
 
     data = _small_digits(240)
     labels, device = data.train.y, torch.device("cpu")
@@ -183,8 +183,8 @@ def test_posterior_point_equals_an_m1_store_and_mean_equals_ensemble(tmp_path):
 
     def craig(m, method="craig", posterior=None):
         # no difficulty stage: it scores from the posterior samples whatever --posterior says
-        manifest = select(Candidates.from_store(stores[m]), method, fraction=0.2, seed=1,
-                          options=MethodOptions(posterior=posterior), difficulty=DifficultyOptions(drop_hard=0))
+        manifest = select(Candidates.from_store(stores[m]), MethodConfig(method, posterior=posterior), Budget(0.2), seed=1,
+                          difficulty=DifficultyConfig(drop_hard=0))
         return manifest.indices.tolist(), manifest.weights.tobytes(), manifest.method["params"]["posterior"]
 
     assert craig(3) == craig(1) == craig(3, posterior="point")

@@ -10,7 +10,7 @@ import torch
 
 from prune.features.store import FeatureStore
 from prune.selection.matching import gaussian_kernel_, kernel_herding
-from prune.selection.methods import DISTANCE_METHODS, MethodOptions
+from prune.selection.methods import MethodConfig, method_class
 from prune.selection.methods.lcmat import top_variance_coordinates
 
 N, M, C, E = 12, 3, 4, 5
@@ -49,7 +49,7 @@ def pairwise(fn, n=N):
 
 
 def method(name, store, **options):
-    return DISTANCE_METHODS[name](store, MethodOptions(**options), torch.device("cpu"))
+    return method_class(name)(store, MethodConfig(name, **options), torch.device("cpu"))
 
 
 ROWS = torch.arange(N)
@@ -74,7 +74,7 @@ def test_posterior_choice_is_checked():
     with pytest.raises(PruneError, match="ensemble is craig with --posterior mean"):
         method("ensemble", random_store(), posterior="point")
     with pytest.raises(PruneError, match="unknown --posterior"):
-        MethodOptions(posterior="median")
+        MethodConfig(posterior="median")
     old = random_store()
     old.grad_logit_point = old.hess_logit_point = old.embedding_point = None  # a store from before them
     with pytest.raises(PruneError, match="lacks the unperturbed weights' features.*re-create it"):
@@ -264,7 +264,7 @@ def test_crest_keeps_learned_examples_by_default():
     store = random_store(n=40)
     store.loss_per_epoch[:10] = 0.01  # would be learned under alpha 0.1
     crest = method("crest", store, subset_size=7)
-    assert MethodOptions().learned_window == 0 and crest.params()["learned_window"] == 0
+    assert MethodConfig().learned_window == 0 and crest.params()["learned_window"] == 0
     pools = crest.pools(torch.arange(40), 9, torch.Generator().manual_seed(0))
     assert sorted(torch.cat([p for p, _ in pools]).tolist()) == list(range(40)) and crest.dropped == 0
 
@@ -275,7 +275,8 @@ def test_lcmat_chooses_top_k_per_class_by_default():
     lcmat = method("lcmat", store, top_k=5)
     assert lcmat.params()["top_k_scope"] == "class"
     rows = torch.nonzero(store.labels == 1).flatten()
-    lcmat.select_class(rows, 2, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    lcmat.select_pools(rows, lcmat.pools(rows, 2, generator))
     expected = top_variance_coordinates(store.hess_logit_point[rows, None], store.embedding_point[rows, None], 5)
     assert lcmat.coordinates.tolist() == expected.tolist()
 
@@ -364,44 +365,44 @@ def test_rows_per_class_is_one_sort_of_the_labels():
 
 def test_crest_says_how_many_it_dropped_as_learned_per_class(capsys):
     """The learned drop is printed and recorded per class (``prune inspect`` shows it)."""
-    from prune.selection import Candidates, DifficultyOptions, select
+    from prune.selection import Budget, Candidates, DifficultyConfig, select
 
     store = random_store(n=40)
     store.loss_per_epoch[:] = 1.0
     store.loss_per_epoch[:10] = 0.01  # learned: 3, 3, 2, 2 of classes 0..3
     candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
-    manifest = select(candidates, "crest", fraction=0.2, options=MethodOptions(subset_size=7, learned_window=2),
-                      difficulty=DifficultyOptions(drop_hard=0))
+    manifest = select(candidates, MethodConfig("crest", subset_size=7, learned_window=2), Budget(0.2),
+                      difficulty=DifficultyConfig(drop_hard=0))
     assert manifest.selection["dropped_learned"] == [3, 3, 2, 2]
     assert "crest: dropped 10 examples as learned" in " ".join(capsys.readouterr().err.split())
 
 
 def test_the_pool_limit_note_is_printed_only_where_max_pool_split_a_class(capsys):
     """crest forms pools of --subset-size, so --max-pool's note never applies to it."""
-    from prune.selection import Candidates, DifficultyOptions, select
+    from prune.selection import Budget, Candidates, DifficultyConfig, select
 
     store = random_store(n=40)
     candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
-    stage = DifficultyOptions(drop_hard=0)
-    crest = select(candidates, "crest", fraction=0.5, options=MethodOptions(subset_size=4), difficulty=stage)
+    stage = DifficultyConfig(drop_hard=0)
+    crest = select(candidates, MethodConfig("crest", subset_size=4), Budget(0.5), difficulty=stage)
     assert crest.selection["pools"] == 12 and "pool" not in capsys.readouterr().err
-    craig = select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
+    craig = select(candidates, MethodConfig("craig", max_pool=4), Budget(0.5), difficulty=stage)
     assert craig.selection["pools"] == 12
     assert "4 pools larger than --max-pool 4 were split at random: 12 greedy runs" in " ".join(capsys.readouterr().err.split())
-    select(candidates, "craig", fraction=0.5, difficulty=DifficultyOptions(drop_hard="auto"))  # no split: no note
+    select(candidates, MethodConfig("craig"), Budget(0.5), difficulty=DifficultyConfig(drop_hard="auto"))  # no split: no note
     assert "pool" not in capsys.readouterr().err
 
 
 def test_greedy_shows_its_runs_done_of_planned_on_a_terminal(terminal):
-    from prune.selection import Candidates, DifficultyOptions, select
+    from prune.selection import Budget, Candidates, DifficultyConfig, select
     from prune.training import quiet
 
     store = random_store(n=40)
     candidates = Candidates(store.labels, {"num_classes": C, "source": "synthetic"}, store=store)
-    stage = DifficultyOptions(drop_hard=0)
-    select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
-    assert "greedy craig" in terminal.getvalue() and "12/12" in terminal.getvalue()
+    stage = DifficultyConfig(drop_hard=0)
+    select(candidates, MethodConfig("craig", max_pool=4), Budget(0.5), difficulty=stage)
+    assert "select craig" in terminal.getvalue() and "12/12" in terminal.getvalue()
     terminal.seek(0), terminal.truncate()
     with quiet():
-        select(candidates, "craig", fraction=0.5, options=MethodOptions(max_pool=4), difficulty=stage)
-    assert "greedy" not in terminal.getvalue()
+        select(candidates, MethodConfig("craig", max_pool=4), Budget(0.5), difficulty=stage)
+    assert "select craig" not in terminal.getvalue()

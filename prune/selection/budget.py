@@ -20,14 +20,72 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
 from prune.errors import PruneError
 
-__all__ = ["BALANCES", "class_budgets", "equal_split", "exact_fraction", "largest_remainder"]
+__all__ = ["BALANCES", "Budget", "class_budgets", "equal_split", "exact_fraction", "largest_remainder"]
 
 BALANCES = ("proportional", "equal")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many examples to keep: a ``fraction`` of the training split or a ``count`` (not both;
+    neither: 10 %), spread over the classes by ``balance`` (``class_budgets``)."""
+
+    fraction: float | None = None
+    count: int | None = None
+    balance: str = "proportional"
+
+    def __post_init__(self):
+        if self.fraction is None and self.count is None:
+            object.__setattr__(self, "fraction", 0.1)
+        if self.fraction is not None and self.count is not None:
+            raise PruneError("give exactly one of --fraction or --count (both given)")
+        if self.fraction is not None and not 0 < exact_fraction(self.fraction) <= 1:
+            raise PruneError(f"--fraction must be in (0, 1], got {self.fraction}; e.g. --fraction 0.1 keeps 10%")
+        if self.count is not None:
+            if isinstance(self.count, bool) or not isinstance(self.count, numbers.Integral):
+                raise PruneError(f"--count must be a whole number, got {self.count!r}")
+            if self.count <= 0:
+                raise PruneError(f"--count must be at least 1, got {self.count}")
+        if self.balance not in BALANCES:
+            raise PruneError(f"unknown --balance {self.balance!r}; use one of: {', '.join(BALANCES)}")
+
+    def per_class(self, class_counts: Sequence[int]) -> list[int]:
+        """k_c of every class: sum(k_c) is the count, or f * n rounded half up (the rules above).
+
+        Raises PruneError, with a one-line fix, for a budget these classes cannot give.
+        """
+        sizes = _check_sizes(class_counts)
+        n = sum(sizes)
+        if n == 0:
+            raise PruneError("there are no examples to select from; check the dataset and its labels")
+        if self.fraction is not None:
+            f = exact_fraction(self.fraction)
+            total = math.floor(f * n + Fraction(1, 2))  # round half up, exactly
+            if total == 0:
+                raise PruneError(f"--fraction {self.fraction} of {n} examples selects 0; use a larger --fraction or --count")
+        else:
+            if self.count > n:
+                raise PruneError(f"--count {self.count} exceeds the {n} examples; use --count at most {n} or a --fraction")
+            total, f = int(self.count), Fraction(int(self.count), n)
+        if self.balance == "equal":
+            nonempty = sum(1 for s in sizes if s > 0)
+            if total < nonempty:
+                raise PruneError(
+                    f"--balance equal needs at least one example per non-empty class, but the budget "
+                    f"is {total} for {nonempty} classes; raise the budget or use --balance proportional"
+                )
+            return equal_split(sizes, total)
+        return _apportion([f * s for s in sizes], total)
+
+    def to_dict(self, selected: int) -> dict:
+        """The manifest's ``budget`` record, ``selected`` the examples kept."""
+        return {"fraction": self.fraction, "count": selected, "balance": self.balance}
 
 
 def _apportion(quotas: Sequence[Fraction], total: int) -> list[int]:
@@ -114,58 +172,7 @@ def equal_split(sizes: list[int], total: int) -> list[int]:
     return out
 
 
-def class_budgets(
-    class_counts: Sequence[int],
-    *,
-    fraction: float | None = None,
-    count: int | None = None,
-    balance: str = "proportional",
-) -> list[int]:
-    """Per-class selection counts for ``--fraction`` or ``--count`` (exactly one).
-
-    Returns k_c for every class (0 for empty classes); sum(k_c) is count, or f * n rounded half
-    up. Raises PruneError, with a one-line fix, for bad or empty budgets.
-    """
-    sizes = _check_sizes(class_counts)
-    n = sum(sizes)
-    if (fraction is None) == (count is None):
-        which = "both" if fraction is not None else "neither"
-        raise PruneError(f"give exactly one of --fraction or --count ({which} given)")
-    if balance not in BALANCES:
-        raise PruneError(f"unknown --balance {balance!r}; use one of: {', '.join(BALANCES)}")
-    if n == 0:
-        raise PruneError("there are no examples to select from; check the dataset and its labels")
-
-    if fraction is not None:
-        f = exact_fraction(fraction)
-        if not 0 < f <= 1:
-            raise PruneError(
-                f"--fraction must be in (0, 1], got {fraction}; e.g. --fraction 0.1 keeps 10%"
-            )
-        total = math.floor(f * n + Fraction(1, 2))  # round half up, exactly
-        if total == 0:
-            raise PruneError(
-                f"--fraction {fraction} of {n} examples selects 0; use a larger --fraction or --count"
-            )
-    else:
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise PruneError(f"--count must be a whole number, got {count!r}")
-        count = int(count)
-        if count <= 0:
-            raise PruneError(f"--count must be at least 1, got {count}")
-        if count > n:
-            raise PruneError(
-                f"--count {count} exceeds the {n} examples; use --count at most {n} or a --fraction"
-            )
-        total = count
-        f = Fraction(count, n)
-
-    if balance == "equal":
-        nonempty = sum(1 for s in sizes if s > 0)
-        if total < nonempty:
-            raise PruneError(
-                f"--balance equal needs at least one example per non-empty class, but the budget "
-                f"is {total} for {nonempty} classes; raise the budget or use --balance proportional"
-            )
-        return equal_split(sizes, total)
-    return _apportion([f * s for s in sizes], total)
+def class_budgets(class_counts: Sequence[int], *, fraction: float | None = None, count: int | None = None,
+                  balance: str = "proportional") -> list[int]:
+    """Per-class selection counts for a fraction or a count (neither: 10 %): ``Budget(...).per_class``."""
+    return Budget(fraction, count, balance).per_class(class_counts)

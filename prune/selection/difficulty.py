@@ -165,7 +165,7 @@ def parse_strata(value) -> int | str:
 
 
 @dataclass(frozen=True)
-class DifficultyOptions:
+class DifficultyConfig:
     """The stage's knobs; the defaults (``drop_hard="auto"``, ``strata=1``) are prune's."""
 
     drop_hard: str | float = "auto"
@@ -197,7 +197,7 @@ class Difficulty:
     computed once, in one pass over the store (``stage_scores``); the classes then only index them.
     """
 
-    def __init__(self, store, options: DifficultyOptions):
+    def __init__(self, store, options: DifficultyConfig):
         self.options = options
         self.score, self.unlikely = stage_scores(store, options.score, unlikely=options.drop_hard == "auto")
         self.dropped: list[int] = []

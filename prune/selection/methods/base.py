@@ -1,15 +1,20 @@
-"""What every distance method shares: pools, budgets per pool, the greedy run in each pool.
+"""The one protocol every selection method follows, and what the distance methods share.
 
-A method only says which distance it uses (``distances``) and, for CREST, how it forms pools;
-the greedy is facility location (``prune.selection.engine``) but for ``herding``, which matches
-the pool's distribution instead (``prune.selection.matching``).
-``posterior`` says which features the distance is computed from: those at the unperturbed warm
-weights (``"point"``, every method's default but herding's and ensemble's) or every posterior
-sample's, the distance then averaged over the M samples (``"mean"``; ``ensemble`` is craig with it).
+A method (``Method``) turns one part of a class (its rows after the difficulty stage, with a
+budget) into pools (``pools``: drawn from the selection stream, in class order, so the plan is
+reproducible), then picks from each pool (``select_pools``: a ``PoolResult`` of positions, weights
+gamma and an objective). Its class attributes are its defaults: the difficulty stage it runs
+through (``default_difficulty``) and the features its distance uses (``default_posterior``).
+``SamplingMethod`` picks uniformly; ``DistanceMethod`` runs a greedy over a distance each
+subclass defines (``distances``): facility location (``prune.selection.engine``), or kernel
+herding for ``herding`` (``prune.selection.matching``). ``posterior`` says which features the
+distance is computed from: those at the unperturbed warm weights (``"point"``) or every
+posterior sample's, the distance then averaged over the M samples (``"mean"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -18,14 +23,19 @@ import torch
 from prune.errors import PruneError
 from prune.features.store import POSTERIORS, FeatureStore
 from prune.selection.budget import largest_remainder
+from prune.selection.difficulty import DifficultyConfig
 from prune.selection.engine import facility_location, split_pool
 from prune.selection.methods.distances import peak_bytes
 
+#: lcmat: where the top-K curvature coordinates are chosen: over the whole training set, or per class
+TOP_K_SCOPES = ("all", "class")
+
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """Knobs of all methods; each method records the ones it uses in the manifest."""
+class MethodConfig:
+    """A method (``name``) and the knobs of all methods; each method records the ones it uses in the manifest."""
 
+    name: str = "herding"
     max_pool: int = 10_000
     rho: float = 0.05
     top_k: int = 100
@@ -36,6 +46,7 @@ class MethodOptions:
     learned_loss: float = 0.1
     learned_window: int = 0  # crest: 0 = keep every example (static subsets; see methods/crest.py)
     posterior: str | None = None  # "point" or "mean"; None: the method's default
+    difficulty: DifficultyConfig | None = None  # the difficulty stage; None: the method's default
 
     def __post_init__(self):
         for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
@@ -50,6 +61,33 @@ class MethodOptions:
             raise PruneError(f"unknown --posterior {self.posterior!r}; choose point or mean")
         if not isinstance(self.learned_loss, (int, float)) or math.isnan(self.learned_loss):
             raise PruneError(f"--learned-loss must be a number, got {self.learned_loss!r}")
+        method = self.method  # an unknown name is refused here, once
+        if self.posterior is not None and not method.needs_features:
+            raise PruneError(f"--posterior chooses the features a distance is computed from; {self.name} computes none")
+        if self.top_k_scope not in TOP_K_SCOPES:
+            raise PruneError(f"unknown --top-k-scope {self.top_k_scope!r}; choose all or class")
+
+    @property
+    def method(self) -> type[Method]:
+        """The method's class; an unknown ``name`` is a ``PruneError`` (``prune.selection.methods.registry``)."""
+        from prune.selection.methods.registry import method_class  # the registry imports this module
+
+        return method_class(self.name)
+
+    def stage(self) -> DifficultyConfig:
+        """The difficulty stage this selection runs through: ``difficulty``, else the method's default."""
+        return self.difficulty or self.method.default_difficulty
+
+    def averages_posterior(self) -> bool:
+        """Whether the method, with this ``posterior``, needs the M posterior samples."""
+        return self.method.needs_features and (self.posterior or self.method.default_posterior) == "mean"
+
+    def check_samples(self, samples: int) -> None:
+        """Refuse features of M = ``samples`` posterior samples where the method averages over them and M < 2."""
+        if self.averages_posterior() and samples < 2:
+            other = " (or --posterior point)" if self.name != "ensemble" else ""
+            raise PruneError(f"method {self.name} needs posterior samples, got --posterior-samples {samples}; "
+                             f"add --posterior-samples 4{other}")
 
 
 @dataclass
@@ -59,17 +97,71 @@ class PoolResult:
     objective: float
 
 
-class DistanceMethod:
-    """Class-balanced greedy selection over pools of at most ``max_pool`` examples."""
+class Method:
+    """What ``prune.selection.select`` asks of every method; see the module docstring."""
 
     name = ""
-    default_posterior = "point"
+    needs_features = True  # reads a feature store (a sampling method needs one only for its difficulty stage)
+    default_posterior: str | None = "point"
+    #: the stage the method runs through unless told otherwise (every facility-location method's)
+    default_difficulty = DifficultyConfig(strata="auto", strata_budget="proportional")
+    split = 0  # parts larger than max_pool that ``pools`` split
+
+    def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
+        self.store, self.options, self.device = store, options, device
+
+    @classmethod
+    def difficulty(cls, **given) -> DifficultyConfig:
+        """The method's default stage with the options ``given`` (None: keep the default) in their place."""
+        return dataclasses.replace(cls.default_difficulty, **{k: v for k, v in given.items() if v is not None})
+
+    def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
+        """One part's (pool, budget) list, drawing from ``generator``."""
+        raise NotImplementedError
+
+    def select_pools(self, rows: torch.Tensor, pools: list[tuple[torch.Tensor, int]],
+                     done=lambda: None) -> list[PoolResult]:
+        """The picks in each (pool, budget) that ``pools`` formed from ``rows``; ``done()`` after each pool."""
+        raise NotImplementedError
+
+    def record(self) -> dict:
+        """The manifest's ``method.params`` (the difficulty stage's are added by ``select``)."""
+        return {}
+
+    def selection_record(self, pools: int, objective: float) -> dict:
+        """The manifest's ``selection`` facts of ``pools`` greedy runs with summed ``objective``."""
+        return {}
+
+
+class SamplingMethod(Method):
+    """Uniform picks within each part (after the difficulty stage); gamma = part size / budget."""
+
+    needs_features = False
+    default_posterior = None
+
+    def pools(self, rows, k, generator):
+        return [(rows[torch.randperm(len(rows), generator=generator)], k)]  # in the order picks are taken
+
+    def select_pools(self, rows, pools, done=lambda: None):
+        results = []
+        for pool, budget in pools:
+            weights = torch.full((budget,), len(pool) / budget if budget else 0.0, dtype=torch.float64)
+            results.append(PoolResult(pool[:budget], weights, 0.0))
+            done()
+        return results
+
+
+class DistanceMethod(Method):
+    """Class-balanced greedy selection over pools of at most ``max_pool`` examples."""
+
     #: the manifest's ``selection.similarity``: what the greedy's ``objective`` (summed over pools) is made of
     similarity = "D - d, D the largest distance in each pool"
 
-    def __init__(self, store: FeatureStore, options: MethodOptions, device: torch.device):
-        self.store, self.options, self.device = store, options, device
-        self.split = 0  # parts larger than max_pool that ``pools`` split
+    def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
+        if store is None:
+            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them")
+        super().__init__(store, options, device)
+        self.split = 0
         self.posterior = options.posterior or self.default_posterior
         if options.posterior is None and self.posterior == "mean" and store.posterior_samples < 2:
             raise PruneError(f"{self.name} averages over posterior samples by default, but {store.path} has M = 1; "
@@ -78,7 +170,16 @@ class DistanceMethod:
             store.posterior_features("mean")  # refuses a store without posterior samples
 
     def params(self) -> dict:
+        """The method's own knobs, as recorded."""
         return {"max_pool": self.options.max_pool}
+
+    def record(self) -> dict:
+        return {**self.params(), "posterior": self.posterior, "posterior_samples": self.store.posterior_samples}
+
+    def selection_record(self, pools: int, objective: float) -> dict:
+        # F to 7 significant digits, float32's: the distances are float32, and the digits beyond
+        # change with torch's thread count (the manifest is the same, byte for byte, either way)
+        return {"pools": pools, "objective": float(f"{objective:.7g}"), "similarity": self.similarity}
 
     def distances(self, rows: torch.Tensor) -> torch.Tensor:
         """(p,) dataset indices -> (p, p) distance matrix of that pool."""
@@ -95,12 +196,8 @@ class DistanceMethod:
         self.split += len(parts) > 1
         return list(zip(parts, largest_remainder([len(p) for p in parts], k)))
 
-    def select_class(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[PoolResult]:
-        return self.select_pools(rows, self.pools(rows, k, generator))
-
     def select_pools(self, rows: torch.Tensor, pools: list[tuple[torch.Tensor, int]],
                      done=lambda: None) -> list[PoolResult]:
-        """Greedy in each (pool, budget) that ``pools`` formed from ``rows``; ``done()`` after each run."""
         results = []
         for part, budget in pools:
             if budget == 0:

@@ -16,6 +16,7 @@ against +0.5 over random, 3 seeds); on digits the two tie (docs/results.md).
 
 import torch
 
+from prune.selection.difficulty import DifficultyConfig
 from prune.selection.matching import gaussian_kernel_, kernel_herding
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_last_layer, peak_bytes
@@ -24,6 +25,7 @@ from prune.selection.methods.distances import expected_last_layer, peak_bytes
 class Herding(DistanceMethod):
     name = "herding"
     default_posterior = "mean"
+    default_difficulty = DifficultyConfig()  # drops the unlikely labels; no strata: it keeps the distribution itself
     similarity = "exp(-d^2 / (2 m^2)), m the median distance in each pool; objective: MMD^2 to the pool"
 
     def __init__(self, store, options, device):

@@ -19,8 +19,6 @@ from prune.errors import PruneError
 from prune.selection.methods.base import DistanceMethod
 from prune.selection.methods.distances import expected_last_layer, peak_bytes
 
-#: where the top-K curvature coordinates are chosen: over the whole training set, or per class
-TOP_K_SCOPES = ("all", "class")
 
 
 def with_bias(h: torch.Tensor) -> torch.Tensor:
@@ -47,8 +45,6 @@ class LCMat(DistanceMethod):
 
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
-        if options.top_k_scope not in TOP_K_SCOPES:
-            raise PruneError(f"unknown --top-k-scope {options.top_k_scope!r}; choose all or class")
         width = store.num_classes * (store.embedding.shape[-1] + 1)
         if not 0 < options.top_k <= width:
             raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store")
