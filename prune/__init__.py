@@ -1,30 +1,38 @@
 """prune: shrink a training set to a small, high-value coreset and record it as a manifest.
 
-From Python::
+From Python (``prune.api``; the configs are ``prune.config``'s)::
 
     import prune
-    manifest = prune.select_coreset("digits", "craig", fraction=0.1, seed=0)
+    data = prune.DataSpec("digits")
+    manifest = prune.select(data, prune.MethodConfig("craig"), prune.Budget(fraction=0.1), seed=0)
     manifest.save("manifests/digits-craig-0.1.json")
+    result = prune.train(data, prune.TrainConfig(epochs=20), manifest=manifest)
     small = prune.Manifest.load("manifests/hf.json").apply(hf_dataset)   # a datasets.Dataset
 """
 
 __version__ = "0.1.0"  # first: prune.manifest and prune.features.store import it
 
-__all__ = ["Manifest", "PruneError", "load_dataset", "select_coreset", "__version__"]
-
 _EXPORTS = {
     "Manifest": "prune.manifest",
     "PruneError": "prune.errors",
+    "FeatureStore": "prune.features",
     "load_dataset": "prune.data",
-    "select_coreset": "prune.api",
+    **dict.fromkeys(("plan", "select", "select_coreset", "train", "TrainResult"), "prune.api"),
+    **dict.fromkeys(("DataSpec", "WarmupConfig", "PosteriorConfig", "MethodConfig", "DifficultyConfig", "Budget",
+                     "TrainConfig", "DynamicConfig"), "prune.config"),
+    "BenchConfig": "prune.bench",
 }
+_MODULES = ("features", "bench")  # callable modules: prune.features(...) and prune.bench(...) (prune.callable_module)
+__all__ = [*_EXPORTS, *_MODULES, "__version__"]
 
 
 def __getattr__(name: str):
     """Import the public names on first use, so ``import prune`` stays light (no torch)."""
-    if name in _EXPORTS:
-        import importlib
+    import importlib
 
+    if name in _MODULES:
+        return importlib.import_module(f"prune.{name}")
+    if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
@@ -32,4 +40,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+    return sorted(list(globals()) + __all__)

@@ -1,33 +1,41 @@
-"""prune from Python: one function per job, shared with the command line.
-
-``select_coreset`` is what ``prune select`` runs (the CLI adds only the default output name
-and the printing); ``load_training_data``, ``feature_config`` and ``dataset_record`` are the
-pieces ``prune features`` and ``prune train`` share with it.
+"""prune from Python: one function per job, the same code the command line runs.
 
     import prune
-    manifest = prune.select_coreset("digits", "herding", fraction=0.1, seed=0)
-    manifest.save("manifests/digits-herding-0.1.json")
+
+    data = prune.DataSpec("fashion-mnist", data_root="data/fashion-mnist", download=True)
+    store = prune.features(data, prune.WarmupConfig(epochs=5), prune.PosteriorConfig(samples=4), out="fm.h5")
+    manifest = prune.select(data, prune.MethodConfig("herding"), prune.Budget(fraction=0.05), features="fm.h5")
+    result = prune.train(data, prune.TrainConfig(epochs=40), manifest=manifest)
+
+``features`` writes a feature store, ``select`` a manifest (``plan`` is its first half: what it
+would do), ``train`` trains a fresh model on a manifest, on all data, or with selection during
+training, and ``bench`` runs the evaluation protocol. Each takes the frozen configs of
+``prune.config``; user errors raise ``prune.errors.PruneError``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from prune import distributed
 from prune.atomic import ensure_writable
+from prune.config import DataSpec, PosteriorConfig, WarmupConfig, feature_config, select_configs
 from prune.data import LoadedData, data_root_used, flip_labels, load_dataset, source_paths
+from prune.dynamic import DynamicConfig, run_dynamic
 from prune.errors import PruneError
-from prune.features import FeatureConfig, FeatureStore, build_store, store_bytes
+from prune.features import FeatureStore, build_store, store_bytes
 from prune.manifest import Manifest, creation_time
-from prune.models import checkpoint_record, default_model
-from prune.selection import (METHODS, Candidates, MethodOptions, SelectionPlan, check_request,
-                             default_difficulty, plan_selection, select)
-from prune.selection.methods import SAMPLING
-from prune.training import TrainConfig, check_amp, check_seed, resolve_device
+from prune.models import default_model
+from prune.selection import Budget, Candidates, MethodConfig, SelectionPlan, check_request, plan_selection
+from prune.selection import select as select_candidates
+from prune.bench import BenchConfig, run_bench
+from prune.training import TrainConfig, check_amp, check_seed, console, fit_and_test, resolve_device
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None, image_size=None,
@@ -62,19 +70,6 @@ def load_training_data(dataset: str, data_root: str | None = None, download: boo
     return data, labels, {"fraction": label_noise, "seed": noise_seed}, flipped
 
 
-def feature_config(data: LoadedData, model, warmup_epochs, lr, batch_size, samples, sigma, layers, kind, hessian,
-                   hutchinson_samples, dtype, warmup_schedule: str = "cosine", checkpoint=None,
-                   augment: str = "none", amp: bool = False) -> FeatureConfig:
-    return FeatureConfig(
-        model=model or default_model(data.source, data.input_shape),
-        warmup=TrainConfig(epochs=warmup_epochs, batch_size=batch_size, lr=lr, schedule=warmup_schedule,
-                           augment=augment, amp=amp),
-        posterior_samples=samples, posterior_sigma=sigma, posterior_layers=layers, posterior_kind=kind,
-        hessian=hessian, hutchinson_samples=hutchinson_samples, dtype=dtype,
-        checkpoint=None if checkpoint is None else checkpoint_record(checkpoint),
-    )
-
-
 def root_hint(root: str) -> str:
     """``root`` as a manifest records it: relative to the working folder when inside it, else absolute."""
     path = Path(root).expanduser().resolve()
@@ -93,10 +88,11 @@ def dataset_record(data: LoadedData, data_root: str | None) -> dict:
     return record
 
 
-def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None, overwrite: bool = False) -> None:
+def check_outputs(out, store=None, *, dataset=None, data_root=None, features=None, checkpoint=None,
+                  overwrite: bool = False) -> None:
     """Refuse, before any work, a manifest (``out``) or store path that cannot be written, that
     would destroy an input, or that exists unless ``overwrite`` (``prune.atomic.ensure_writable``)."""
-    inputs = [features, *source_paths(dataset, data_root)]
+    inputs = [features, checkpoint, *source_paths(dataset, data_root)]
     if out is not None:
         ensure_writable(out, inputs=[*inputs, store], overwrite=overwrite)
     if store is not None and features is None:
@@ -118,121 +114,200 @@ def load_recorded(record: dict, dataset: str | None, data_root: str | None, down
         raise
 
 
-def method_options(options: MethodOptions | dict | None = None, **overrides) -> MethodOptions:
-    """``MethodOptions`` from an instance or a dict, with keyword overrides; unknown names are errors."""
-    known = {f.name for f in dataclasses.fields(MethodOptions)}
-    if isinstance(options, MethodOptions):
-        base = dataclasses.asdict(options)
-    elif options is None:
-        base = {}
-    elif isinstance(options, dict):
-        base = dict(options)
-    else:
-        raise PruneError(f"options must be a MethodOptions or a dict, got {type(options).__name__}")
-    base.update(overrides)
-    unknown = sorted(set(base) - known)
-    if unknown:
-        raise PruneError(f"unknown method option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return MethodOptions(**base)
+def features(data: DataSpec, warmup: WarmupConfig = WarmupConfig(), posterior: PosteriorConfig = PosteriorConfig(), *,
+             out: str | Path, seed: int = 0, device: str | torch.device = "auto", dtype: str = "float32",
+             resume: bool = False) -> FeatureStore | None:
+    """Warm up a model on ``data`` and write its per-sample features to the HDF5 store ``out``; the store, opened.
 
-
-def select_coreset(
-    dataset: str | None = None, method: str = "herding", *, fraction: float | None = None, count: int | None = None,
-    balance: str = "proportional", seed: int = 0, out: str | Path | None = None,
-    features: str | Path | None = None, store: str | Path | None = None,
-    data_root: str | None = None, download: bool = False,
-    split: str | None = None, image_column: str | None = None, label_column: str | None = None,
-    feature_column: str | None = None, image_size: int | None = None, skip_bad: bool = False,
-    model: str | None = None, checkpoint: str | Path | None = None, warmup_epochs: int = 5, lr: float = 0.05,
-    batch_size: int = 128, warmup_schedule: str = "cosine", augment: str = "none", amp: bool = False,
-    posterior_samples: int = 4, posterior_sigma: float = 0.01, posterior_layers: str = "bn",
-    posterior_kind: str = "gaussian", hessian: str = "exact", hutchinson_samples: int = 100,
-    label_noise: float = 0.0, noise_seed: int = 0, device: str | torch.device = "auto",
-    drop_hard: str | float | None = None, strata: int | str | None = None, strata_budget: str | None = None,
-    difficulty_score: str | None = None,
-    options: MethodOptions | dict | None = None, dry_run: bool = False, overwrite: bool = False, **method_overrides,
-) -> Manifest | SelectionPlan | None:
-    """Select a coreset of ``dataset``'s training split with ``method``; return its manifest.
-
-    The same as ``prune select`` with the same arguments (``--fraction`` is ``fraction``,
-    ``--image-column`` is ``image_column``, ...): load the data (``dataset`` as for
-    ``prune.data.load_dataset``; ``split`` and the ``*_column`` arguments for ``hf:PATH``,
-    ``image_size`` and ``skip_bad`` for ``folder:PATH``), warm up a model (from ``checkpoint``'s
-    weights if given; ``augment`` for its training batches; ``amp``: bfloat16 autocast on CUDA) and compute features in a temporary store (kept at ``store`` if
-    given; ``features`` selects from an existing store instead, running no model;
-    ``random`` needs no features), then select. Without ``fraction`` and ``count``,
-    ``fraction=0.1``. Method knobs (``rho``, ``top_k``, ``max_pool``, ... of
-    ``prune.selection.MethodOptions``) come as ``options`` and/or keywords. ``out`` also
-    saves the manifest there; an existing ``out`` or ``store`` is refused unless ``overwrite``.
-    ``drop_hard``, ``strata``, ``strata_budget`` and ``difficulty_score`` set the difficulty stage
-    (``prune.selection.difficulty``; None keeps the method's default, see
-    ``prune.selection.default_difficulty``). User errors raise ``prune.errors.PruneError``.
-
-    ``dataset`` defaults to ``digits``; given together with ``features`` it is loaded and
-    checked against the store (size, labels and their order must match). ``dry_run=True``
-    returns the ``prune.selection.SelectionPlan`` instead (budgets, pools, memory), having
-    run no model and written nothing (nor downloaded anything). Under torchrun, with ``features``,
-    every rank calls this and shares the greedy runs; rank 0 returns (and saves) the manifest, the
-    other ranks get None.
+    The store is written under a temporary name and renamed when complete; ``resume`` continues an
+    interrupted run of the same ``out`` and settings. Under torchrun every rank calls this and
+    shares the work; rank 0 writes the store and gets it, opened; the other ranks get None.
     """
-    if fraction is None and count is None:
-        fraction = 0.1
     check_seed(seed)
-    check_seed(noise_seed, "--noise-seed")
-    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after the work
-    if method not in METHODS:
-        raise PruneError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
-    opts = method_options(options, **method_overrides)
-    stage = default_difficulty(method, drop_hard, strata, difficulty_score, strata_budget)
-    needs_features = method not in SAMPLING or stage.active
+    torch_device = _device(device, warmup.amp)
+    loaded = data.load()
+    labels, noise, flipped = data.training_labels(loaded)
+    config = feature_config(loaded, warmup, posterior, dtype)
+    build_store(loaded, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
+                resume=resume)
+    return FeatureStore.open(out) if distributed.current().main else None
+
+
+def _device(device: str | torch.device, amp: bool = False) -> torch.device:
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     check_amp(amp, torch_device)
-    if not dry_run:  # before the work, not after it
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
-    scratch = contextlib.ExitStack()  # a temporary store's folder, when prune computes the features
-    hf = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
-    feature_bytes = 0
+    return torch_device
+
+
+def plan(data: DataSpec | None = None, method: MethodConfig = MethodConfig(), budget: Budget = Budget(), *,
+         features: str | Path | None = None, warmup: WarmupConfig = WarmupConfig(),
+         posterior: PosteriorConfig = PosteriorConfig(), seed: int = 0, device: str | torch.device = "auto") -> SelectionPlan:
+    """What ``select`` with the same arguments would do (budgets, pools, memory): the first half of ``select``,
+    with no model run and nothing written (nor downloaded)."""
+    with _candidates(data, method, budget, features, (warmup, posterior, seed, device), plan_only=True) as found:
+        candidates, feature_bytes, torch_device = found
+        return plan_selection(candidates, method, budget, seed=seed, device=torch_device, feature_bytes=feature_bytes)
+
+
+def select(data: DataSpec | None = None, method: MethodConfig = MethodConfig(), budget: Budget = Budget(), *,
+           features: str | Path | None = None, warmup: WarmupConfig = WarmupConfig(),
+           posterior: PosteriorConfig = PosteriorConfig(), seed: int = 0,
+           device: str | torch.device = "auto") -> Manifest | None:
+    """Select a coreset of ``data``'s training split with ``method``; its manifest (save it with ``.save``).
+
+    ``features`` selects from an existing store (``data``, if given, is checked against it: size,
+    labels and their order); without it, a model is warmed up (``warmup``) and its features
+    (``posterior``) computed into a temporary store first, unless the method and its difficulty
+    stage need none (``random``). ``prune select`` runs this. Under torchrun, with ``features``,
+    every rank calls this and shares the greedy runs; rank 0 gets the manifest, the others None.
+    """
+    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after the work
+    with _candidates(data, method, budget, features, (warmup, posterior, seed, device)) as found:
+        candidates, _, torch_device = found
+        return select_candidates(candidates, method, budget, seed=seed, device=torch_device)
+
+
+@contextlib.contextmanager
+def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, features, compute: tuple,
+                plan_only: bool = False):
+    """(candidates, bytes of features still to compute, device): from the store ``features``, or from ``data``
+    with features computed into a temporary store (deleted on exit) where the method needs them."""
+    warmup, posterior, seed, device = compute
+    check_seed(seed)
+    torch_device = _device(device, warmup.amp)
     if features is not None:
-        opened = FeatureStore.open(features)
-        if dataset is not None:
-            opened.check_dataset(load_dataset(dataset, data_root, download and not dry_run, **hf))
-        candidates = Candidates.from_store(opened)
-        root = data_root_used(candidates.dataset["source"], data_root)
-        if root:
-            candidates.dataset["root"] = root_hint(root)
-    else:
-        try:  # a dry run writes nothing, so it downloads nothing either
-            data, labels, noise, flipped = load_training_data(dataset or "digits", data_root, download and not dry_run,
-                                                              label_noise, noise_seed, **hf)
-        except PruneError as err:
-            if dry_run and download:
-                raise PruneError(f"{err} (a dry run downloads nothing: run without --dry-run to download)") from None
-            raise
-        record = dataset_record(data, data_root)
-        check_request(labels, data.num_classes, method, fraction=fraction, count=count, balance=balance, options=opts,
-                      posterior_samples=posterior_samples if needs_features else None)  # before any model
-        if not needs_features or dry_run:
-            noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
-            candidates = Candidates(labels, record, noise_record)
-            if needs_features:  # dry run: the size the features would have
-                config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                        posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
-                                        checkpoint, augment, amp)
-                feature_bytes = store_bytes(data, config)
-        else:
-            config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                                    posterior_layers, posterior_kind, hessian, hutchinson_samples, "float32", warmup_schedule,
-                                        checkpoint, augment, amp)
-            # the store is read lazily during selection: its temporary folder lives until then
-            path = store or Path(scratch.enter_context(tempfile.TemporaryDirectory())) / "features.h5"
-            build_store(data, labels, path, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped)
-            candidates = Candidates.from_store(FeatureStore.open(path), root=record.get("root"))
-    with scratch:
-        if dry_run:
-            return plan_selection(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                                  options=opts, difficulty=stage, device=torch_device, feature_bytes=feature_bytes)
-        manifest = select(candidates, method, fraction=fraction, count=count, balance=balance, seed=seed,
-                          options=opts, difficulty=stage, device=torch_device)
-    if out is not None and manifest is not None:  # None: a rank other than 0 under torchrun
-        manifest.save(out)
+        with FeatureStore.open(features) as store:
+            if data is not None:
+                store.check_dataset(data.load(download=data.download and not plan_only))
+            candidates = Candidates.from_store(store)
+            root = data_root_used(candidates.dataset["source"], data.data_root if data else None)
+            if root:
+                candidates.dataset["root"] = root_hint(root)
+            yield candidates, 0, torch_device
+        return
+    data = data or DataSpec()
+    loaded = _load_for(data, plan_only)
+    labels, noise, flipped = data.training_labels(loaded)
+    needs_features = method.method.needs_features or method.stage().active
+    check_request(labels, loaded.num_classes, method, budget, posterior.samples if needs_features else None)
+    record = dataset_record(loaded, data.data_root)
+    if not needs_features or plan_only:
+        noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}
+        config = feature_config(loaded, warmup, posterior) if needs_features else None
+        yield Candidates(labels, record, noise_record), config and store_bytes(loaded, config), torch_device
+        return
+    with tempfile.TemporaryDirectory() as folder:  # the store is read lazily during selection
+        path = Path(folder) / "features.h5"
+        build_store(loaded, labels, path, feature_config(loaded, warmup, posterior), seed=seed, device=torch_device,
+                    label_noise=noise, flipped=flipped)
+        with FeatureStore.open(path) as store:
+            yield Candidates.from_store(store, root=record.get("root")), 0, torch_device
+
+
+def _load_for(data: DataSpec, plan_only: bool) -> LoadedData:
+    """``data`` loaded; a dry run downloads nothing."""
+    try:
+        return data.load(download=data.download and not plan_only)
+    except PruneError as err:
+        if plan_only and data.download:
+            raise PruneError(f"{err} (a dry run downloads nothing: run without --dry-run to download)") from None
+        raise
+
+
+def select_coreset(dataset: str | None = None, method: str = "herding", **keywords) -> Manifest | SelectionPlan | None:
+    """``select`` with the command line's option names as keywords (``fraction=0.1``, ``warmup_epochs=1``, ...);
+    ``out`` also saves the manifest there (an existing file is refused unless ``overwrite=True``), ``store`` keeps
+    the features computed, and ``dry_run=True`` returns the plan (``plan``) instead."""
+    out, overwrite = keywords.pop("out", None), keywords.pop("overwrite", False)
+    store, dry_run = keywords.pop("store", None), keywords.pop("dry_run", False)
+    configs = select_configs(dataset=dataset, method=method, **keywords)
+    if dry_run:
+        return plan(**configs)
+    check_outputs(out, store, dataset=dataset, data_root=keywords.get("data_root"), features=configs["features"],
+                  checkpoint=keywords.get("checkpoint"), overwrite=overwrite)
+    if store is not None and configs["features"] is None:  # the features kept: computed once into ``store``
+        features(configs["data"], configs["warmup"], configs["posterior"], out=store, seed=configs.get("seed", 0),
+                 device=configs.get("device", "auto")).close()
+        configs["features"] = store
+    manifest = select(**configs)
+    if out is not None and manifest is not None:
+        manifest.save(out, overwrite=True)  # checked above, before the work
     return manifest
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: test accuracy and loss (None without a test split), the per-epoch history on the
+    examples trained on, how many distinct examples were trained on, seconds, the trained model and its name;
+    a dynamic run's subset log (``prune.dynamic.subset_log``) and back-propagated examples."""
+
+    test_accuracy: float | None
+    test_loss: float | None
+    history: list[dict]
+    train_examples: int
+    wall_seconds: float
+    model: torch.nn.Module = field(repr=False)
+    model_name: str = ""
+    log: dict | None = field(default=None, repr=False)
+    backprops: int | None = None
+
+
+def train(data: DataSpec | None = None, config: TrainConfig = TrainConfig(epochs=20), *,
+          manifest: Manifest | str | Path | None = None, dynamic: DynamicConfig | None = None, model: str | None = None,
+          checkpoint: str | Path | None = None, seed: int = 0, device: str | torch.device = "auto") -> TrainResult:
+    """Train a fresh model and test it: on a manifest's subset (``manifest``, a ``Manifest`` or its path; ``data``
+    None: the manifest's source, from its recorded folder), on all of ``data``, or selecting mini-batch coresets
+    during training (``dynamic``). ``config.weighted`` weights each example's loss by the manifest's gamma.
+    ``prune train`` runs this."""
+    check_seed(seed)
+    torch_device = _device(device, config.amp)
+    if dynamic is not None:
+        if manifest is not None or checkpoint is not None:
+            raise PruneError("dynamic selection trains a fresh model on all data: drop the manifest and checkpoint")
+        return _train_dynamic(data or DataSpec(), dynamic, model, seed, torch_device)
+    if manifest is None:
+        spec = data or DataSpec()
+        loaded = spec.load()
+        labels, _, _ = spec.training_labels(loaded)
+        indices, weights = torch.arange(len(labels)), None
+    else:
+        chosen = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+        if data is not None and data.label_noise:
+            raise PruneError("a manifest records the labels it was made with; drop the label noise")
+        loaded = load_recorded(chosen.dataset, data.source if data else None, data.data_root if data else None,
+                               data.download if data else False, **(data.options() if data else {}))
+        counts = torch.bincount(loaded.train.y, minlength=loaded.num_classes).tolist()
+        warning = chosen.check_dataset(fingerprint=loaded.fingerprint, num_examples=len(loaded.train),
+                                       class_counts=counts, files_fingerprint=loaded.record().get("files_fingerprint"))
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        labels = torch.from_numpy(chosen.training_labels(loaded.train.y.numpy()))
+        indices = torch.from_numpy(chosen.indices)
+        weights = torch.from_numpy(chosen.weights) if config.weighted else None
+        model = model or (chosen.model or {}).get("features", {}).get("model")
+    name = model or default_model(loaded.source, loaded.input_shape)
+    run = fit_and_test(loaded, labels, indices, config, name, seed=seed, device=torch_device, weights=weights,
+                       checkpoint=checkpoint)
+    return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
+                       run["wall_seconds"], run["model"], name)
+
+
+def _train_dynamic(data: DataSpec, dynamic: DynamicConfig, model: str | None, seed: int,
+                   device: torch.device) -> TrainResult:
+    """``train`` with selection during training (``prune.dynamic.run_dynamic``)."""
+    loaded = data.load()
+    labels, _, _ = data.training_labels(loaded)
+    name = model or default_model(loaded.source, loaded.input_shape)
+    start = time.perf_counter()
+    result = run_dynamic(loaded, dynamic, model_name=name, seed=seed, device=device, labels=labels,
+                         dataset_record=dataset_record(loaded, data.data_root), description=f"dynamic {dynamic.kind}")
+    trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
+    return TrainResult(result.test["accuracy"], result.test["loss"], result.history, len(trained),
+                       time.perf_counter() - start, result.model, name, result.log, result.backprops)
+
+
+def bench(config: BenchConfig, device: str | torch.device = "auto", *, reuse: bool = True) -> list[dict]:
+    """Run the evaluation protocol (``prune.bench``): every method, fraction, label noise and seed of ``config``,
+    one warm-up per seed shared by every row; one row per cell, and the report in ``config.out``.
+    ``reuse`` reads the cells an earlier run finished with the same settings instead of computing them."""
+    return run_bench(config, _device(device), reuse=reuse)

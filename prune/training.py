@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -27,6 +28,7 @@ from prune import random_streams
 from prune.data.streaming import batches
 from prune.distributed import World
 from prune.errors import PruneError
+from prune.models import build_model, load_checkpoint
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -47,6 +49,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": anneal to 0 over the epochs; "constant": keep lr
     augment: str = "none"  # "standard": random crop with padding and horizontal flip (prune.augment)
     amp: bool = False  # forward passes in bfloat16 autocast (--amp; CUDA), the loss in float32
+    weighted: bool = False  # prune train --weighted: each example's loss weighted by its manifest's gamma
 
     def __post_init__(self):
         if self.augment not in augmentation.AUGMENTS:
@@ -72,6 +75,8 @@ class TrainConfig:
             del out["augment"]
         if not out["amp"]:
             del out["amp"]
+        if not out["weighted"]:
+            del out["weighted"]
         return out
 
 
@@ -291,3 +296,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torc
         total_loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     return {"accuracy": correct / len(y), "loss": total_loss / len(y)}
+
+
+def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: TrainConfig, model_name: str, *,
+                 seed: int, device: torch.device, weights: torch.Tensor | None = None, checkpoint=None) -> dict:
+    """A fresh ``model_name`` (from ``checkpoint``'s weights if given) trained on the rows ``indices`` of the
+    training split and tested: test accuracy and loss (None without a test split), size, seconds, history, model."""
+    seed_everything(seed)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
+    start = time.perf_counter()
+    history = fit(model, data.train.x[indices], labels[indices], config, device=device, seed=seed, weights=weights,
+                  description=f"train {model_name}")
+    wall = time.perf_counter() - start
+    test = evaluate(model, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
+            "wall_seconds": wall, "history": history, "model": model}

@@ -73,7 +73,6 @@ def test_features_then_select_equals_one_step_and_runs_no_model(tmp_path, monkey
 
     monkeypatch.setattr(prune.models, "build_model", no_model)
     monkeypatch.setattr("prune.api.build_store", no_model)
-    monkeypatch.setattr("prune.cli.features.build_store", no_model)
     two_step = tmp_path / "two.json"
     run("select", "--features", store, "--method", "craig", "--out", two_step)
     assert one_step.read_bytes() == two_step.read_bytes()

@@ -177,7 +177,7 @@ def test_cli_train_log_replay_inspect(tmp_path):
     assert result.exit_code == 0, result.output
     assert "selection points" in result.output and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = runner.invoke(app, ["inspect", str(log)])
-    assert result.exit_code == 0 and (tmp_path / "dyn.counts.png").exists()
+    assert result.exit_code == 0 and not (tmp_path / "dyn.counts.png").exists()  # no plot unless asked (--plot)
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -329,7 +329,7 @@ def test_bad_budgets_and_method_options(args, match, digits_store, tmp_path):
     (["features", "--batch-size", "0", "--out", "x.h5"], "--batch-size must be a whole number >= 1"),
     (["features", "--lr", "-1", "--out", "x.h5"], "--lr must be a finite number >= 0"),
     (["train", "--epochs", "-1"], "epochs must be a whole number >= 0"),
-    (["features", "--posterior-samples", "0", "--out", "x.h5"], "--posterior-samples must be >= 1"),
+    (["features", "--posterior-samples", "0", "--out", "x.h5"], "--posterior-samples must be a whole number >= 1"),
     (["features", "--label-noise", "1", "--out", "x.h5"], "label-noise fraction must be in [0, 1)"),
 ])
 def test_unknown_names_and_bad_settings(args, match, tmp_path, monkeypatch):
@@ -380,7 +380,7 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
         raise AssertionError("the output should have been refused first")
 
     monkeypatch.setattr(prune.features.build, "warm_start", no_work)
-    monkeypatch.setattr("prune.cli.train.fit", no_work)
+    monkeypatch.setattr("prune.training.fit", no_work)
     blocker = tmp_path / "file"
     blocker.write_text("")
     fails("select", "--out", blocker / "m.json", match="cannot write")
@@ -529,7 +529,12 @@ def killing_replace(src, dst, *args, **kwargs):
     if os.path.abspath(dst) == target:  # the finished temporary file is about to be renamed
         os.kill(os.getpid(), signal.SIGKILL)
     return replace(src, dst, *args, **kwargs)
-os.replace = killing_replace
+link = os.link
+def killing_link(src, dst, *args, **kwargs):  # a new output is claimed by a link, never replacing a file
+    if os.path.abspath(dst) == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return link(src, dst, *args, **kwargs)
+os.replace, os.link = killing_replace, killing_link
 from prune.cli import app
 app(sys.argv[2:], prog_name="prune")
 """

@@ -90,7 +90,7 @@ def test_features_select_train_filter_with_torchvision_and_checkpoint(tree, tmp_
     assert result["model"] == "torchvision:resnet18"  # from the manifest
 
     out = tmp_path / "pruned"
-    run("filter", "--manifest", manifest, "--out", out)
+    run("filter", "--manifest", manifest, "--out", out, "--link")
     train_files = sorted((tree / "train").glob("*/*.png"))
     kept = sorted(p.relative_to(out / "train") for p in (out / "train").glob("*/*.png"))
     assert kept == [train_files[i].relative_to(tree / "train") for i in chosen.indices]

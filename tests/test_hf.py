@@ -253,7 +253,7 @@ def test_python_api_matches_the_cli_and_train_uses_the_recorded_columns(vectors,
                                     label_column="target", warmup_epochs=2)
     assert manifest.to_dict() == Manifest.load(cli_path).to_dict()
     assert manifest.model["features"]["model"] == "mlp"
-    with pytest.raises(PruneError, match="unknown method option"):
+    with pytest.raises(PruneError, match="unknown option"):
         prune.select_coreset("digits", "random", nonsense=1)
     store, two_step = tmp_path / "vectors.h5", tmp_path / "two-step.json"  # the store keeps split and columns
     run("features", "--dataset", f"hf:{vectors}", "--feature-column", "embedding", "--label-column", "target",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from prune.data import load_dataset
 from prune.errors import PruneError
@@ -55,21 +55,35 @@ def test_subset_is_checked_and_holds_the_manifest_rows(digits, manifest):
         manifest.subset(TensorDataset(x), labels=(y + 1) % 10)
 
 
-def test_sampler_draws_subset_positions_in_proportion_to_gamma(digits, manifest):
-    sampler = manifest.sampler(num_samples=60_000, generator=torch.Generator().manual_seed(0))
-    assert isinstance(sampler, WeightedRandomSampler)
-    drawn = torch.tensor(list(sampler))
-    assert drawn.min() >= 0 and drawn.max() < len(manifest)
-    by_weight = {w: (drawn.unsqueeze(1) == torch.nonzero(torch.from_numpy(manifest.weights) == w).flatten()).sum()
-                 for w in (1.0, 2.0, 3.0)}
-    share = {w: by_weight[w].item() / len(drawn) for w in by_weight}
-    total = manifest.weights.sum()
-    for w in share:
-        assert share[w] == pytest.approx(w * (manifest.weights == w).sum() / total, abs=0.01)
-    loader = DataLoader(manifest.subset(TensorDataset(digits.train.x, digits.train.y)), batch_size=32,
-                        sampler=manifest.sampler())
+def test_sampler_gives_each_rank_its_share_of_the_subset_per_epoch(digits, manifest):
+    subset = set(manifest.indices.tolist())
+    samplers = [manifest.sampler(num_replicas=3, rank=r, seed=5) for r in range(3)]
+    shares = [list(s) for s in samplers]
+    assert all(len(share) == len(samplers[0]) == -(-len(manifest) // 3) for share in shares)
+    assert set().union(*map(set, shares)) == subset  # every index of the subset, indices into the whole data
+    assert sum(map(len, shares)) - len(subset) < 3  # padded by at most num_replicas - 1 repeats
+    for sampler in samplers:
+        sampler.set_epoch(1)
+    assert [list(s) for s in samplers] != shares  # a new order each epoch, the same on every rank
+    assert [list(s) for s in samplers] == [list(s) for s in samplers]
+    loader = DataLoader(TensorDataset(digits.train.x, digits.train.y), batch_size=32, sampler=manifest.sampler())
     assert sum(len(batch[1]) for batch in loader) == len(manifest)
+    with pytest.raises(PruneError, match="rank must be in"):
+        manifest.sampler(num_replicas=2, rank=2)
+
+
+def test_weighted_sampler_draws_in_proportion_to_gamma(manifest):
+    drawn = []
+    sampler = manifest.sampler(weighted=True)
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        drawn += list(sampler)
+    gamma = dict(zip(manifest.indices.tolist(), manifest.weights.tolist()))
+    total = manifest.weights.sum()
+    for w in (1.0, 2.0, 3.0):
+        share = sum(gamma[i] == w for i in drawn) / len(drawn)
+        assert share == pytest.approx(w * (manifest.weights == w).sum() / total, abs=0.01)
     empty = Manifest(indices=[], weights=[], dataset=manifest.dataset, method={"name": "test"}, budget={},
                      per_class=[0] * 10)
     with pytest.raises(PruneError, match="no example with a positive weight"):
-        empty.sampler()
+        empty.sampler(weighted=True)

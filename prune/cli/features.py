@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from prune import distributed
-from prune.api import feature_config, load_training_data, source_options
+from prune import api, distributed
+from prune.config import select_configs
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
@@ -19,8 +19,8 @@ from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Do
                                checkpoint_option, flag, lr_option, model_option, seed_option, value, warmup_epochs_option,
                                warmup_schedule_option)
 from prune.data import source_paths
-from prune.features import build_store, partial_path
-from prune.training import check_amp, console, resolve_device
+from prune.features import partial_path
+from prune.training import console, resolve_device
 from prune.training import quiet as no_progress
 
 
@@ -60,23 +60,25 @@ def features_command(
     dtype, device, warmup_schedule, augment = value(dtype), value(device), value(warmup_schedule), value(augment)
     world = distributed.start()  # under torchrun: join the other ranks (build_store shares the work), pick the GPU
     torch_device = resolve_device(device)
-    check_amp(amp, torch_device)
-    ensure_writable(out, inputs=source_paths(dataset, data_root), overwrite=overwrite)
-    data, labels, noise, flipped = load_training_data(
-        dataset, data_root, download, label_noise, noise_seed,
-        **source_options(split, image_column, label_column, feature_column, image_size, skip_bad))
-    config = feature_config(data, model, warmup_epochs, lr, batch_size, posterior_samples, posterior_sigma,
-                            posterior_layers, posterior_kind, hessian, hutchinson_samples, dtype, warmup_schedule,
-                            checkpoint, augment, amp)
+    ensure_writable(out, inputs=[*source_paths(dataset, data_root), checkpoint], overwrite=overwrite)
+    configs = select_configs(dataset, data_root=data_root, download=download, split=split, image_column=image_column,
+                             label_column=label_column, feature_column=feature_column, image_size=image_size,
+                             skip_bad=skip_bad, label_noise=label_noise, noise_seed=noise_seed, model=model,
+                             checkpoint=checkpoint, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
+                             warmup_schedule=warmup_schedule, augment=augment, amp=amp,
+                             posterior_samples=posterior_samples, posterior_sigma=posterior_sigma,
+                             posterior_layers=posterior_layers, posterior_kind=posterior_kind, hessian=hessian,
+                             hutchinson_samples=hutchinson_samples)
     start, before = time.perf_counter(), _identity(out)
+    run = lambda: api.features(configs["data"], configs["warmup"], configs["posterior"], out=out, seed=seed,  # noqa: E731
+                               device=torch_device, dtype=dtype, resume=resume)
     if not world.main:
         with no_progress():  # rank 0 shows the progress and writes the store
-            build_store(data, labels, out, config, seed=seed, device=torch_device, resume=resume)
+            run()
         distributed.stop()
         return
     try:
-        build_store(data, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
-                    resume=resume)
+        run().close()
     except KeyboardInterrupt:
         if partial_path(out).exists():
             console.print(f"interrupted: the work done is kept in {partial_path(out)}; run the same command with "

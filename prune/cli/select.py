@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from prune import distributed
-from prune.api import check_outputs, select_coreset
+from prune import api
+from prune.api import check_outputs
 from prune.atomic import finishing, refuse_existing
 from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, Device, DeviceName, DifficultyScore, StrataBudget, StrataBudgets,
                                Download, DropHard, FeatureColumn, Hessian, HessianKind, HutchinsonSamples, ImageColumn,
@@ -21,8 +22,8 @@ from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, 
                                warmup_schedule_option, Augment, ImageSize, SkipBad, amp_option, augment_option,
                                checkpoint_option)
 from prune.data.sources import source_stem
-from prune.selection import BALANCES, METHODS, MethodOptions, SelectionPlan
-from prune.selection.methods import DISTANCE_METHODS, POSTERIORS, TOP_K_SCOPES
+from prune.selection import BALANCES, METHODS, SelectionPlan, method_class
+from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
 from prune.training import console
 
 
@@ -79,7 +80,7 @@ def select_command(
     method, balance, top_k_scope, device = value(method), value(balance), value(top_k_scope), value(device)
     # under torchrun the ranks share the greedy runs over a store (prune.selection.coreset); rank 0 writes.
     # Anything else (features to compute first, a sampling method, a dry run) is rank 0's alone.
-    shared = features is not None and not dry_run and method in DISTANCE_METHODS
+    shared = features is not None and not dry_run and method_class(method).needs_features
     if not shared and distributed.launched_rank() != 0:
         return
     world = distributed.start() if shared else distributed.World()
@@ -89,28 +90,27 @@ def select_command(
     if fraction is None and count is None:
         fraction = 0.1
     if not dry_run:  # fail now, not after the warm-up
-        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, overwrite=overwrite)
+        check_outputs(out, store, dataset=dataset, data_root=data_root, features=features, checkpoint=checkpoint,
+                      overwrite=overwrite)
         if out is None and not overwrite:  # the default (written, and its folder made, at the end)
             refuse_existing(default_out(dataset, features, method, fraction, count))
     # --dataset with --features: check the store against that dataset (its default means "the store's")
     source = ctx.get_parameter_source("dataset")  # typer may vendor click: compare by name
     given = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
     start = time.perf_counter()
-    # one code path with the Python API (prune.select_coreset)
-    manifest = select_coreset(
-        dataset if given or features is None else None, method, dry_run=dry_run,
-        fraction=fraction, count=count, balance=balance, seed=seed, features=features, store=store,
-        data_root=data_root, download=download, split=split, image_column=image_column, label_column=label_column,
+    manifest = api.select_coreset(  # the Python API's keyword alias, with the same names as these options
+        dataset if given or features is None else None, method, fraction=fraction, count=count, balance=balance,
+        seed=seed, features=features, store=store, dry_run=dry_run, overwrite=overwrite, data_root=data_root,
+        download=download, split=split, image_column=image_column, label_column=label_column,
         feature_column=feature_column, image_size=image_size, skip_bad=skip_bad, model=model, checkpoint=checkpoint,
         augment=augment, amp=amp, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
-        warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget), difficulty_score=difficulty_score,
-        posterior_samples=posterior_samples, posterior_sigma=posterior_sigma, posterior_layers=posterior_layers,
-        posterior_kind=posterior_kind, hessian=hessian, hutchinson_samples=hutchinson_samples,
-        label_noise=label_noise, noise_seed=noise_seed, device=device, overwrite=overwrite,
-        options=MethodOptions(max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
-                              hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
-                              learned_window=learned_window, posterior=posterior),
-    )
+        warmup_schedule=warmup_schedule, drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget),
+        difficulty_score=difficulty_score, posterior_samples=posterior_samples, posterior_sigma=posterior_sigma,
+        posterior_layers=posterior_layers, posterior_kind=posterior_kind, hessian=hessian,
+        hutchinson_samples=hutchinson_samples, label_noise=label_noise, noise_seed=noise_seed, device=device,
+        max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
+        hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
+        learned_window=learned_window, posterior=posterior)
     seconds = time.perf_counter() - start
     if not world.main:
         distributed.stop()
@@ -120,7 +120,7 @@ def select_command(
         print_plan(manifest, out)
         return
     with finishing():
-        manifest.save(out)
+        manifest.save(out, overwrite=overwrite)
     console.print(f"selected {len(manifest)} of {manifest.dataset['num_examples']} examples with {method} "
                   f"in {seconds:.1f} s -> {out}")
     distributed.stop()  # the other ranks wait here until the manifest is written

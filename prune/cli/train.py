@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prune.api import dataset_record, load_recorded, load_training_data, recorded_options, source_options
-from prune.atomic import atomic_path, ensure_writable, finishing, write_text
+from prune.atomic import ensure_writable, finishing, save_torch, write_text
 from prune.cli.options import (DATA, OUTPUT, POSTERIOR, TRAINING, Augment, DataRoot, Device, DeviceName, Download,
                                EvalSplit, FeatureColumn, ImageColumn, ImageSize, LabelColumn, LabelNoise, Layers,
                                NoiseSeed, Overwrite, PosteriorLayers, Quiet, Sigma, SkipBad, Split, amp_option,
@@ -25,8 +25,8 @@ from prune.selection import random_subset
 from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
-from prune.models import build_model, checkpoint_record, default_model, load_checkpoint
-from prune.training import TrainConfig, check_amp, console, evaluate, fit, resolve_device, seed_everything
+from prune.models import checkpoint_record, default_model
+from prune.training import TrainConfig, check_amp, console, fit_and_test, resolve_device
 
 
 DYNAMIC = "Dynamic selection"
@@ -100,9 +100,11 @@ def train_command(
         raise PruneError("--fraction and --log belong to dynamic training; add --dynamic ensemble|crest|random "
                          "(or select a static subset with `prune select --fraction`)")
     torch_device = resolve_device(device)
-    for output in (metrics, save_model):  # fail now, not after training
-        if output:
-            ensure_writable(output, inputs=[manifest, checkpoint, *source_paths(dataset, data_root)], overwrite=overwrite)
+    inputs = [manifest, checkpoint, *source_paths(dataset, data_root)]
+    if metrics:  # fail now, not after training
+        ensure_writable(metrics, inputs=inputs, overwrite=overwrite)
+    if save_model:  # and not on the path of another output of this run
+        ensure_writable(save_model, inputs=[*inputs, metrics], overwrite=overwrite)
     chosen = Manifest.load(manifest) if manifest else None
     options = source_options(split, image_column, label_column, feature_column, image_size, skip_bad)
     if chosen is not None:
@@ -164,10 +166,9 @@ def train_command(
                       f", seed {seed})", highlight=False)
     with finishing():
         if save_model:
-            with atomic_path(save_model) as tmp:
-                torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+            save_torch({k: v.detach().cpu() for k, v in net.state_dict().items()}, save_model, overwrite=overwrite)
         if metrics:
-            write_text(metrics, json.dumps(result, indent=1) + "\n")
+            write_text(metrics, json.dumps(result, indent=1) + "\n", overwrite=overwrite)
 
 
 def say_held_out(data) -> None:
@@ -184,19 +185,10 @@ def say_held_out(data) -> None:
 
 def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device,
                     checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
-    """A fresh ``model_name`` (from ``checkpoint`` if given) trained on ``indices`` and tested:
-    (accuracy, loss, size, seconds, history; the trained model)."""
-    seed_everything(seed)
-    net = build_model(model_name, data.input_shape, data.num_classes)
-    if checkpoint is not None:
-        load_checkpoint(net, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
-    start = time.perf_counter()
-    history = fit(net, data.train.x[indices], labels[indices], config, device=device, seed=seed,
-                  weights=weights, description=f"train {model_name}")
-    wall = time.perf_counter() - start
-    test = evaluate(net, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
-            "wall_seconds": wall, "history": history}, net
+    """``prune.training.fit_and_test``, split into its record and the trained model."""
+    run = fit_and_test(data, labels, indices, config, model_name, seed=seed, device=device, weights=weights,
+                       checkpoint=checkpoint)
+    return run, run.pop("model")
 
 
 def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_root, download: bool, label_noise: float,
@@ -264,7 +256,7 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         wall = time.perf_counter() - start
         if log is not None:
             with finishing():
-                subset_log.save(result.log, log)
+                subset_log.save(result.log, log, overwrite=overwrite)
         kind, run_epochs, fraction_used, run_seed = dynamic, epochs, cfg.fraction, seed
         r = result.log["result"]
         extra = {"selections": r["selections"], "forward_examples": r["forward_examples"],
@@ -291,5 +283,5 @@ def train_dynamic(*, dynamic: str | None, manifest, dataset: str | None, data_ro
         console.print(f"subset log -> {log}", highlight=False)
     if metrics:
         with finishing():
-            write_text(metrics, json.dumps(out, indent=1) + "\n")
+            write_text(metrics, json.dumps(out, indent=1) + "\n", overwrite=overwrite)
     return out

@@ -2,8 +2,8 @@
 
 ``checked_torch_subset`` (``Manifest.subset``) checks a map-style dataset against a manifest
 (size, then the label fingerprint, as ``Manifest.apply`` does for Hugging Face datasets) and
-returns ``torch.utils.data.Subset(dataset, indices)``; ``gamma_sampler`` (``Manifest.sampler``)
-draws positions in that subset with probability proportional to their weights gamma.
+returns ``torch.utils.data.Subset(dataset, indices)``; ``ManifestSampler`` (``Manifest.sampler``)
+gives each rank its share of the manifest's indices into the whole dataset, per epoch.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import torch
-from torch.utils.data import Subset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import Sampler, Subset, TensorDataset
 
 from prune.data.labels import label_fingerprint
 from prune.errors import PruneError
@@ -48,10 +48,46 @@ def checked_torch_subset(manifest, dataset, *, labels=None, force: bool = False)
     return Subset(dataset, manifest.indices.tolist())
 
 
-def gamma_sampler(manifest, num_samples: int | None = None, *, replacement: bool = True,
-                  generator: torch.Generator | None = None) -> WeightedRandomSampler:
-    """``Manifest.sampler``: positions 0..k-1 of ``Manifest.subset``, drawn with probability gamma_i / sum gamma."""
-    if not len(manifest) or not manifest.weights.sum() > 0:
-        raise PruneError("the manifest has no example with a positive weight gamma to sample from")
-    return WeightedRandomSampler(manifest.weights.tolist(), len(manifest) if num_samples is None else num_samples,
-                                 replacement=replacement, generator=generator)
+class ManifestSampler(Sampler[int]):
+    """``Manifest.sampler``: the manifest's indices into the *full* dataset, each rank its share per epoch.
+
+    As ``torch.utils.data.DistributedSampler`` does for a whole dataset: every epoch (``set_epoch``)
+    the subset is shuffled by a generator seeded with ``seed + epoch`` (the same on every rank), padded
+    by repeating its first indices to a multiple of ``num_replicas``, and rank r takes every
+    ``num_replicas``-th index from position r. ``weighted`` draws the epoch's indices with replacement,
+    with probability gamma_i / sum gamma (CRAIG's weights), instead of each index once.
+    """
+
+    def __init__(self, manifest, num_replicas: int | None = None, rank: int | None = None, *, shuffle: bool = True,
+                 seed: int = 0, weighted: bool = False):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.num_replicas = num_replicas if num_replicas is not None else (
+            torch.distributed.get_world_size() if distributed else 1)
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
+        if not 0 <= self.rank < self.num_replicas:
+            raise PruneError(f"rank must be in 0..{self.num_replicas - 1}, got {self.rank}")
+        if weighted and not manifest.weights.sum() > 0:
+            raise PruneError("the manifest has no example with a positive weight gamma to sample from")
+        self.indices = torch.from_numpy(manifest.indices.astype(np.int64))
+        self.weights = torch.from_numpy(manifest.weights.astype(np.float64)) if weighted else None
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.num_samples = -(-len(self.indices) // self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order the next iteration draws (call it before each epoch, as for DistributedSampler)."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, len(self.indices), replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(len(self.indices), generator=generator)
+        else:
+            order = torch.arange(len(self.indices))
+        total = self.num_samples * self.num_replicas
+        order = torch.cat([order, order[: total - len(order)]]) if len(order) < total else order
+        return iter(self.indices[order[self.rank:total:self.num_replicas]].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -17,3 +17,7 @@ from prune.features.store import FeatureStore
 __all__ = ["DTYPES", "HESSIANS", "POSTERIOR_KINDS", "POSTERIOR_LAYERS", "FeatureConfig", "FeatureStore", "WarmUp",
            "build_store", "extract_batches", "extract_features", "partial_path", "perturbed", "posterior_parameters",
            "store_bytes", "warm_up", "with_bias"]
+
+from prune.callable_module import make_callable  # noqa: E402  prune.features(...) is prune.api.features(...)
+
+make_callable(__name__)

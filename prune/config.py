@@ -1,0 +1,182 @@
+"""The configuration objects of prune's Python API: frozen, checked once, at construction.
+
+Each option's default and each check live here (or in the stage's own config, re-exported here):
+``DataSpec`` (what to load), ``WarmupConfig`` (the model and its warm-up), ``PosteriorConfig``
+(posterior sampling and curvature), ``prune.selection.MethodConfig`` (a method and its knobs),
+``prune.selection.DifficultyConfig`` (the difficulty stage), ``prune.selection.Budget`` (how many
+to keep), ``prune.training.TrainConfig`` (an SGD run) and ``prune.dynamic.DynamicConfig``
+(selection during training). The command line builds these from its options.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from prune.data import LoadedData, flip_labels, load_dataset
+from prune.dynamic import DynamicConfig
+from prune.errors import PruneError
+from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS, FeatureConfig
+from prune.models import checkpoint_record, default_model
+from prune.selection import Budget, DifficultyConfig, MethodConfig, method_class
+from prune.training import TrainConfig, check_seed
+
+__all__ = ["Budget", "DataSpec", "DifficultyConfig", "DynamicConfig", "MethodConfig", "PosteriorConfig",
+           "TrainConfig", "WarmupConfig"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A data source (``prune.data.load_dataset``) and the labels trained on.
+
+    ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply to
+    ``hf:PATH``; ``image_size`` and ``skip_bad`` to ``folder:PATH``. ``label_noise`` flips that
+    fraction of the training labels to another class (seeded by ``noise_seed``).
+    """
+
+    source: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    feature_column: str | None = None
+    eval_split: str | None = None
+    image_size: int | None = None
+    skip_bad: bool = False
+    label_noise: float = 0.0
+    noise_seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise PruneError(f"--dataset needs a source name, got {self.source!r}; e.g. digits, fashion-mnist, "
+                             "folder:PATH")
+        noise = self.label_noise
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+            raise PruneError(f"--label-noise fraction must be in [0, 1), got {noise!r}")
+        check_seed(self.noise_seed, "--noise-seed")
+
+    def options(self) -> dict:
+        """The ``load_dataset`` keywords given (hf: split and columns, folder: size and skip_bad)."""
+        given = {"split": self.split, "image_column": self.image_column, "label_column": self.label_column,
+                 "feature_column": self.feature_column, "eval_split": self.eval_split, "image_size": self.image_size,
+                 "skip_bad": self.skip_bad or None}
+        return {key: value for key, value in given.items() if value is not None}
+
+    def load(self, download: bool | None = None) -> LoadedData:
+        """The data (``download`` None: as the spec says)."""
+        return load_dataset(self.source, self.data_root, self.download if download is None else download,
+                            **self.options())
+
+    def training_labels(self, data: LoadedData) -> tuple[torch.Tensor, dict | None, torch.Tensor]:
+        """The labels trained on (``label_noise`` applied), the noise record (None without) and the flipped rows."""
+        if not self.label_noise:
+            return data.train.y, None, torch.empty(0, dtype=torch.int64)
+        labels, flipped = flip_labels(data.train.y, self.label_noise, data.num_classes, self.noise_seed)
+        return labels, {"fraction": self.label_noise, "seed": self.noise_seed}, flipped
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """The model features are computed with and its warm-up: SGD on the full training split.
+
+    ``model`` None: prune's default for the data (``prune.models.default_model``); ``checkpoint``:
+    start from these weights. ``schedule`` "constant" keeps the learning rate (DeepCore, LCMat).
+    """
+
+    model: str | None = None
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 128
+    schedule: str = "cosine"
+    augment: str = "none"
+    amp: bool = False
+    checkpoint: str | Path | None = None
+
+    def __post_init__(self):
+        self.train_config()  # checks epochs, lr, batch size, schedule and augment once, here
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+                           augment=self.augment, amp=self.amp)
+
+
+@dataclass(frozen=True)
+class PosteriorConfig:
+    """Posterior sampling (M ``samples`` of Gaussian weight noise of std ``sigma`` on ``layers``) and curvature.
+
+    ``kind`` "hessian" scales the noise by the Hessian, "seeds" warms up M models instead;
+    ``hessian`` "hutchinson" estimates the logit Hessian diagonal with probes (ablations of the papers).
+    """
+
+    samples: int = 4
+    sigma: float = 0.01
+    layers: str = "bn"
+    kind: str = "gaussian"
+    hessian: str = "exact"
+    hutchinson_samples: int = 100
+
+    def __post_init__(self):
+        for flag, value in (("--posterior-samples", self.samples), ("--hutchinson-samples", self.hutchinson_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PruneError(f"{flag} must be a whole number >= 1, got {value!r}")
+        sigma = self.sigma
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+            raise PruneError(f"--posterior-sigma must be a finite number >= 0, got {sigma!r}")
+        for flag, value, known in (("--posterior-layers", self.layers, POSTERIOR_LAYERS),
+                                   ("--posterior-kind", self.kind, POSTERIOR_KINDS), ("--hessian", self.hessian, HESSIANS)):
+            if value not in known:
+                raise PruneError(f"unknown {flag} {value!r}; choose one of: {', '.join(known)}")
+
+
+def feature_config(data: LoadedData, warmup: WarmupConfig, posterior: PosteriorConfig,
+                   dtype: str = "float32") -> FeatureConfig:
+    """What determines a store's content besides the data and the seed (``prune.features.FeatureConfig``)."""
+    if dtype not in DTYPES:
+        raise PruneError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    return FeatureConfig(
+        model=warmup.model or default_model(data.source, data.input_shape), warmup=warmup.train_config(),
+        posterior_samples=posterior.samples, posterior_sigma=posterior.sigma, posterior_layers=posterior.layers,
+        posterior_kind=posterior.kind, hessian=posterior.hessian, hutchinson_samples=posterior.hutchinson_samples,
+        dtype=dtype, checkpoint=None if warmup.checkpoint is None else checkpoint_record(warmup.checkpoint))
+
+
+
+# -- the command line's option names (prune select, prune.select_coreset) -> the configs ---------------------
+DATA = ("data_root", "download", "split", "image_column", "label_column", "feature_column", "image_size",
+        "skip_bad", "label_noise", "noise_seed")
+WARMUP = {"model": "model", "warmup_epochs": "epochs", "lr": "lr", "batch_size": "batch_size",
+          "warmup_schedule": "schedule", "augment": "augment", "amp": "amp", "checkpoint": "checkpoint"}
+POSTERIOR = {"posterior_samples": "samples", "posterior_sigma": "sigma", "posterior_layers": "layers",
+             "posterior_kind": "kind", "hessian": "hessian", "hutchinson_samples": "hutchinson_samples"}
+STAGE = {"drop_hard": "drop_hard", "strata": "strata", "strata_budget": "strata_budget", "difficulty_score": "score"}
+BUDGET = ("fraction", "count", "balance")
+RUN = ("features", "seed", "device")
+
+
+def select_configs(dataset: str | None = None, method: str = "herding", **options) -> dict:
+    """The keyword arguments of ``prune.api.select``/``plan`` for ``prune select``'s options (None: the default)."""
+    given = {key: value for key, value in options.items() if value is not None}
+    known = {*DATA, *WARMUP, *POSTERIOR, *STAGE, *BUDGET, *RUN, *MethodConfig.__dataclass_fields__}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise PruneError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    features = given.get("features")
+    data = None
+    if dataset is not None or features is None:
+        data = DataSpec(dataset or "digits", **{key: given[key] for key in DATA if key in given})
+    if features is not None and data is not None and data.label_noise:
+        raise PruneError("--label-noise applies to the features prune computes; a store records the labels it was "
+                         "made with: drop --label-noise, or give it to `prune features`")
+    stage = {name: given[key] for key, name in STAGE.items() if key in given}
+    knobs = {key: given[key] for key in MethodConfig.__dataclass_fields__ if key in given and key != "name"}
+    return {"data": data,
+            "method": MethodConfig(method, **knobs, difficulty=method_class(method).difficulty(**stage) if stage else None),
+            "budget": Budget(**{key: given[key] for key in BUDGET if key in given}),
+            "features": features,
+            "warmup": WarmupConfig(**{name: given[key] for key, name in WARMUP.items() if key in given}),
+            "posterior": PosteriorConfig(**{name: given[key] for key, name in POSTERIOR.items() if key in given}),
+            **{key: given[key] for key in ("seed", "device") if key in given}}
