@@ -167,7 +167,7 @@ def select_configs(dataset: str | None = None, method: str = "herding", **option
     features = given.get("features")
     data = None
     if dataset is not None or features is None:
-        data = DataSpec(dataset or "digits", **{key: given[key] for key in DATA if key in given})
+        data = DataSpec("digits" if dataset is None else dataset, **{key: given[key] for key in DATA if key in given})
     if features is not None and data is not None and data.label_noise:
         raise PruneError("--label-noise applies to the features prune computes; a store records the labels it was "
                          "made with: drop --label-noise, or give it to `prune features`")

@@ -41,3 +41,8 @@ def test_features_select_train_from_python(tmp_path):
 def test_label_noise_with_a_store_is_refused(tmp_path):
     with pytest.raises(PruneError, match="drop --label-noise"):
         prune.select_coreset("digits", "craig", features=tmp_path / "s.h5", label_noise=0.2)
+
+
+def test_an_empty_dataset_name_is_refused_not_read_as_digits():
+    with pytest.raises(PruneError, match="needs a source"):
+        prune.select_coreset("", "random")
