@@ -12,14 +12,12 @@ from prune.errors import PruneError
 from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, noise_settings, obj, optional,
                                    show, string)
 
-REQUIRED = ("fingerprint", "num_classes", "features", "seed")
+REQUIRED = ("fingerprint", "num_classes", "features", "seed", "dataset")
 
 
 def validate(meta: dict, *, source: str) -> None:
     """Check a store's decoded attributes; raise ``PruneError`` with the first problem found."""
     missing = [key for key in REQUIRED if key not in meta]
-    if "dataset" not in meta and "dataset_source" not in meta:
-        missing.append("dataset_source")
     if missing:
         raise PruneError(f"feature store {source} lacks attribute(s) {', '.join(missing)}; it was not written by "
                          "`prune features` or is damaged: re-create it")
