@@ -13,11 +13,11 @@ and median are reported. With ``--section`` the result replaces the section
 "## Feature extraction (benchmarks/features.py)" of ``benchmarks/RESULTS.md`` (other sections
 kept).
 
-Default setup: Fashion-MNIST (60,000 train images) and ``build_model("lenet", ...)`` from
-``prune.models``; ``--synthetic`` (or a missing ``prune.models``/``prune.data``) uses a LeNet of its
-own and random 60000 x 1 x 28 x 28 inputs instead.
+Default setup: Fashion-MNIST (60,000 train images, the IDX files in ``$PRUNE_DATA_ROOT``) and
+``build_model("lenet", ...)`` from ``prune.models``; ``--synthetic`` uses a LeNet of its own and
+random 60000 x 1 x 28 x 28 inputs instead.
 
-    python benchmarks/features.py --section
+    PRUNE_DATA_ROOT=/path/to/fashion-mnist python benchmarks/features.py --section
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 from prune.features import extract_batches, perturbed, posterior_parameters  # noqa: E402
 
 SECTION = "## Feature extraction (benchmarks/features.py)"
-DATA_ROOT = "/work/shared/data/fashion-mnist"
 
 
 class _LeNet(nn.Module):
@@ -63,16 +62,13 @@ class _LeNet(nn.Module):
 
 def load(synthetic: bool, model_name: str):
     if not synthetic:
-        try:
-            from prune.data import load_dataset
-            from prune.models import build_model
+        from prune.data import load_dataset
+        from prune.models import build_model
 
-            data = load_dataset("fashion-mnist", data_root=DATA_ROOT)
-            x, y = data.train.x, data.train.y
-            model = build_model(model_name, tuple(x.shape[1:]), int(data.num_classes))
-            return model, x, y, f"Fashion-MNIST train ({len(y)} images), prune.models {model_name!r}"
-        except ImportError as exc:  # the shared modules are not there yet
-            print(f"note: {exc}; using synthetic data and a local LeNet", file=sys.stderr)
+        data = load_dataset("fashion-mnist")  # the IDX files in $PRUNE_DATA_ROOT
+        x, y = data.train.x, data.train.y
+        model = build_model(model_name, tuple(x.shape[1:]), int(data.num_classes))
+        return model, x, y, f"Fashion-MNIST train ({len(y)} images), prune.models {model_name!r}"
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60000, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (60000,), generator=g)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-FASHION_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+#: the folder of the Fashion-MNIST IDX files (.gz) the tests read: $PRUNE_TEST_DATA/fashion-mnist
+FASHION_ROOT = Path(os.environ.get("PRUNE_TEST_DATA", "data")).resolve() / "fashion-mnist"
+#: what a skipped test says: where the files were looked for and how to get them
+FASHION_MISSING = (f"Fashion-MNIST not found in {FASHION_ROOT}: put the four IDX .gz files from "
+                   "https://github.com/zalandoresearch/fashion-mnist (data/fashion/) in a folder fashion-mnist/ "
+                   "and point PRUNE_TEST_DATA at its parent")
 
 
 def pytest_configure(config):
@@ -42,7 +48,7 @@ def pinned_time(monkeypatch):
 def fashion_slice(tmp_path_factory) -> Path:
     """The first 2000 training and 500 test images of Fashion-MNIST, as an npz source."""
     if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not found at {FASHION_ROOT} (CI has ../shared beside the repo)")
+        pytest.skip(FASHION_MISSING)
     from prune.data.idx import _read_idx
 
     path = tmp_path_factory.mktemp("fashion") / "fashion-slice.npz"

@@ -21,8 +21,9 @@ from prune.data import (
     take,
 )
 from prune.errors import PruneError
+from tests.conftest import FASHION_MISSING, FASHION_ROOT
 
-FASHION_DIR = (Path(__file__).parents[1] / ".." / "shared" / "data" / "fashion-mnist").resolve()
+FASHION_DIR = FASHION_ROOT
 IDX_NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -31,7 +32,7 @@ IDX_NAMES = (
 )
 needs_fashion = pytest.mark.skipif(
     not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"real Fashion-MNIST files not found in {FASHION_DIR} (CI keeps them in ../shared/data)",
+    reason=FASHION_MISSING,
 )
 
 

@@ -205,10 +205,10 @@ def _steps_done(progress: Path) -> int:
 @pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/environ").exists(), reason="needs torchrun and /proc")
 def test_resume_under_torchrun_continues_each_rank_shard_mid_pass(tmp_path):
     """Feature passes go in batches of 1,024 rows: 20,000 rows are 10 batches per rank, committed step by step."""
-    from tests.conftest import FASHION_ROOT
+    from tests.conftest import FASHION_MISSING, FASHION_ROOT
 
     if not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not found at {FASHION_ROOT}")
+        pytest.skip(FASHION_MISSING)
     import numpy as np
 
     from prune.data.idx import _read_idx
