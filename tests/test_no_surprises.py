@@ -427,3 +427,25 @@ def test_a_link_loop_in_an_image_folder_is_refused(images, tmp_path):
     from prune.data import load_dataset
 
     assert len(load_dataset(f"folder:{copy}").train) == 60 + len(list((copy / "test" / "digit-3").iterdir()))
+
+
+class _InterruptedImport:
+    """A meta-path finder that raises KeyboardInterrupt when ``prune.cli.commands`` is imported (Ctrl-C while torch loads)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "prune.cli.commands":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_the_app_imports_exits_130_without_traceback(monkeypatch, capsys):
+    import sys
+
+    import prune.cli
+
+    monkeypatch.delitem(sys.modules, "prune.cli.commands", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exit_:
+        prune.cli.main()
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -1,72 +1,27 @@
-"""The `prune` command line: one module per command, registered here on one Typer app.
+"""The `prune` command line (``prune.cli.commands``); ``main`` is the console script.
 
-``prune.cli.main`` is the console script. Every command runs behind ``user_errors``: a
-``PruneError`` prints one line ``error: ...`` and exits 2, Ctrl-C exits 130, and a command's
-``--quiet`` turns its progress bars off.
+The app is imported inside ``main``, so that Ctrl-C while torch loads (a second or more) exits 130
+with one line, as it does inside a command, instead of a traceback. ``from prune.cli import app``
+still gives the app.
 """
 
 from __future__ import annotations
 
-import functools
-
-import typer
-from rich.markup import escape
-
-from prune import __version__
-from prune.cli.bench import bench_command
-from prune.cli.features import features_command
-from prune.cli.filter import filter_command
-from prune.cli.inspect import inspect_command
-from prune.cli.select import select_command
-from prune.cli.train import train_command
-from prune.errors import PruneError
-from prune.training import console, quiet
-
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Shrink a training set to a coreset and write the choice down as a manifest.")
-
-
-def show_version(requested: bool) -> None:
-    if requested:
-        typer.echo(f"prune {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def prune_options(version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=show_version,
-                                               help="Print prune's version and exit.")):
-    """Shrink a training set to a coreset and write the choice down as a manifest."""
-
-
-def user_errors(command):
-    """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130.
-
-    The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup).
-    The command's ``quiet`` option (``--quiet``), where it has one, is applied here.
-    """
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            with quiet(kwargs.get("quiet", False)):
-                return command(*args, **kwargs)
-        except PruneError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
-            console.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
-
-    return run
-
-
-app.command("features")(user_errors(features_command))
-app.command("select")(user_errors(select_command))
-app.command("train")(user_errors(train_command))
-app.command("inspect")(user_errors(inspect_command))
-app.command("filter")(user_errors(filter_command))
-app.command("bench")(user_errors(bench_command))
+import sys
 
 
 def main() -> None:
+    try:
+        from prune.cli.commands import app
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     app(prog_name="prune")  # also under `python -m prune`: completion scripts and usage name `prune`
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from prune.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
