@@ -91,6 +91,8 @@ class BenchConfig:
     def check(self) -> None:
         from prune.dynamic import DYNAMIC_KINDS
 
+        if any(not isinstance(m, str) or not m.strip() for m in (*self.methods, *self.dynamic)):
+            raise PruneError("--methods and --dynamic take names separated by single commas; an item is empty")
         unknown = [m for m in self.methods if method_posterior(m)[0] not in METHODS]
         if unknown:
             raise PruneError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from {', '.join(METHODS)}")
@@ -99,8 +101,17 @@ class BenchConfig:
             raise PruneError(f"unknown kind(s) {', '.join(unknown)} in --dynamic; choose from {', '.join(DYNAMIC_KINDS)}")
         if not (self.methods or self.dynamic) or not self.fractions or not self.seeds or not self.label_noise:
             raise PruneError("--methods (or --dynamic), --fractions, --seeds and --label-noise each need at least one value")
+        for option, values in (("--methods", self.methods), ("--fractions", self.fractions),
+                               ("--label-noise", self.label_noise), ("--seeds", self.seeds), ("--dynamic", self.dynamic)):
+            repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+            if repeated:  # a repeated seed would count one pair twice, a repeated method or fraction one cell twice
+                shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in repeated)
+                raise PruneError(f"{option} lists {shown} more than once; give each value once")
         for seed in self.seeds:
             check_seed(seed, "--seeds")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise PruneError(f"--out {self.out} is a file; prune bench writes a folder there (cells, stores, results): "
+                             "choose another path")
         for method in self.methods:
             self.method(method), self.difficulty(method)  # checks the options, --drop-hard and --strata before any work
 

@@ -134,3 +134,39 @@ def test_dyn_random_cells_do_not_depend_on_the_stage():
     configs = [BenchConfig(dataset="digits", out=None, drop_hard=d) for d in (None, "0", "0.2")]
     assert len({_dynamic_config(c, "random", 0.1, 1000) for c in configs}) == 1
     assert len({_dynamic_config(c, "ensemble", 0.1, 1000) for c in configs}) == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--seeds", "0,0"], "--seeds lists 0 more than once"),
+    (["--seeds", "1,0,1.5"], "--seeds must be comma-separated integers"),
+    (["--methods", "random,random"], "--methods lists random more than once"),
+    (["--fractions", "0.1,0.10"], "--fractions lists 0.1 more than once"),
+    (["--label-noise", "0,0"], "--label-noise lists 0 more than once"),
+    (["--methods", "herding,,random"], "has an empty item"),
+    (["--fractions", "0.1,"], "has an empty item"),
+    (["--dynamic", ",random"], "has an empty item"),
+    (["--out", ""], "--out needs a folder name"),
+    (["--out", " "], "--out needs a folder name"),
+    (["--out", "FILE"], "is a file"),
+    (["--out", "FILE", "--overwrite"], "is a file"),
+    (["--out", "FILE", "--resume"], "is a file"),
+])
+def test_bench_refuses_bad_lists_and_outputs(tmp_path, monkeypatch, change, message):
+    """Each is one line on stderr, exit 2, no traceback, and nothing written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("keep me\n")
+    args = {"--methods": "random,herding", "--fractions": "0.1", "--seeds": "0,1", "--label-noise": "0",
+            "--train-epochs": "1", "--out": str(tmp_path / "bench")}
+    flags = []
+    for i, key in enumerate(change):
+        if key.startswith("--") and i + 1 < len(change) and not change[i + 1].startswith("--"):
+            args[key] = change[i + 1]
+        elif key.startswith("--"):
+            flags.append(key)
+    result = CliRunner().invoke(app, ["bench", *[x for kv in args.items() for x in kv], *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output and result.exception is None or \
+        isinstance(result.exception, SystemExit)
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+    assert (tmp_path / "FILE").read_text() == "keep me\n"

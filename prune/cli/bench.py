@@ -17,11 +17,37 @@ from prune.errors import PruneError
 from prune.training import console, resolve_device
 
 
+def _items(text: str, name: str) -> tuple[str, ...]:
+    """The comma-separated items of ``text`` (none for an empty text); an empty item (``a,,b``, ``a,``) is refused."""
+    if not text.strip():
+        return ()
+    items = tuple(item.strip() for item in text.split(","))
+    if not all(items):
+        raise PruneError(f"{name} {text!r} has an empty item; separate the values with single commas")
+    return items
+
+
 def _floats(text: str, name: str) -> tuple[float, ...]:
+    items = _items(text, name)
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in items)
     except ValueError:
         raise PruneError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    items = _items(text, name)
+    try:
+        return tuple(int(v) for v in items)
+    except ValueError:
+        raise PruneError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _out_folder(text: str) -> Path:
+    """``--out`` as a path: an empty one is refused (it would mean the current folder)."""
+    if not text.strip():
+        raise PruneError("--out needs a folder name, got an empty one")
+    return Path(text)
 
 
 GRID = "Grid"
@@ -49,20 +75,21 @@ def bench_command(
     posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the store of ensemble and the -mean rows.", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma,
     # output
-    out: Path = typer.Option(..., "--out", help="Folder for cells, stores, results.{csv,json,md,png}.", rich_help_panel=OUTPUT),
+    out: str = typer.Option(..., "--out", metavar="PATH", help="Folder for cells, stores, results.{csv,json,md,png}.", rich_help_panel=OUTPUT),
     resume: bool = flag("resume", "Continue in an existing --out: reuse the cells made with exactly these settings, compute the rest.", rich_help_panel=OUTPUT),
     overwrite: bool = Overwrite, device: DeviceName = Device, quiet: bool = Quiet,
 ):
     """Evaluate methods x fractions x label noise x seeds; write tables and plots."""
-    device = value(device)
+    device, out = value(device), _out_folder(out)
     config = BenchConfig(
-        dataset=dataset, out=out, data_root=data_root, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        dataset=dataset, out=out, data_root=data_root, methods=_items(methods, "--methods"),
         fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),
-        seeds=tuple(int(s) for s in _floats(seeds, "--seeds")), model=model, warmup_epochs=warmup_epochs,
+        seeds=_ints(seeds, "--seeds"), model=model, warmup_epochs=warmup_epochs,
         train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
-        posterior_sigma=posterior_sigma, dynamic=tuple(k.strip() for k in dynamic.split(",") if k.strip()),
+        posterior_sigma=posterior_sigma, dynamic=_items(dynamic, "--dynamic"),
         drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget), full=full, weighted=weighted,
     )
+    config.check()  # the lists and --out before the output policy (run_bench checks again, for the API)
     if resume and overwrite:
         raise PruneError("--resume reuses the finished cells in --out and --overwrite recomputes them; give one of them")
     if resume and not output_exists(out):
