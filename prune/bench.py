@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from prune.atomic import atomic_path, write_text
-from prune.data import flip_labels, load_dataset
+from prune.data import LoadedData, flip_labels, load_dataset
 from prune.errors import PruneError
 from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
 from prune.models import default_model
@@ -125,16 +126,6 @@ def _noise_tag(noise: float) -> str:
     return f"noise{noise:g}"
 
 
-def _train_and_test(data, labels, indices, config: BenchConfig, model_name: str, seed: int, device,
-                    weights: torch.Tensor | None = None) -> dict:
-    """One cell's training run (``prune.training.fit_and_test``): test accuracy, seconds, size."""
-    run = fit_and_test(data, labels, indices, TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size,
-                                                          lr=config.lr), model_name, seed=seed, device=device,
-                       weights=weights)
-    return {"test_accuracy": run["test_accuracy"], "train_seconds": run["wall_seconds"],
-            "train_examples": run["train_examples"]}
-
-
 def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
     """The ``prune.dynamic.DynamicConfig`` of a ``dyn-<kind>`` cell on ``n`` training examples (see ``_dynamic_cell``)."""
     from prune.dynamic import DynamicConfig
@@ -146,27 +137,6 @@ def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
                          lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), n),
                          posterior_samples=config.posterior_samples if kind == "ensemble" else None,
                          posterior_sigma=config.posterior_sigma, **crest)
-
-
-def _dynamic_cell(data, labels, config: BenchConfig, model_name: str, kind: str, fraction: float, noise: float,
-                  seed: int, device) -> dict:
-    """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets.
-
-    ``dyn-crest`` runs CREST's own rule (Algorithm 1): re-selection when rho exceeds tau and
-    gamma-weighted training. Dropping learned examples stays off, as in CREST's public code and
-    ``prune train``: on Fashion-MNIST it shrank the candidates to the hardest 10 % and cost 11
-    points (docs/results.md).
-    """
-    from prune.dynamic import run_dynamic
-
-    cfg = _dynamic_config(config, kind, fraction, len(labels))
-    result = run_dynamic(data, cfg, model_name=model_name, seed=seed, device=device, labels=labels,
-                         description=f"dyn-{kind}")
-    seconds = result.timings
-    trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
-    return {"method": f"dyn-{kind}", "fraction": fraction, "noise": noise, "seed": seed,
-            "selection_seconds": seconds["selection_seconds"], "test_accuracy": result.test["accuracy"],
-            "train_seconds": seconds["wall_seconds"] - seconds["selection_seconds"], "train_examples": len(trained)}
 
 
 def settings_key(settings: dict) -> str:
@@ -198,6 +168,174 @@ class Cells:
         return row
 
 
+@dataclass
+class _Grid:
+    """What every cell of a run shares: the options, the data, the model, the device and the cell cache."""
+
+    config: BenchConfig
+    data: LoadedData
+    model_name: str
+    device: torch.device
+    cells: Cells
+
+    def check_requests(self) -> None:
+        """Every check that needs only the labels and the options, before any model is trained."""
+        config = self.config
+        for row in config.methods:
+            method = config.method(row)
+            samples = config.posterior_samples if method.averages_posterior() else 1
+            for fraction in config.fractions:
+                check_request(self.data.train.y, self.data.num_classes, method, Budget(fraction),
+                              posterior_samples=samples)
+
+
+class _SeedRun:
+    """The cells of one (label noise, seed): one warm-up shared by every store, then every row of the grid.
+
+    Cell names and the settings they are keyed by are what earlier runs wrote, so ``--resume``
+    finds them; the rows come in the order full, methods (plain, then weighted; by fraction),
+    dynamic kinds.
+    """
+
+    def __init__(self, grid: _Grid, noise: float, seed: int):
+        self.grid, self.config, self.data = grid, grid.config, grid.data
+        self.noise, self.seed = noise, seed
+        if noise:
+            self.labels, self.flipped = flip_labels(self.data.train.y, noise, self.data.num_classes, seed)
+        else:
+            self.labels, self.flipped = self.data.train.y, torch.empty(0, dtype=torch.int64)
+        self.stores: dict[int, FeatureStore] = {}
+        self.warm = None
+        config = self.config  # what every cell of this (noise, seed) depends on
+        self.base = {"dataset": self.data.record(), "noise": noise, "seed": seed, "model": grid.model_name,
+                     "train_epochs": config.train_epochs, "lr": config.lr, "batch_size": config.batch_size}
+        self.tag = f"{_noise_tag(noise)}-seed{seed}"
+
+    def rows(self) -> list[dict]:
+        rows = []
+        try:
+            if self.config.full:
+                rows.append(self.grid.cells.row(f"{self.tag}-full", {**self.base, "method": "full"}, self.full_cell))
+            for row in self.config.methods:
+                rows += self.method_rows(row)
+            for kind in self.config.dynamic:  # selected during training, at the same budget in backprops
+                for fraction in self.config.fractions:
+                    settings = {**self.base, "dynamic": asdict(_dynamic_config(self.config, kind, fraction,
+                                                                              len(self.data.train)))}
+                    rows.append(self.grid.cells.row(f"{self.tag}-dyn-{kind}-{fraction:g}", settings,
+                                                    functools.partial(_dynamic_cell, self, kind, fraction)))
+        finally:
+            for store in self.stores.values():
+                store.close()
+        return rows
+
+    def train(self, indices: torch.Tensor, weights: torch.Tensor | None = None) -> dict:
+        return _train_and_test(self, indices, weights)
+
+    def full_cell(self) -> dict:
+        return {"method": "full", "fraction": 1.0, "noise": self.noise, "seed": self.seed, "selection_seconds": 0.0,
+                **self.train(torch.arange(len(self.labels)))}
+
+    def features_for(self, method: MethodConfig) -> FeatureConfig:
+        config = self.config
+        samples = config.posterior_samples if method.averages_posterior() else 1
+        return FeatureConfig(model=self.grid.model_name, posterior_samples=samples,
+                             posterior_sigma=config.posterior_sigma,
+                             warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size,
+                                                lr=config.lr))
+
+    def store_settings(self, features: FeatureConfig) -> dict:
+        return {"dataset": self.data.record(), "noise": self.noise, "seed": self.seed, "features": features.to_dict()}
+
+    def store_for(self, method: MethodConfig) -> FeatureStore:
+        """The store ``method`` selects from (M = 1, or M samples for a posterior mean), built on first use."""
+        features = self.features_for(method)
+        samples = features.posterior_samples
+        if samples not in self.stores:
+            key = settings_key(self.store_settings(features))
+            path = self.config.out / "stores" / f"{self.tag}-M{samples}-{key}.h5"
+            if not (self.grid.cells.reuse and path.exists()):
+                device = self.grid.device
+                if self.warm is None:  # one warm-up per (noise, seed): methods differ only in selection
+                    self.warm = warm_up(self.data, self.labels, features, seed=self.seed, device=device)
+                noise_record = {"fraction": self.noise, "seed": self.seed} if self.noise else None
+                build_store(self.data, self.labels, path, features, seed=self.seed, device=device,
+                            label_noise=noise_record, flipped=self.flipped, warm=self.warm)
+            self.stores[samples] = FeatureStore.open(path)
+        return self.stores[samples]
+
+    def method_rows(self, row: str) -> list[dict]:
+        """The cells of one --methods entry: every fraction, unweighted and (with ``weighted``) on gamma."""
+        options, stage = self.config.method(row), self.config.difficulty(row)
+        uses_store = options.method.needs_features or stage.active  # random: no features needed
+        store = self.store_settings(self.features_for(options)) if uses_store else None
+        rows = []
+        for weighted in (False, True) if self.config.weighted and options.name != "random" else (False,):
+            for fraction in self.config.fractions:
+                settings = {**self.base, "method": options.name, "fraction": fraction, "weighted": weighted,
+                            "difficulty": stage.to_dict(), "options": asdict(options), "store": store}
+                name = f"{self.tag}-{row}{'-weighted' if weighted else ''}-{fraction:g}"
+                cell = _SelectionCell(row + ("+γ" if weighted else ""), options, stage, fraction, weighted, uses_store)
+                rows.append(self.grid.cells.row(name, settings, functools.partial(cell.run, self)))
+        return rows
+
+
+@dataclass(frozen=True)
+class _SelectionCell:
+    """One static cell: select with ``options`` at ``fraction``, then train on the subset (on gamma if ``weighted``)."""
+
+    name: str
+    options: MethodConfig
+    stage: DifficultyConfig
+    fraction: float
+    weighted: bool
+    uses_store: bool
+
+    def run(self, run: _SeedRun) -> dict:
+        if self.uses_store:
+            candidates = Candidates.from_store(run.store_for(self.options))
+        else:
+            candidates = Candidates(run.labels, run.data.record())
+        start = time.perf_counter()
+        manifest = select(candidates, self.options, Budget(self.fraction), seed=run.seed, difficulty=self.stage,
+                          device=run.grid.device)
+        seconds = time.perf_counter() - start
+        gamma = torch.from_numpy(manifest.weights) if self.weighted else None
+        return {"method": self.name, "fraction": self.fraction, "noise": run.noise, "seed": run.seed,
+                "selection_seconds": seconds, "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
+                **run.train(torch.from_numpy(manifest.indices), weights=gamma)}
+
+
+def _train_and_test(run: _SeedRun, indices: torch.Tensor, weights: torch.Tensor | None = None) -> dict:
+    """One cell's training run (``prune.training.fit_and_test``) on the labels of ``run``: test accuracy, seconds, size."""
+    config = run.config
+    result = fit_and_test(run.data, run.labels, indices, TrainConfig(
+        epochs=config.train_epochs, batch_size=config.batch_size, lr=config.lr), run.grid.model_name,
+        seed=run.seed, device=run.grid.device, weights=weights)
+    return {"test_accuracy": result["test_accuracy"], "train_seconds": result["wall_seconds"],
+            "train_examples": result["train_examples"]}
+
+
+def _dynamic_cell(run: _SeedRun, kind: str, fraction: float) -> dict:
+    """One ``dyn-<kind>`` cell: prune.dynamic with f * n * train_epochs backprops, as a static subset of f * n gets.
+
+    ``dyn-crest`` runs CREST's own rule (Algorithm 1): re-selection when rho exceeds tau and
+    gamma-weighted training. Dropping learned examples stays off, as in CREST's public code and
+    ``prune train``: on Fashion-MNIST it shrank the candidates to the hardest 10 % and cost 11
+    points (docs/results.md).
+    """
+    from prune.dynamic import run_dynamic
+
+    cfg = _dynamic_config(run.config, kind, fraction, len(run.labels))
+    result = run_dynamic(run.data, cfg, model_name=run.grid.model_name, seed=run.seed, device=run.grid.device,
+                         labels=run.labels, description=f"dyn-{kind}")
+    seconds = result.timings
+    trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
+    return {"method": f"dyn-{kind}", "fraction": fraction, "noise": run.noise, "seed": run.seed,
+            "selection_seconds": seconds["selection_seconds"], "test_accuracy": result.test["accuracy"],
+            "train_seconds": seconds["wall_seconds"] - seconds["selection_seconds"], "train_examples": len(trained)}
+
+
 def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) -> list[dict]:
     """Run the whole grid, reusing (``reuse``) the cells an earlier run finished with the same settings.
 
@@ -205,91 +343,17 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
     """
     config.check()
     data = load_dataset(config.dataset, config.data_root)
-    for row in config.methods:  # every check that needs only the labels and the options, before any model
-        method = config.method(row)
-        samples = config.posterior_samples if method.averages_posterior() else 1
-        for fraction in config.fractions:
-            check_request(data.train.y, data.num_classes, method, Budget(fraction), posterior_samples=samples)
-    model_name = config.model or default_model(data.source, data.input_shape)
-    cells = Cells(config.out / "cells", reuse)
-    cells.folder.mkdir(parents=True, exist_ok=True)
-    write_text(config.out / "config.json", json.dumps({**config.to_dict(), "model": model_name,
+    grid = _Grid(config, data, config.model or default_model(data.source, data.input_shape), device,
+                 Cells(config.out / "cells", reuse))
+    grid.check_requests()
+    grid.cells.folder.mkdir(parents=True, exist_ok=True)
+    write_text(config.out / "config.json", json.dumps({**config.to_dict(), "model": grid.model_name,
                                                        "device": str(device)}, indent=1) + "\n")
-    rows = []
-    for noise in config.label_noise:
-        for seed in config.seeds:
-            labels, flipped = flip_labels(data.train.y, noise, data.num_classes, seed) if noise else (data.train.y, torch.empty(0, dtype=torch.int64))
-            noise_record = {"fraction": noise, "seed": seed} if noise else None
-            # what every cell of this (noise, seed) depends on
-            base = {"dataset": data.record(), "noise": noise, "seed": seed, "model": model_name,
-                    "train_epochs": config.train_epochs, "lr": config.lr, "batch_size": config.batch_size}
-            if config.full:
-                rows.append(cells.row(f"{_noise_tag(noise)}-seed{seed}-full", {**base, "method": "full"}, lambda: {
-                    "method": "full", "fraction": 1.0, "noise": noise, "seed": seed, "selection_seconds": 0.0,
-                    **_train_and_test(data, labels, torch.arange(len(labels)), config, model_name, seed, device)}))
-            stores, warm = {}, []  # one warm-up per (noise, seed) for every store: methods differ only in selection
-
-            def features_for(method: MethodConfig) -> FeatureConfig:
-                samples = config.posterior_samples if method.averages_posterior() else 1
-                return FeatureConfig(
-                    model=model_name, posterior_samples=samples, posterior_sigma=config.posterior_sigma,
-                    warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size, lr=config.lr))
-
-            def store_settings(features: FeatureConfig) -> dict:
-                return {"dataset": data.record(), "noise": noise, "seed": seed, "features": features.to_dict()}
-
-            def store_for(method: MethodConfig) -> FeatureStore:
-                features = features_for(method)
-                samples = features.posterior_samples
-                if samples not in stores:
-                    key = settings_key(store_settings(features))
-                    path = config.out / "stores" / f"{_noise_tag(noise)}-seed{seed}-M{samples}-{key}.h5"
-                    if not (reuse and path.exists()):
-                        if not warm:
-                            warm.append(warm_up(data, labels, features, seed=seed, device=device))
-                        build_store(data, labels, path, features, seed=seed, device=device,
-                                    label_noise=noise_record, flipped=flipped, warm=warm[0])
-                    stores[samples] = FeatureStore.open(path)
-                return stores[samples]
-
-            for row in config.methods:
-                options = config.method(row)
-                stage = config.difficulty(row)
-                uses_store = options.method.needs_features or stage.active  # random: no features needed
-                store = store_settings(features_for(options)) if uses_store else None
-                for weighted in (False, True) if config.weighted and options.name != "random" else (False,):
-                    name = row + ("+γ" if weighted else "")
-                    for fraction in config.fractions:
-                        def cell(options=options, fraction=fraction, stage=stage, name=name, weighted=weighted,
-                                 uses_store=uses_store):
-                            if uses_store:
-                                candidates = Candidates.from_store(store_for(options))
-                            else:
-                                candidates = Candidates(labels, data.record())
-                            start = time.perf_counter()
-                            manifest = select(candidates, options, Budget(fraction), seed=seed, difficulty=stage,
-                                              device=device)
-                            seconds = time.perf_counter() - start
-                            gamma = torch.from_numpy(manifest.weights) if weighted else None
-                            return {"method": name, "fraction": fraction, "noise": noise, "seed": seed,
-                                    "selection_seconds": seconds,
-                                    "dropped_hard": sum(manifest.selection.get("dropped_hard", [])),
-                                    **_train_and_test(data, labels, torch.from_numpy(manifest.indices), config,
-                                                      model_name, seed, device, weights=gamma)}
-                        settings = {**base, "method": options.name, "fraction": fraction, "weighted": weighted,
-                                    "difficulty": stage.to_dict(), "options": asdict(options), "store": store}
-                        cell_name = f"{_noise_tag(noise)}-seed{seed}-{row}{'-weighted' if weighted else ''}-{fraction:g}"
-                        rows.append(cells.row(cell_name, settings, cell))
-            for kind in config.dynamic:  # selected during training, at the same budget in backprops
-                for fraction in config.fractions:
-                    settings = {**base, "dynamic": asdict(_dynamic_config(config, kind, fraction, len(data.train)))}
-                    rows.append(cells.row(f"{_noise_tag(noise)}-seed{seed}-dyn-{kind}-{fraction:g}", settings,
-                                          lambda kind=kind, fraction=fraction: _dynamic_cell(
-                                              data, labels, config, model_name, kind, fraction, noise, seed, device)))
-    write_reports(rows, config, model_name)
-    if cells.reused:
-        console.print(f"reused {cells.reused} of {len(rows)} cells from {cells.folder} (made with the same settings); "
-                      f"computed {cells.computed}", highlight=False)
+    rows = [row for noise in config.label_noise for seed in config.seeds for row in _SeedRun(grid, noise, seed).rows()]
+    write_reports(rows, config, grid.model_name)
+    if grid.cells.reused:
+        console.print(f"reused {grid.cells.reused} of {len(rows)} cells from {grid.cells.folder} (made with the same "
+                      f"settings); computed {grid.cells.computed}", highlight=False)
     return rows
 
 

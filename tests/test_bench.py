@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -119,9 +120,11 @@ def test_dyn_crest_cells_run_crests_own_rule(monkeypatch):
 
     monkeypatch.setattr(prune.dynamic, "run_dynamic", capture)
     config = BenchConfig(dataset="digits", out=None)
+    run = SimpleNamespace(data=None, labels=torch.zeros(1000, dtype=torch.int64), config=config, noise=0.0, seed=0,
+                          grid=SimpleNamespace(model_name="mlp", device="cpu"))
     for kind in ("crest", "ensemble"):
         with pytest.raises(Stop):
-            _dynamic_cell(None, torch.zeros(1000, dtype=torch.int64), config, "mlp", kind, 0.1, 0.0, 0, "cpu")
+            _dynamic_cell(run, kind, 0.1)
     crest, ensemble = seen
     assert (crest.update_rule, crest.weighted, crest.learned_loss) == ("crest", True, 0.0)  # as CREST's code
     assert (ensemble.update_rule, ensemble.weighted, ensemble.learned_loss) == ("every", False, 0.0)
