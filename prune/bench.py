@@ -10,9 +10,12 @@ train a fresh model per cell and test it; train once on the full (noisy) data as
 reference row (``full=False`` skips it). Every cell is written to ``OUT/cells/`` as soon as it
 is done, named by a hash of every setting that produced it (stores in ``OUT/stores/`` too), so
 a resumed run reuses exactly the cells with the same settings and recomputes the rest.
-Aggregates: ``results.csv``, ``results.json``, ``results.md`` (mean ± std over seeds, and the
-paired difference to ``random`` trained on the same seed: mean ± std over seeds, a tie when
-|mean| <= std) and ``results.png`` (test accuracy vs fraction, one panel per noise level).
+Aggregates: ``results.csv`` (one row per cell), ``summary.csv``, ``results.json`` and
+``results.md``: the accuracy over seeds (mean ± std), and the paired difference to ``random``
+trained on the same seed (same warm-up, same training seed), its mean and 95 % confidence
+interval from the paired t distribution; a tie when the interval contains 0, "one seed" when
+only one seed was paired. ``results.png``: test accuracy vs fraction, one line per method (the
+mean, with its 95 % t interval as error bars), one panel per noise level.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -357,12 +361,59 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
     return rows
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (noise, method, fraction), and the paired difference to random.
+def t_quantile(p: float, df: int) -> float:
+    """The ``p``-quantile (0.5 <= p < 1) of Student's t distribution with ``df`` >= 1 (an integer) degrees of freedom.
 
-    ``diff_mean``/``diff_std``: over the seeds that both this method and ``random`` (for
-    ``dyn-*`` rows: ``dyn-random``) ran, the mean and std of (accuracy - the baseline's accuracy
-    on the same seed); ``tie`` when the mean lies within one std of 0 (or only one seed was paired).
+    Bisection on the closed form of P(|T| < t) for integer df (Abramowitz & Stegun 26.7.3-4, in
+    theta = arctan(t / sqrt(df))), so exact up to float rounding: t_{0.975, 1} = 12.706,
+    t_{0.975, 4} = 2.776, t_{0.975, 29} = 2.045.
+    """
+    if isinstance(df, bool) or int(df) != df or df < 1:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
+    if not 0.5 <= p < 1:
+        raise ValueError(f"p must be in [0.5, 1), got {p!r}")
+    lo, hi = 0.0, math.pi / 2
+    for _ in range(80):  # theta's interval halves each step: far below float precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central(mid, int(df)) < 2 * p - 1 else (lo, mid)
+    return math.sqrt(df) * math.tan((lo + hi) / 2)
+
+
+def _t_central(theta: float, df: int) -> float:
+    """P(|T| < sqrt(df) tan theta) for T ~ Student's t with integer ``df`` (A & S 26.7.3-4)."""
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 0:  # sin(theta) (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ... up to cos^(df-2))
+        term = total = 1.0
+        for k in range(2, df, 2):
+            term *= (k - 1) / k * c2
+            total += term
+        return math.sin(theta) * total
+    term = total = math.cos(theta)  # 2/pi (theta + sin(theta) (cos + 2/3 cos^3 + ... up to cos^(df-2)))
+    for k in range(3, df, 2):
+        term *= (k - 1) / k * c2
+        total += term
+    return 2 / math.pi * (theta + (math.sin(theta) * total if df > 1 else 0.0))
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float] | None:
+    """The ``level`` confidence interval of the mean of ``values`` from Student's t with n - 1 degrees of
+    freedom (mean ± t s / sqrt(n), s the sample std); None for fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return None
+    half = t_quantile((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (noise, method, fraction): the accuracy over seeds and the paired difference to random.
+
+    ``accuracy_mean``/``accuracy_std`` over the seeds, ``accuracy_ci_low``/``_high`` its 95 %
+    t interval. ``diff_mean`` is the mean over the seeds that both this method and ``random``
+    (for ``dyn-*`` rows: ``dyn-random``) ran of (accuracy - the baseline's accuracy on the same
+    seed, so the same warm-up and training seed), ``diff_ci_low``/``_high`` its 95 % paired t
+    interval (t with paired_seeds - 1 degrees of freedom), and ``tie`` whether that interval
+    contains 0. With one seed (paired seed) the std, interval and tie are None: one seed shows no spread.
     """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -370,31 +421,47 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (noise, method, fraction), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "full", kv[0][1], kv[0][2])):
         accuracy = np.array([r["test_accuracy"] for r in group])
+        low, high = t_interval(accuracy) or (None, None)
         entry = {"noise": noise, "method": method, "fraction": fraction, "seeds": len(group),
                  "accuracy_mean": float(accuracy.mean()), "accuracy_std": _std(accuracy),
+                 "accuracy_ci_low": low, "accuracy_ci_high": high,
                  "selection_seconds": float(np.mean([r["selection_seconds"] for r in group])),
                  "train_seconds": float(np.mean([r["train_seconds"] for r in group]))}
         reference = "dyn-random" if method.startswith("dyn-") else "random"  # same budget in backprops
         baseline = {r["seed"]: r["test_accuracy"] for r in groups.get((noise, reference, fraction), [])}
         diffs = np.array([r["test_accuracy"] - baseline[r["seed"]] for r in group if r["seed"] in baseline])
         if method not in (reference, "full") and len(diffs):
-            entry.update(diff_mean=float(diffs.mean()), diff_std=_std(diffs), paired_seeds=len(diffs),
-                         tie=bool(len(diffs) < 2 or abs(diffs.mean()) <= _std(diffs)))
+            interval = t_interval(diffs)
+            entry.update(diff_mean=float(diffs.mean()), diff_std=_std(diffs),
+                         diff_ci_low=interval and interval[0], diff_ci_high=interval and interval[1],
+                         paired_seeds=len(diffs), tie=interval and bool(interval[0] <= 0 <= interval[1]))
         out.append(entry)
     return out
 
 
-def _std(values: np.ndarray) -> float:
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+def _std(values: np.ndarray) -> float | None:
+    return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+SUMMARY_FIELDS = ("noise", "method", "fraction", "seeds", "accuracy_mean", "accuracy_std", "accuracy_ci_low",
+                  "accuracy_ci_high", "paired_seeds", "diff_mean", "diff_std", "diff_ci_low", "diff_ci_high", "tie",
+                  "selection_seconds", "train_seconds")
+
+
+def _csv(records: list[dict], fields) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), restval="")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in record.items()} for record in records)
+    return buffer.getvalue()
 
 
 def write_reports(rows: list[dict], config: BenchConfig, model_name: str) -> None:
+    """``results.csv`` (one row per cell), ``summary.csv`` and ``results.json`` (rows and summary),
+    ``results.md`` (the tables) and ``results.png`` (the plot)."""
     summary = summarise(rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(config.out / "results.csv", buffer.getvalue())
+    write_text(config.out / "results.csv", _csv(rows, dict.fromkeys(key for row in rows for key in row)))
+    write_text(config.out / "summary.csv", _csv(summary, SUMMARY_FIELDS))
     write_text(config.out / "results.json", json.dumps({"config": config.to_dict(), "model": model_name,
                                                         "rows": rows, "summary": summary}, indent=1) + "\n")
     write_text(config.out / "results.md", markdown_table(summary, config, model_name))
@@ -405,8 +472,9 @@ def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) ->
     fractions = sorted({s["fraction"] for s in summary if s["method"] != "full"})
     lines = [f"Test accuracy (%), mean ± std over seeds {list(config.seeds)}; {config.dataset}, {model_name}, "
              f"warm-up {config.warmup_epochs} epochs, training {config.train_epochs} epochs. In brackets: the paired "
-             "difference to random (dyn-* rows: to dyn-random) on the same seeds, mean ± std, in points; *tie* where "
-             "|mean| <= std.", ""]
+             "difference to random (dyn-* rows: to dyn-random) on the same seeds, mean in points and its 95 % "
+             "confidence interval (paired t); *tie* where the interval contains 0, *one seed* where only one "
+             "seed was paired (no interval).", ""]
     for noise in sorted({s["noise"] for s in summary}):
         lines += [f"**label noise {noise:g}**", "",
                   "| method | " + " | ".join(f"{f:g}" for f in fractions) + " | selection s | training s |",
@@ -414,8 +482,7 @@ def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) ->
         for method in dict.fromkeys(s["method"] for s in summary if s["noise"] == noise):
             cells = {s["fraction"]: s for s in summary if s["noise"] == noise and s["method"] == method}
             if method == "full":
-                s = cells[1.0]
-                values = [f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} (all data)"] + [""] * (len(fractions) - 1)
+                values = [f"{_accuracy_text(cells[1.0])} (all data{', one seed' if cells[1.0]['seeds'] == 1 else ''})"] + [""] * (len(fractions) - 1)
             else:
                 values = [_cell_text(cells[f]) if f in cells else "–" for f in fractions]
             sel = np.mean([c["selection_seconds"] for c in cells.values()])
@@ -425,15 +492,26 @@ def markdown_table(summary: list[dict], config: BenchConfig, model_name: str) ->
     return "\n".join(lines)
 
 
+def _accuracy_text(s: dict) -> str:
+    if s["accuracy_std"] is None:
+        return f"{100 * s['accuracy_mean']:.2f}"
+    return f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f}"
+
+
 def _cell_text(s: dict) -> str:
-    text = f"{100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f}"
-    if "diff_mean" in s:
-        verdict = " *tie*" if s["tie"] else ""
-        text += f" ({100 * s['diff_mean']:+.2f} ± {100 * s['diff_std']:.2f}{verdict})"
-    return text
+    """``mean ± std (+diff [low, high])``; one seed: ``mean (+diff, one seed)``, or ``mean (one seed)``."""
+    text = _accuracy_text(s)
+    if "diff_mean" not in s:
+        return text + (" (one seed)" if s["accuracy_std"] is None else "")
+    if s["diff_ci_low"] is None:
+        return text + f" ({100 * s['diff_mean']:+.2f}, one seed)"
+    verdict = " *tie*" if s["tie"] else ""
+    return text + f" ({100 * s['diff_mean']:+.2f} [{100 * s['diff_ci_low']:+.2f}, {100 * s['diff_ci_high']:+.2f}]{verdict})"
 
 
 def plot(summary: list[dict], path: Path, title: str) -> None:
+    """Test accuracy against kept fraction, one panel per label noise and one line per method: the mean
+    over seeds, with its 95 % t interval as error bars (none for one seed); the full-data row dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -441,22 +519,29 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
 
     noises = sorted({s["noise"] for s in summary})
     fig, axes = plt.subplots(1, len(noises), figsize=(5.5 * len(noises), 4.2), squeeze=False, sharey=True)
+    ticks = sorted({s["fraction"] for s in summary if s["method"] != "full"})
     for ax, noise in zip(axes[0], noises):
         for method in dict.fromkeys(s["method"] for s in summary if s["noise"] == noise):
             points = sorted((s for s in summary if s["noise"] == noise and s["method"] == method), key=lambda s: s["fraction"])
             if method == "full":
                 ax.axhline(100 * points[0]["accuracy_mean"], color="black", linestyle="--", linewidth=1, label="full data")
                 continue
-            ax.errorbar([100 * p["fraction"] for p in points], [100 * p["accuracy_mean"] for p in points],
-                        yerr=[100 * p["accuracy_std"] for p in points], marker="o", capsize=3, label=method)
+            mean = np.array([100 * p["accuracy_mean"] for p in points])
+            low = np.array([100 * (p["accuracy_mean"] if p["accuracy_ci_low"] is None else p["accuracy_ci_low"])
+                            for p in points])
+            high = np.array([100 * (p["accuracy_mean"] if p["accuracy_ci_high"] is None else p["accuracy_ci_high"])
+                             for p in points])
+            ax.errorbar([100 * p["fraction"] for p in points], mean, yerr=[mean - low, high - mean], marker="o",
+                        capsize=3, label=method)
         ax.set_xscale("log")
-        ticks = sorted({s["fraction"] for s in summary if s["method"] != "full"})
         ax.set_xticks([100 * f for f in ticks], [f"{100 * f:g}%" for f in ticks])
         ax.minorticks_off()
         ax.set_xlabel("subset size (% of training set)")
         ax.set_title(f"label noise {noise:g}")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
+    bottom, top = axes[0][0].get_ylim()  # an interval of few seeds can reach past 0 or 100 %: accuracy cannot
+    axes[0][0].set_ylim(max(bottom, 0), min(top, 100))
+    axes[0][0].set_ylabel("test accuracy (%): mean, 95 % CI")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

@@ -31,7 +31,13 @@ def test_bench_smoke_writes_reports_and_resumes(tmp_path):
     rows = {(r["method"], r["noise"], r["seed"]): r["test_accuracy"] for r in report["rows"]}
     expected = [rows[("craig", 0, s)] - rows[("random", 0, s)] for s in (0, 1)]
     assert abs(craig["diff_mean"] - sum(expected) / 2) < 1e-12 and craig["paired_seeds"] == 2
-    assert craig["tie"] == (abs(craig["diff_mean"]) <= craig["diff_std"])
+    half = 12.7062047 * abs(expected[0] - expected[1]) / 2  # t_{0.975,1} s / sqrt(2), s = |d0 - d1| / sqrt(2)
+    assert craig["diff_ci_low"] == pytest.approx(craig["diff_mean"] - half)
+    assert craig["diff_ci_high"] == pytest.approx(craig["diff_mean"] + half)
+    assert craig["tie"] == (craig["diff_ci_low"] <= 0 <= craig["diff_ci_high"])
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("noise,method,fraction,seeds,") and "diff_ci_low" in summary[0]
+    assert len(summary) == 1 + len(report["summary"])
 
     cells = sorted((out / "cells").iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in cells}
@@ -137,6 +143,82 @@ def test_dyn_random_cells_do_not_depend_on_the_stage():
     configs = [BenchConfig(dataset="digits", out=None, drop_hard=d) for d in (None, "0", "0.2")]
     assert len({_dynamic_config(c, "random", 0.1, 1000) for c in configs}) == 1
     assert len({_dynamic_config(c, "ensemble", 0.1, 1000) for c in configs}) == 3
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (5, 2.5706),
+                                          (10, 2.2281), (29, 2.0452), (100, 1.9840), (1000, 1.9623)])
+def test_t_quantile_matches_the_tables(df, expected):
+    from prune.bench import t_quantile
+
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-5)
+
+
+def test_t_quantile_other_levels_and_bad_input():
+    from prune.bench import t_quantile
+
+    assert t_quantile(0.95, 5) == pytest.approx(2.0150, abs=5e-5)
+    assert t_quantile(0.995, 9) == pytest.approx(3.2498, abs=5e-5)
+    assert t_quantile(0.5, 7) == pytest.approx(0.0, abs=1e-12)
+    assert t_quantile(0.975, 1) == pytest.approx(1 / __import__("math").tan(__import__("math").pi * 0.025))
+    for p, df in ((0.975, 0), (0.975, 2.5), (1.0, 3), (0.3, 3)):
+        with pytest.raises(ValueError):
+            t_quantile(p, df)
+
+
+def _rows(method_accuracies: dict, fraction=0.1, noise=0.0) -> list[dict]:
+    return [{"method": method, "fraction": fraction, "noise": noise, "seed": seed, "test_accuracy": accuracy,
+             "selection_seconds": 0.0, "train_seconds": 1.0}
+            for method, accuracies in method_accuracies.items() for seed, accuracy in enumerate(accuracies)]
+
+
+def test_paired_t_interval_decides_ties():
+    """The interval is the paired one (differences seed by seed), not one from the two methods' spreads."""
+    import numpy as np
+
+    from prune.bench import summarise, t_interval
+
+    random = [0.60, 0.70, 0.80, 0.65, 0.75]
+    better = [a + d for a, d in zip(random, (0.010, 0.012, 0.011, 0.009, 0.010))]  # small but consistent
+    noisy = [a + d for a, d in zip(random, (0.05, -0.04, 0.03, -0.05, 0.02))]
+    summary = {s["method"]: s for s in summarise(_rows({"random": random, "better": better, "noisy": noisy}))}
+    diffs = np.array(better) - np.array(random)
+    half = 2.776445 * diffs.std(ddof=1) / np.sqrt(5)
+    assert summary["better"]["diff_ci_low"] == pytest.approx(diffs.mean() - half)
+    assert summary["better"]["diff_ci_high"] == pytest.approx(diffs.mean() + half)
+    assert summary["better"]["tie"] is False and summary["better"]["diff_ci_low"] > 0
+    assert summary["noisy"]["tie"] is True
+    assert "tie" not in summary["random"] and summary["random"]["accuracy_ci_low"] == pytest.approx(
+        t_interval(random)[0])
+    assert t_interval([0.5]) is None
+
+
+def test_one_seed_is_called_one_seed_not_a_tie(tmp_path):
+    from prune.bench import BenchConfig, markdown_table, summarise
+
+    summary = summarise(_rows({"random": [0.7], "craig": [0.72]}))
+    craig = [s for s in summary if s["method"] == "craig"][0]
+    assert craig["tie"] is None and craig["diff_ci_low"] is None and craig["accuracy_std"] is None
+    table = markdown_table(summary, BenchConfig(dataset="digits", out=tmp_path, seeds=(0,)), "mlp")
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "| craig | 72.00 (+2.00, one seed) |" in table and "| random | 70.00 (one seed) |" in table
+    assert not any("± 0.00" in line or "tie" in line for line in rows)
+
+
+def test_plot_is_a_png_with_one_panel_per_noise(tmp_path):
+    from prune.bench import plot, summarise
+
+    rows = [*_rows({"random": [0.6, 0.7, 0.65], "craig": [0.62, 0.71, 0.7]}, fraction=0.1),
+            *_rows({"random": [0.8, 0.82, 0.81], "craig": [0.83, 0.84, 0.8]}, fraction=0.5),
+            *_rows({"random": [0.5], "full": [0.9]}, fraction=0.1, noise=0.3)]
+    for row in rows:
+        if row["method"] == "full":
+            row["fraction"] = 1.0
+    path = tmp_path / "plot.png"
+    plot(summarise(rows), path, title="test")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(data[16:20], "big")
+    assert width >= 2 * 5.5 * 120 * 0.9  # two panels side by side
 
 
 @pytest.mark.parametrize("change, message", [
