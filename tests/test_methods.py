@@ -39,6 +39,9 @@ def random_store(seed: int = 0, samples: int = M, n: int = N) -> FeatureStore:
         grad_logit_ema=grad[:, 0] * 0.9,
         hess_logit_ema=hess[:, 0] * 1.1,
         loss_per_epoch=torch.rand(n, 3, generator=g) * 0.3,
+        prob_label_per_epoch=torch.rand(n, 3, generator=g),
+        margin_per_epoch=torch.randn(n, 3, generator=g) * 2,
+        correct_per_epoch=(torch.rand(n, 3, generator=g) < 0.7).to(torch.uint8),
         noise_flipped=torch.empty(0, dtype=torch.int64),
         **point,
     )

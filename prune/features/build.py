@@ -1,7 +1,8 @@
 """Warm up a model and write its per-sample features into an HDF5 store.
 
 The pipeline of `prune features` (and of `prune select` without ``--features``):
-warm-up with a checkpoint pass at every epoch end (EMA of g and H, per-example losses),
+warm-up with a checkpoint pass at every epoch end (EMA of g and H; per example the loss, p_y,
+the logit margin and whether the label is predicted),
 then M feature passes at the final weights, each under one posterior perturbation drawn
 once and used for every example (methods.md, "ensemble" and "Implementation notes"), and with
 M > 1 one more at the unperturbed weights (what ``--posterior point`` selects from).
@@ -13,6 +14,7 @@ process writes.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -29,6 +31,7 @@ from prune.features.extract import HESSIANS, extract_batches
 from prune.features.partial import PartialStore
 from prune.features.posterior import (POSTERIOR_LAYERS, curvature_batches, hessian_noise_scale, perturbed,
                                      posterior_parameters)
+from prune.features.store import PER_EPOCH
 from prune.models import build_model, load_checkpoint
 from prune.training import TrainConfig, console, fit, progress, seed_everything
 
@@ -97,8 +100,9 @@ def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
     n, classes, samples = len(data.train), data.num_classes, config.posterior_samples
     embedding_dim = build_model(config.model, data.input_shape, classes).fc.in_features
     passes = samples + (samples > 1)  # the M samples and, with M > 1, the unperturbed weights
-    floats = n * passes * (2 * classes + embedding_dim) + n * 2 * classes + n * max(config.warmup.epochs, 1)
-    return 4 * floats + 8 * n  # + the int64 labels
+    checkpoints = max(config.warmup.epochs, 1)
+    floats = n * passes * (2 * classes + embedding_dim) + n * 2 * classes + n * 3 * checkpoints
+    return 4 * floats + 8 * n + n * checkpoints  # + the int64 labels and the uint8 correct_per_epoch
 
 
 def _passes(model, x, labels, config: FeatureConfig, device, description: str, generator=None, start: int = 0):
@@ -158,19 +162,35 @@ def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def label_columns(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One checkpoint batch's (b, C) logits z and labels y -> p_y = softmax(z)_y, the logit margin
+    z_y - max_{c != y} z_c and correctness argmax_c z_c = y (ties: the lowest class), each (b,).
+
+    What the training-dynamics scores read per epoch: DUAL the path of p_y, AUM (Pleiss et al. 2020,
+    eq. 1-2) the margin's, forgetting (Toneva et al. 2019, §3) the correctness's. Computed in float64
+    from the float32 logits, so p_y keeps its small values (1 + g_y would round them to 0).
+    """
+    z = logits.to(torch.float64)
+    y = labels.long()[:, None]
+    prob_label = torch.softmax(z, 1).gather(1, y).squeeze(1)
+    margin = z.gather(1, y).squeeze(1) - z.scatter(1, y, -math.inf).max(1).values
+    return prob_label.float(), margin.float(), z.argmax(1) == y.squeeze(1)
+
+
 @dataclass
 class WarmUp:
     """A finished warm-up: the warm weights and what its checkpoints left per example.
 
     ``grad_ema`` and ``hess_ema`` (n, C) are the averages over the checkpoints (AdaCore eq. 7, 9),
-    ``losses`` (n, T) the loss at each checkpoint. Stores built from one ``WarmUp`` (``prune bench``:
+    ``per_epoch`` the store's ``*_per_epoch`` records, (n, T) each: the loss, p_y, the logit margin
+    and the correctness (bool) at each checkpoint. Stores built from one ``WarmUp`` (``prune bench``:
     one per label noise and seed, for every method) differ only in their posterior samples.
     """
 
     state: dict
     grad_ema: torch.Tensor
     hess_ema: torch.Tensor
-    losses: torch.Tensor
+    per_epoch: dict[str, torch.Tensor]
 
     def model(self, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
         return _on_device(self.state, config, data, device)
@@ -186,23 +206,31 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     """
     config.check()
     average = CheckpointAverage(config.beta1, config.beta2)
-    losses = torch.zeros(len(labels), max(config.warmup.epochs, 1)) if world.main else None
+    shape = (len(labels), max(config.warmup.epochs, 1))
+    per_epoch = {name: torch.zeros(shape, dtype=torch.bool if kind == "uint8" else torch.float32)
+                 for name, kind in PER_EPOCH.items()} if world.main else None
+
+    def kept(start: int, batch: dict) -> list[torch.Tensor]:
+        """What the averages and the records need of a batch (its rows from ``start``), not the embedding:
+        g, a, then the columns of ``PER_EPOCH`` (the loss and ``label_columns``)."""
+        columns = label_columns(batch["logits"], labels[start:start + len(batch["loss"])])
+        return [batch["grad_logit"], batch["hess_logit"], batch["loss"], *columns]
 
     def checkpoint(epoch: int, model) -> None:
         generator = random_streams.generator(seed, "checkpoint_pass", epoch)
-        kept = ("grad_logit", "hess_logit", "loss")  # what the averages and the losses need, not the embedding
-        passed = sorted(((start, [batch[name] for name in kept]) for start, batch in _shared_passes(
+        passed = sorted(((start, kept(start, batch)) for start, batch in _shared_passes(
             world, model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator)),
-            key=lambda sent: sent[0])  # the ranks' batches, in row order
+            key=lambda sent: sent[0])  # every rank's batches (gathered whole, logits included), in row order
         if world.main:
-            grads, hessians, epoch_losses = (torch.cat(column) for column in zip(*(arrays for _, arrays in passed)))
+            grads, hessians, *records = (torch.cat(column) for column in zip(*(arrays for _, arrays in passed)))
             average.update(grads, hessians)
-            losses[:, epoch - 1] = epoch_losses
+            for name, values in zip(PER_EPOCH, records):
+                per_epoch[name][:, epoch - 1] = values
 
     model = warm_start(data, labels, config, seed=seed, device=device, on_epoch_end=checkpoint, world=world)
     if config.warmup.epochs == 0:
         checkpoint(1, model)  # the initial weights are the only checkpoint
-    return WarmUp(_cpu_state(model), average.grad, average.hess, losses) if world.main else None
+    return WarmUp(_cpu_state(model), average.grad, average.hess, per_epoch) if world.main else None
 
 
 def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
@@ -260,8 +288,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         else:
             warm = warm or warm_up(data, labels, config, seed=seed, device=device, world=world)
             model = warm.model(config, data, device)
-            for epoch in range(warm.losses.shape[1]):
-                part.write_column("loss_per_epoch", epoch, warm.losses[:, epoch])
+            for name, values in warm.per_epoch.items():
+                for epoch in range(values.shape[1]):
+                    part.write_column(name, epoch, values[:, epoch])
             part.write_rows("grad_logit_ema", 0, warm.grad_ema)
             part.write_rows("hess_logit_ema", 0, warm.hess_ema)
             part.save_model(model)

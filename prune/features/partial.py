@@ -3,7 +3,8 @@
 ``prune features --out DIR/NAME.h5`` works in the folder ``DIR/.NAME.h5.partial/``:
 
 * one ``.npy`` file per store dataset (``grad_logit``, ``hess_logit``, ``embedding``,
-  ``grad_logit_ema``, ``hess_logit_ema``, ``loss_per_epoch``, and with M > 1 the ``*_point`` ones), memory-mapped and filled block
+  ``grad_logit_ema``, ``hess_logit_ema``, the warm-up's ``loss_per_epoch``, ``prob_label_per_epoch``,
+  ``margin_per_epoch`` and ``correct_per_epoch``, and with M > 1 the ``*_point`` ones), memory-mapped and filled block
   by block. Raw arrays, not HDF5: a writer killed mid-block can leave at most that block's
   rows half-written, never a damaged file structure (HDF5 keeps its metadata in a cache that
   a killed process never writes back). Their disk space is allocated when they are created,
@@ -49,14 +50,14 @@ import torch
 
 from prune.atomic import atomic_path, committing, ensure_writable
 from prune.errors import PruneError
-from prune.features.store import CHUNK_ROWS, PER_SAMPLE, create_store
+from prune.features.store import CHUNK_ROWS, PER_EPOCH, PER_SAMPLE, create_store
 
 try:  # POSIX advisory locks; elsewhere two runs on one --out are not guarded
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
 
-PROGRESS_SCHEMA = "prune.partial/2"
+PROGRESS_SCHEMA = "prune.partial/3"  # 3: the per-epoch p_y, margin and correctness beside the loss
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -84,7 +85,7 @@ class StoreShape:
         if self.samples > 1:  # and the unperturbed weights' features
             layout.update({f"{name}_point": ((n, width[name]), dtype) for name in PER_SAMPLE})
         layout["grad_logit_ema"] = layout["hess_logit_ema"] = ((n, self.num_classes), dtype)
-        layout["loss_per_epoch"] = ((n, self.checkpoints), "float32")
+        layout.update({name: ((n, self.checkpoints), kind) for name, kind in PER_EPOCH.items()})
         return layout
 
 
@@ -342,7 +343,7 @@ class PartialStore:
         self.commit(rows_done=stop, generator=generator)
 
     def _warmup_crc(self) -> int:
-        crc = _crc(self.arrays[name] for name in ("grad_logit_ema", "hess_logit_ema", "loss_per_epoch"))
+        crc = _crc(self.arrays[name] for name in ("grad_logit_ema", "hess_logit_ema", *PER_EPOCH))
         return zlib.crc32((self.folder / "warm.pt").read_bytes(), crc)
 
     def _rows_crc(self, sample: int, start: int, stop: int) -> int:

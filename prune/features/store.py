@@ -15,8 +15,17 @@ dataset               shape           content
 ``grad_logit_ema``    (n, C)          g-bar over the T checkpoints (AdaCore eq. 7)
 ``hess_logit_ema``    (n, C)          H-bar over the T checkpoints (AdaCore eq. 9)
 ``loss_per_epoch``    (n, T)          per-example loss at each checkpoint (CREST §4.3)
+``prob_label_per_epoch`` (n, T)       p_y = softmax(z)_y at each checkpoint (DUAL)
+``margin_per_epoch``  (n, T)          logit margin z_y - max_{c != y} z_c at each checkpoint (AUM)
+``correct_per_epoch`` (n, T) uint8    1 where argmax_c z_c = y at each checkpoint (forgetting)
 ``noise_flipped``     (f,)            indices whose label noise flipped (empty without noise)
 ====================  ==============  ===================================================
+
+The four ``*_per_epoch`` datasets are the warm-up's trajectory, one column per checkpoint pass
+(the end of each of the T warm-up epochs; ``FeatureStore.prob_label``, ``margin``, ``correct`` read
+them): the training-dynamics scores of the data-pruning literature (forgetting, AUM, DUAL) need
+the path, not only its end. A store without them (written before they were recorded) is refused
+at open with one line saying to re-create it. All are float32 but ``correct_per_epoch``.
 
 Why this and not ``grad_last``/``hess_last``: the last-layer quantities factor,
 G = g (x) [h; 1] and lambda = a (x) [h; 1]^2, so storing g, a and h costs (2C + e) numbers
@@ -62,6 +71,9 @@ CHUNK_ROWS = 1024
 MAX_FEATURE = 1e6
 PER_SAMPLE = ("grad_logit", "hess_logit", "embedding")
 POINT = tuple(f"{name}_point" for name in PER_SAMPLE)  # M > 1 only: the unperturbed weights' features
+#: the warm-up's per-example records, (n, T) each: one column per checkpoint pass, and their dtypes
+PER_EPOCH = {"loss_per_epoch": "float32", "prob_label_per_epoch": "float32", "margin_per_epoch": "float32",
+             "correct_per_epoch": "uint8"}
 POSTERIORS = ("point", "mean")  # a distance at the unperturbed weights, or its mean over the M samples
 # HDF5's cache of decompressed chunks, per dataset: the pools of one class (CREST's subsets, the
 # difficulty stage, lcmat's three arrays) read the same chunks again, from here
@@ -83,7 +95,8 @@ class StoreWriter:
                 file.create_dataset(f"{name}_point", (n, width[name]), dtype=dtype, chunks=(rows, width[name]), **options)
         for name in ("grad_logit_ema", "hess_logit_ema"):
             file.create_dataset(name, (n, num_classes), dtype=dtype, chunks=(rows, num_classes), **options)
-        file.create_dataset("loss_per_epoch", (n, checkpoints), dtype="float32", chunks=(rows, 1), **options)
+        for name, kind in PER_EPOCH.items():
+            file.create_dataset(name, (n, checkpoints), dtype=kind, chunks=(rows, 1), **options)
 
     def write_rows(self, name: str, start: int, values: torch.Tensor, sample: int | None = None) -> None:
         stop = start + len(values)
@@ -190,6 +203,9 @@ class FeatureStore:
     grad_logit_ema: torch.Tensor | StoredRows
     hess_logit_ema: torch.Tensor | StoredRows
     loss_per_epoch: torch.Tensor | StoredRows
+    prob_label_per_epoch: torch.Tensor | StoredRows
+    margin_per_epoch: torch.Tensor | StoredRows
+    correct_per_epoch: torch.Tensor | StoredRows
     noise_flipped: torch.Tensor
     # the unperturbed weights' features, (n, C) / (n, e); None with M = 1 (the sample is those) or in older stores
     grad_logit_point: torch.Tensor | StoredRows | None = None
@@ -207,6 +223,27 @@ class FeatureStore:
     @property
     def posterior_samples(self) -> int:
         return self.grad_logit.shape[1]
+
+    @property
+    def checkpoints(self) -> int:
+        """T, the warm-up checkpoints the ``*_per_epoch`` records have a column for."""
+        return self.loss_per_epoch.shape[1]
+
+    def prob_label(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(rows), T) float32 p_y = softmax(z)_y of each example (all of them without ``rows``) at
+        each warm-up checkpoint: DUAL's difficulty and uncertainty come from its path (Cho et al. 2025, the DUAL score)."""
+        return _read_rows(self.prob_label_per_epoch, rows)
+
+    def margin(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(rows), T) float32 logit margin z_y - max_{c != y} z_c at each warm-up checkpoint: its mean
+        over the checkpoints is the area under the margin (Pleiss et al. 2020, eq. 1-2); negative where
+        another class's logit is larger."""
+        return _read_rows(self.margin_per_epoch, rows)
+
+    def correct(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(rows), T) bool: argmax_c z_c = y at each warm-up checkpoint (ties: the lowest class), the
+        accuracy whose transitions from 1 to 0 are forgetting events (Toneva et al. 2019, §3)."""
+        return _read_rows(self.correct_per_epoch, rows) != 0
 
     def posterior_features(self, posterior: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(grad_logit, hess_logit, embedding), each (n, M', width): the M posterior samples
@@ -298,7 +335,11 @@ def _contents(path: Path, file: h5py.File) -> tuple[dict, dict]:
         attrs = {k: v for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
         prune_version = file.attrs["prune_version"]
         arrays = {name: torch.from_numpy(file[name][...]) for name in ("labels", "noise_flipped")}
-        for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", "loss_per_epoch"):
+        missing = [name for name in PER_EPOCH if name not in file]
+        if "loss_per_epoch" in file and missing:
+            raise PruneError(f"feature store {path} lacks the warm-up's {', '.join(missing)} (written before prune "
+                             "recorded them, or damaged); re-create it with `prune features`")
+        for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", *PER_EPOCH):
             if name in file or name not in POINT:
                 arrays[name] = StoredRows(path, file, name)
     except (OSError, KeyError, ValueError, TypeError) as err:
@@ -338,6 +379,11 @@ def chunk_rows(n: int) -> Iterator[torch.Tensor]:
     chunk of a store once and holds one block in memory."""
     for start in range(0, n, CHUNK_ROWS):
         yield torch.arange(start, min(start + CHUNK_ROWS, n))
+
+
+def _read_rows(values: torch.Tensor | StoredRows, rows: torch.Tensor | None) -> torch.Tensor:
+    """``values[rows]`` (read from the file for a stored dataset), or every row without ``rows``."""
+    return values[:] if rows is None else values[rows]
 
 
 def with_sample_axis(values: torch.Tensor | StoredRows) -> torch.Tensor | StoredRows:
@@ -407,10 +453,14 @@ def _check_shapes(path: Path, n: int, classes: int, arrays: dict) -> None:
             raise damaged(name, shape)
     if arrays["loss_per_epoch"].ndim != 2 or arrays["loss_per_epoch"].shape[0] != n:
         raise damaged("loss_per_epoch", f"({n}, T)")
+    for name in PER_EPOCH:  # every record has the loss's T columns
+        if tuple(arrays[name].shape) != tuple(arrays["loss_per_epoch"].shape):
+            raise damaged(name, tuple(arrays["loss_per_epoch"].shape))
     for name, values in arrays.items():
-        if isinstance(values, StoredRows) and values.dataset.dtype.kind != "f":
-            raise PruneError(f"feature store {path}: {name} holds {values.dataset.dtype} values, expected floating "
-                             "point numbers; the file is damaged or was not written by `prune features`: re-create it")
+        kind, expected = ("u", "unsigned integers") if PER_EPOCH.get(name) == "uint8" else ("f", "floating point numbers")
+        if isinstance(values, StoredRows) and values.dataset.dtype.kind != kind:
+            raise PruneError(f"feature store {path}: {name} holds {values.dataset.dtype} values, expected {expected}; "
+                             "the file is damaged or was not written by `prune features`: re-create it")
 
 
 def _integral(values: torch.Tensor) -> bool:

@@ -4,6 +4,14 @@
 attribute's path (``dataset.fingerprint``). The dataset record is the one manifests copy
 (``prune.manifest_schema.dataset_record``) and must agree with the store's own ``fingerprint``
 and ``num_classes``; ``FeatureStore.open`` checks the arrays against the attributes.
+
+The datasets are listed in ``prune.features.store``. Besides the features, every store holds the
+warm-up's per-example records, (n, T) with one column per checkpoint pass (``PER_EPOCH``):
+``loss_per_epoch`` (float32, the cross-entropy), ``prob_label_per_epoch`` (float32, p_y),
+``margin_per_epoch`` (float32, z_y - max_{c != y} z_c) and ``correct_per_epoch`` (uint8, 1 where
+argmax_c z_c = y). ``FeatureStore.open`` checks that all four are there with the loss's shape (a
+store written before the last three were recorded is refused with one line: re-create it) and
+reads none of them.
 """
 
 from __future__ import annotations
