@@ -35,7 +35,7 @@ from prune.models import default_model
 from prune.selection import Budget, Candidates, MethodConfig, SelectionPlan, check_request, plan_selection
 from prune.selection import select as select_candidates
 from prune.bench import BenchConfig, run_bench
-from prune.training import TrainConfig, check_amp, check_seed, console, fit_and_test, resolve_device
+from prune.training import ModelSpec, TrainConfig, check_amp, check_seed, console, fit_and_test, resolve_device
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None, image_size=None,
@@ -286,8 +286,8 @@ def train(data: DataSpec | None = None, config: TrainConfig = TrainConfig(epochs
         weights = torch.from_numpy(chosen.weights) if config.weighted else None
         model = model or (chosen.model or {}).get("features", {}).get("model")
     name = model or default_model(loaded.source, loaded.input_shape)
-    run = fit_and_test(loaded, labels, indices, config, name, seed=seed, device=torch_device, weights=weights,
-                       checkpoint=checkpoint)
+    run = fit_and_test(loaded, labels, indices, config, ModelSpec(name, checkpoint), seed=seed, device=torch_device,
+                       weights=weights)
     return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
                        run["wall_seconds"], run["model"], name)
 

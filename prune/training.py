@@ -1,7 +1,7 @@
 """Devices, seeding, the SGD training loop and evaluation, with rich progress bars.
 
-Warm-up (before feature extraction) and ``prune train`` (a fresh model on a subset) share
-``fit``. Defaults follow the papers' protocol (methods.md, "Evaluation protocol"): SGD with
+Warm-up (before feature extraction), ``prune train`` (a fresh model on a subset) and dynamic
+selection (``prune.dynamic``) share one loop, ``Trainer``. Defaults follow the papers' protocol (methods.md, "Evaluation protocol"): SGD with
 momentum 0.9, weight decay 5e-4, batch 128, cosine-annealed learning rate; the base learning
 rate is 0.05 (the papers' 0.1 is tuned for ResNets on CIFAR and overshoots on small MLPs).
 ``schedule="constant"`` keeps the learning rate fixed instead, as DeepCore and LCMat do for
@@ -15,6 +15,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,7 @@ from prune import random_streams
 from prune.data.streaming import batches
 from prune.distributed import World
 from prune.errors import PruneError
-from prune.models import build_model, load_checkpoint
+from prune.models import build_model, default_model, load_checkpoint
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -170,6 +171,7 @@ class Trainer:
                  world: World | None = None):
         self.model, self.config, self.device = model.to(device), config, device
         self.ranks = world.size if world is not None else 1
+        self.rank = world.rank if world is not None else 0
         self.trained = model
         if self.ranks > 1:
             self.trained = nn.parallel.DistributedDataParallel(
@@ -181,11 +183,49 @@ class Trainer:
         else:
             self.scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
         self.augment = random_streams.generator(seed, "augment")
+        self.shuffle = random_streams.generator(seed, "shuffle")  # fit's batch order
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self.backprops = 0
         self._loss = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device, dtype=torch.int64)
         self._count = 0
+
+    def fit(self, x, y: torch.Tensor, *, weights: torch.Tensor | None = None,
+            on_epoch_end: Callable[[int, nn.Module], None] | None = None, description: str = "train") -> list[dict]:
+        """Train on (x, y) for ``config.epochs`` shuffled epochs; the per-epoch history.
+
+        ``weights`` (per example) weight the loss (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs
+        after every epoch (warm-up checkpoints). Under torchrun every rank draws the same shuffle, so
+        the global batch is still ``config.batch_size`` rows, and takes its contiguous part of each
+        batch; BatchNorm normalises with each rank's part, and augmentation draws differ from one
+        process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
+        """
+        config, device = self.config, self.device
+        if config.augment != "none" and x.ndim != 4:
+            raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
+        if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
+            x = x.to(device)
+        y = y.to(device)
+        weights = None if weights is None else weights.to(device=device, dtype=torch.float32)
+        steps = (len(y) + config.batch_size - 1) // config.batch_size
+        history = []
+        with progress() as bars:
+            task = bars.add_task(description, total=config.epochs * steps, status="")
+            for epoch in range(1, config.epochs + 1):
+                plan = [batch.to(device) for batch in epoch_batches(len(y), config, self.shuffle, self.ranks,
+                                                                    self.has_batchnorm)]
+                bars.update(task, advance=steps - len(plan))
+                parts = [batch.tensor_split(self.ranks)[self.rank] for batch in plan]  # this rank's part of each
+                totals = [len(batch) if weights is None else weights[batch].sum() for batch in plan]
+                for batch, total, xb in zip(parts, totals, batches(x, parts, device)):
+                    self.step(xb, y[batch], None if weights is None else weights[batch], total)
+                    bars.update(task, advance=1)
+                row = self.end_epoch(epoch, description)
+                bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {row['train_loss']:.3f}")
+                history.append(row)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, self.model)
+        return history
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, weights: torch.Tensor | None = None, total=None) -> None:
         """One SGD step on the batch (xb, yb), already on the device."""
@@ -245,43 +285,13 @@ def epoch_batches(n: int, config: TrainConfig, generator: torch.Generator, ranks
 
 
 def fit(model: nn.Module, x, y: torch.Tensor, config: TrainConfig, *, device: torch.device, seed: int,
-        weights: torch.Tensor | None = None, on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-        description: str = "train", world: World | None = None) -> list[dict]:
-    """Train ``model`` in place on (x, y) for ``config.epochs`` shuffled epochs (``Trainer``); the per-epoch history.
+        weights: torch.Tensor | None = None, world: World | None = None) -> list[dict]:
+    """Train ``model`` in place on (x, y) for ``config.epochs`` shuffled epochs; the per-epoch history.
 
-    ``weights`` (per example) weight the loss (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs
-    after every epoch (warm-up checkpoints). Under torchrun (``world``) every rank draws the same
-    shuffle, so the global batch is still ``config.batch_size`` rows, and takes its contiguous part
-    of each batch; BatchNorm normalises with each rank's part, and augmentation draws differ from
-    one process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
+    ``Trainer(model, config, ...).fit(x, y, weights=weights)`` in one call; ``Trainer.fit`` also takes a
+    callback after every epoch and the name its progress shows.
     """
-    if config.augment != "none" and x.ndim != 4:
-        raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
-    trainer = Trainer(model, config, device=device, seed=seed, world=world)
-    if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
-        x = x.to(device)
-    y = y.to(device)
-    weights = None if weights is None else weights.to(device=device, dtype=torch.float32)
-    shuffle = random_streams.generator(seed, "shuffle")
-    ranks, rank = trainer.ranks, (world.rank if world is not None else 0)
-    steps = (len(y) + config.batch_size - 1) // config.batch_size
-    history = []
-    with progress() as bars:
-        task = bars.add_task(description, total=config.epochs * steps, status="")
-        for epoch in range(1, config.epochs + 1):
-            plan = [batch.to(device) for batch in epoch_batches(len(y), config, shuffle, ranks, trainer.has_batchnorm)]
-            bars.update(task, advance=steps - len(plan))
-            parts = [batch.tensor_split(ranks)[rank] for batch in plan]  # this rank's part of every batch
-            totals = [len(batch) if weights is None else weights[batch].sum() for batch in plan]
-            for batch, total, xb in zip(parts, totals, batches(x, parts, device)):
-                trainer.step(xb, y[batch], None if weights is None else weights[batch], total)
-                bars.update(task, advance=1)
-            row = trainer.end_epoch(epoch, description)
-            bars.update(task, status=f"epoch {epoch}/{config.epochs} loss {row['train_loss']:.3f}")
-            history.append(row)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, model)
-    return history
+    return Trainer(model, config, device=device, seed=seed, world=world).fit(x, y, weights=weights)
 
 
 @torch.no_grad()
@@ -298,18 +308,44 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torc
     return {"accuracy": correct / len(y), "loss": total_loss / len(y)}
 
 
-def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: TrainConfig, model_name: str, *,
-                 seed: int, device: torch.device, weights: torch.Tensor | None = None, checkpoint=None) -> dict:
-    """A fresh ``model_name`` (from ``checkpoint``'s weights if given) trained on the rows ``indices`` of the
-    training split and tested: test accuracy and loss (None without a test split), size, seconds, history, model."""
-    seed_everything(seed)
-    model = build_model(model_name, data.input_shape, data.num_classes)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
+def test_split(model: nn.Module, data, device: torch.device) -> dict:
+    """``evaluate`` on ``data``'s test split; accuracy and loss None when it has none."""
+    if not len(data.test):
+        return {"accuracy": None, "loss": None}
+    return evaluate(model, data.test.x, data.test.y, device=device)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a run trains: ``name`` (``prune.models.build_model``; None: prune's default for the data)
+    with fresh weights drawn from the run's seed, or ``checkpoint``'s weights (``prune.models.load_checkpoint``)."""
+
+    name: str | None = None
+    checkpoint: str | Path | None = None
+
+    def build(self, data, seed: int) -> nn.Module:
+        """The model for ``data``'s input shape and classes, initialised from ``seed`` (or the checkpoint)."""
+        seed_everything(seed)
+        model = build_model(self.model_name(data), data.input_shape, data.num_classes)
+        if self.checkpoint is not None:
+            load_checkpoint(model, self.checkpoint, note=lambda text: console.print(f"[yellow]note:[/] {text}"))
+        return model
+
+    def model_name(self, data) -> str:
+        return self.name or default_model(data.source, data.input_shape)
+
+
+def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: TrainConfig, model: str | ModelSpec, *,
+                 seed: int, device: torch.device, weights: torch.Tensor | None = None) -> dict:
+    """A fresh ``model`` (a name, or a ``ModelSpec``) trained on the rows ``indices`` of the training split and
+    tested: test accuracy and loss (None without a test split), size, seconds, history, model."""
+    spec = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    net = spec.build(data, seed)
     start = time.perf_counter()
-    history = fit(model, data.train.x[indices], labels[indices], config, device=device, seed=seed, weights=weights,
-                  description=f"train {model_name}")
+    history = Trainer(net, config, device=device, seed=seed).fit(data.train.x[indices], labels[indices],
+                                                                 weights=weights,
+                                                                 description=f"train {spec.model_name(data)}")
     wall = time.perf_counter() - start
-    test = evaluate(model, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
+    test = test_split(net, data, device)
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
-            "wall_seconds": wall, "history": history, "model": model}
+            "wall_seconds": wall, "history": history, "model": net}

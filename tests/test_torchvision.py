@@ -12,7 +12,7 @@ from prune.errors import PruneError
 from prune.features.closed_form import last_layer_grad, last_layer_hess_diag
 from prune.features.extract import extract_features
 from prune.models import build_model, load_checkpoint
-from prune.training import TrainConfig, fit
+from prune.training import TrainConfig, Trainer, fit
 
 C = 4
 
@@ -94,8 +94,8 @@ def test_two_epochs_see_different_crops_and_features_never_do():
     def features_pass(epoch, net):
         extract_features(net, x, y, batch_size=8, device="cpu")
 
-    fit(model, x, y, TrainConfig(epochs=2, batch_size=8, augment="standard"), device=torch.device("cpu"), seed=0,
-        on_epoch_end=features_pass)
+    Trainer(model, TrainConfig(epochs=2, batch_size=8, augment="standard"), device=torch.device("cpu"), seed=0).fit(
+        x, y, on_epoch_end=features_pass)
     first, second = seen[True]
     assert not torch.equal(first, second)  # the two epochs' crops differ
     assert len({tuple(crop.flatten().tolist()) for crop in torch.cat([first, second])}) > 4

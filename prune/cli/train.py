@@ -26,7 +26,7 @@ from prune.selection.difficulty import parse_drop_hard
 from prune.errors import PruneError
 from prune.manifest import Manifest, dataset_mismatch
 from prune.models import checkpoint_record, default_model
-from prune.training import TrainConfig, check_amp, console, fit_and_test, resolve_device
+from prune.training import ModelSpec, TrainConfig, check_amp, console, fit_and_test, resolve_device
 
 
 DYNAMIC = "Dynamic selection"
@@ -186,8 +186,8 @@ def say_held_out(data) -> None:
 def _train_and_test(data, labels, indices, weights, model_name: str, config: TrainConfig, seed: int, device,
                     checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
     """``prune.training.fit_and_test``, split into its record and the trained model."""
-    run = fit_and_test(data, labels, indices, config, model_name, seed=seed, device=device, weights=weights,
-                       checkpoint=checkpoint)
+    run = fit_and_test(data, labels, indices, config, ModelSpec(model_name, checkpoint), seed=seed, device=device,
+                       weights=weights)
     return run, run.pop("model")
 
 

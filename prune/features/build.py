@@ -33,7 +33,7 @@ from prune.features.posterior import (POSTERIOR_LAYERS, curvature_batches, hessi
                                      posterior_parameters)
 from prune.features.store import PER_EPOCH
 from prune.models import build_model, load_checkpoint
-from prune.training import TrainConfig, console, fit, progress, seed_everything
+from prune.training import TrainConfig, Trainer, console, progress, seed_everything
 
 POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
 DTYPES = ("float32", "float16")
@@ -84,13 +84,13 @@ class FeatureConfig:
 def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None,
                tag="", world: distributed.World = distributed.World()):
     """A fresh model (or ``config.checkpoint``'s) trained for ``config.warmup.epochs`` on the full training split;
-    data-parallel over the ranks of ``world`` (``prune.training.fit``), which all call this."""
+    data-parallel over the ranks of ``world`` (``prune.training.Trainer.fit``), which all call this."""
     seed_everything(seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
     if config.checkpoint is not None:
         load_checkpoint(model, config.checkpoint["path"], note=lambda text: console.print(f"[yellow]note:[/] {text}"))
-    fit(model, data.train.x, labels, config.warmup, device=device, seed=seed, on_epoch_end=on_epoch_end,
-        description=f"warm-up{tag}", world=world)
+    Trainer(model, config.warmup, device=device, seed=seed, world=world).fit(
+        data.train.x, labels, on_epoch_end=on_epoch_end, description=f"warm-up{tag}")
     return model.to(device).eval()
 
 
