@@ -57,6 +57,8 @@ def test_forgetting_events_counts_transitions_and_never_learned_get_t():
                            [-1.0, 1, 1, 1, 1, -1],    # learned late, forgotten at the end
                            [0.0, 0, 0, 0, 0, 0]])     # margin 0 is not correct -> never learned
     np.testing.assert_array_equal(scores.forgetting_events(margin).numpy(), [2, 6, 0, 1, 6])
+    np.testing.assert_array_equal(scores.forgetting_events(margin > 0).numpy(), [2, 6, 0, 1, 6])  # correctness
+    np.testing.assert_array_equal(scores.forgetting_events((margin > 0).to(torch.uint8)).numpy(), [2, 6, 0, 1, 6])
     rand = torch.randn(20, 9, generator=_gen(3))
     for i in range(20):
         row = [bool(v > 0) for v in rand[i]]
@@ -124,10 +126,10 @@ def _greedy_reference(x: np.ndarray, k: int, first: int) -> list[int]:
 
 def test_kcenter_matches_the_plain_greedy_and_chunks_do_not_matter():
     x = torch.randn(40, 3, generator=_gen(8))
-    order = kcenter.kcenter_greedy(x, 10, _gen(9))
-    assert order.tolist() == _greedy_reference(x.double().numpy(), 10, int(order[0]))
-    assert kcenter.kcenter_greedy(x, 10, _gen(9), chunk=7).tolist() == order.tolist()
-    assert kcenter.kcenter_greedy(x, 10, _gen(9)).tolist() == order.tolist()  # seeded
+    order = kcenter.kcenter_greedy(x, 10, start=17)
+    assert order[0] == 17 and order.tolist() == _greedy_reference(x.double().numpy(), 10, 17)
+    assert kcenter.kcenter_greedy(x, 10, 17, chunk=7).tolist() == order.tolist()
+    assert kcenter.kcenter_greedy(x, 10)[0] == 0  # from the first point by default
 
 
 def test_kcenter_radius_within_twice_the_optimum():
@@ -136,14 +138,14 @@ def test_kcenter_radius_within_twice_the_optimum():
         d = torch.cdist(x, x).numpy()
         for k in (2, 3):
             best = min(d[:, list(c)].min(1).max() for c in itertools.combinations(range(9), k))
-            order = kcenter.kcenter_greedy(x, k, _gen(seed))
+            order = kcenter.kcenter_greedy(x, k, start=seed)
             assert kcenter.covering_radius(x, order) <= 2 * best + 1e-12
 
 
 def test_kcenter_never_repeats_a_point_even_with_duplicates():
     x = torch.zeros(5, 2)
-    assert sorted(kcenter.kcenter_greedy(x, 5, _gen(0)).tolist()) == [0, 1, 2, 3, 4]
-    assert kcenter.kcenter_greedy(x, 9, _gen(0)).numel() == 5
+    assert sorted(kcenter.kcenter_greedy(x, 5, 3).tolist()) == [0, 1, 2, 3, 4]
+    assert kcenter.kcenter_greedy(x, 9).numel() == 5
 
 
 # ---------------------------------------------------------------- Moderate-DS

@@ -24,6 +24,7 @@ from prune.cli.options import (BUDGET, DATA, METHOD, OUTPUT, DataRoot, Dataset, 
 from prune.data.sources import source_stem
 from prune.selection import BALANCES, METHODS, SelectionPlan, method_class
 from prune.selection.methods import POSTERIORS, TOP_K_SCOPES
+from prune.selection.field.ranking import KEEPS
 from prune.training import console
 
 
@@ -31,6 +32,7 @@ Method = choice("Method", METHODS)
 Balance = choice("Balance", BALANCES)
 TopKScope = choice("TopKScope", TOP_K_SCOPES)
 Posterior = choice("Posterior", POSTERIORS)
+Keep = choice("Keep", KEEPS)
 
 
 def select_command(
@@ -63,6 +65,7 @@ def select_command(
     subset_size: int = typer.Option(500, "--subset-size", help="crest: size r of the random subsets.", rich_help_panel=METHOD),
     learned_loss: float = typer.Option(0.1, "--learned-loss", help="crest: loss below which an example counts as learned.", rich_help_panel=METHOD),
     learned_window: int = typer.Option(0, "--learned-window", help="crest: warm-up checkpoints the loss must stay below --learned-loss to drop an example (0 = keep all: the default, since a static subset trains a fresh model).", rich_help_panel=METHOD),
+    keep: Optional[Keep] = typer.Option(None, "--keep", help="Score methods (el2n, grand, forgetting, aum, entropy, least_confidence): keep the hardest or the easiest examples of each class by the score. Default: each paper's side, hard, but easy for aum (docs/methods.md).", rich_help_panel=METHOD),
     # the difficulty stage
     drop_hard: Optional[str] = DropHard, strata: Optional[str] = Strata, strata_budget: Optional[StrataBudget] = StrataBudgets,
     difficulty_score: Optional[DifficultyScore] = Score,
@@ -110,7 +113,7 @@ def select_command(
         hutchinson_samples=hutchinson_samples, label_noise=label_noise, noise_seed=noise_seed, device=device,
         max_pool=max_pool, rho=rho, top_k=top_k, top_k_scope=top_k_scope, damping=damping,
         hessian_batch=hessian_batch, subset_size=subset_size, learned_loss=learned_loss,
-        learned_window=learned_window, posterior=posterior)
+        learned_window=learned_window, posterior=posterior, keep=value(keep))
     seconds = time.perf_counter() - start
     if not world.main:
         distributed.stop()

@@ -39,6 +39,10 @@ Between the feature store and the greedy engine, for every method (``random`` in
      location on gradients alone spends a small budget on the sparse, far-apart hard examples
      (docs/results.md); within a stratum it covers that level instead.
 
+   Before the strata a method may ask for a hard cut-off (``Method.cutoff``; ``ccs`` only): the
+   hardest floor(β n) of the class by ``score`` are dropped too, as CCS's Alg. 1 drops them (Zheng
+   et al., ICLR 2023; β from the pruning rate, ``field.ccs.ccs_beta``), never below the budget.
+
    ``strata="auto"`` (every facility-location method's default, with ``proportional``) uses 5
    strata in a class whose budget is under 7 % of its kept examples and 1 otherwise: small
    subsets need the data's typical examples, larger ones gain from the hard examples facility
@@ -140,6 +144,18 @@ def hard_examples(drop_hard: str | float, score: torch.Tensor, unlikely: torch.T
     return hard
 
 
+def cutoff_examples(score: torch.Tensor, dropped: torch.Tensor, k: int, cut: float) -> torch.Tensor:
+    """The hard cut-off of one class (CCS, Zheng et al., ICLR 2023, Alg. 1): a bool mask of its hardest
+    floor(``cut`` n) examples by ``score`` (ties: the lower row first) that are not ``dropped`` already,
+    the hardest first up to as many as leave ``k`` examples."""
+    top = torch.argsort(score, descending=True, stable=True)[: math.floor(cut * len(score))]
+    top = top[~dropped[top]]
+    room = max(int((~dropped).sum()) - k, 0)
+    extra = torch.zeros(len(score), dtype=torch.bool)
+    extra[top[:room]] = True
+    return extra
+
+
 def parse_drop_hard(value) -> str | float:
     """``"auto"`` or a fraction in [0, 1); the CLI's text or the API's number."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -201,17 +217,25 @@ class Difficulty:
         self.options = options
         self.score, self.unlikely = stage_scores(store, options.score, unlikely=options.drop_hard == "auto")
         self.dropped: list[int] = []
+        self.cutoffs: list[float] = []  # per class: the hard cut-off's share (0: none)
+        self.cut: list[int] = []  # per class: examples the cut-off dropped beyond ``dropped``
 
-    def kept(self, rows: torch.Tensor, k: int) -> torch.Tensor:
-        """``rows`` less the examples dropped as too hard, never fewer than ``k`` (sorted)."""
+    def kept(self, rows: torch.Tensor, k: int, cut: float = 0.0) -> torch.Tensor:
+        """``rows`` less the examples dropped as too hard and, with ``cut`` > 0, the hard cut-off's
+        (``cutoff_examples``), never fewer than ``k`` (sorted)."""
         unlikely = None if self.unlikely is None else self.unlikely[rows]
-        hard = hard_examples(self.options.drop_hard, self.score[rows], unlikely, k)
+        score = self.score[rows]
+        hard = hard_examples(self.options.drop_hard, score, unlikely, k)
+        extra = cutoff_examples(score, hard, k, cut)
         self.dropped.append(int(hard.sum()))
-        return rows[~hard]
+        self.cutoffs.append(cut)
+        self.cut.append(int(extra.sum()))
+        return rows[~(hard | extra)]
 
-    def split(self, rows: torch.Tensor, k: int) -> list[tuple[torch.Tensor, int]]:
-        """(rows, k) of one class -> [(rows of a stratum, its budget)], dropped examples left out."""
-        rows = self.kept(rows, k)
+    def split(self, rows: torch.Tensor, k: int, cut: float = 0.0) -> list[tuple[torch.Tensor, int]]:
+        """(rows, k) of one class -> [(rows of a stratum, its budget)], dropped examples (and with ``cut``
+        the hard cut-off's) left out."""
+        rows = self.kept(rows, k, cut)
         strata = self.options.strata
         if strata == "auto":
             strata = AUTO_STRATA if k < AUTO_BELOW * len(rows) else 1

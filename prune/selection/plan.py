@@ -97,7 +97,7 @@ def plan_selection(candidates: Candidates, method: MethodConfig, budget: Budget 
     summary = dict(dataset=candidates.dataset, method=method.name, class_sizes=sizes, budgets=budgets)
     generator = random_streams.generator(seed, "selection")
     if candidates.store is None and feature_bytes and (cls.needs_features or difficulty.active):
-        pools = _sized_pools(class_rows, budgets, method, generator) if cls.needs_features else None
+        pools = _sized_pools(class_rows, budgets, method, generator) if issubclass(cls, DistanceMethod) else None
         exact = method.name != "crest" and not difficulty.active
         return SelectionPlan(**summary, pools=pools, exact_pools=exact, feature_bytes=feature_bytes,
                              resident_bytes=resident_bytes())
@@ -106,7 +106,7 @@ def plan_selection(candidates: Candidates, method: MethodConfig, budget: Budget 
     parts, learned = [], []
     for c, (rows, k) in enumerate(zip(class_rows, budgets)):
         before = getattr(runner, "dropped", 0)
-        for part, part_budget in (stage.split(rows, k) if stage else [(rows, k)]):
+        for part, part_budget in (stage.split(rows, k, runner.cutoff(k, len(rows))) if stage else [(rows, k)]):
             parts.append((c, part, [(pool, b) for pool, b in runner.pools(part, part_budget, generator) if b]))
         learned.append(getattr(runner, "dropped", 0) - before)
     pools = None

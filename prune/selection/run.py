@@ -41,6 +41,9 @@ def select(candidates: Candidates, method: MethodConfig, budget: Budget = Budget
     if plan.stage is not None:
         params["difficulty"] = plan.stage.options.to_dict()
         facts["dropped_hard"] = plan.stage.dropped
+        if any(plan.stage.cutoffs):  # ccs: the hard cut-off's share and drops, per class
+            params["difficulty"]["cutoff"] = plan.stage.cutoffs
+            facts["dropped_cutoff"] = plan.stage.cut
     indices = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
     order = torch.argsort(indices)
     return Manifest(
@@ -67,6 +70,10 @@ def _notes(plan: SelectionPlan, method: MethodConfig, facts: dict) -> None:
     dropped = sum(plan.stage.dropped) if plan.stage is not None else 0
     if dropped:
         console.print(f"difficulty stage: dropped {dropped} examples ({', '.join(map(str, plan.stage.dropped))} "
+                      "per class)", highlight=False)
+    cut = sum(plan.stage.cut) if plan.stage is not None else 0
+    if cut:
+        console.print(f"hard cut-off: dropped {cut} more of the hardest examples ({', '.join(map(str, plan.stage.cut))} "
                       "per class)", highlight=False)
 
 

@@ -5,8 +5,9 @@ The core-set loss is bounded by the covering radius δ = max_i min_{c in S} ||x_
 selected centres S (their Theorem 1), so they minimise it: the k-center problem, NP-hard,
 solved by the greedy 2-approximation (Gonzalez 1985): start from one point, then repeatedly add
 u = argmax_i min_{c in S} ||x_i - x_c||, the point farthest from the current centres. Its radius
-is at most twice the optimum. Here S starts from one point drawn from a ``torch.Generator`` (the
-paper starts from the already-labelled pool, which pruning does not have).
+is at most twice the optimum. Here S starts from one point the caller chooses, ``start`` (the
+paper starts from the already-labelled pool, which pruning does not have; prune's ``kcenter``
+method gives the pool in a seeded random order and starts from its first point).
 
 Neither "easy" nor "hard": k-center keeps the geometric extremes first (outliers included), then
 fills in. Memory is O(p) beyond the (p, e) input: only the running min distance is kept, and each
@@ -21,8 +22,9 @@ import torch
 CHUNK_ROWS = 4096
 
 
-def kcenter_greedy(embedding: torch.Tensor, k: int, generator: torch.Generator, chunk: int = CHUNK_ROWS) -> torch.Tensor:
-    """(p, e) embeddings -> int64 (min(k, p),) positions in the order greedy picked them.
+def kcenter_greedy(embedding: torch.Tensor, k: int, start: int = 0, chunk: int = CHUNK_ROWS) -> torch.Tensor:
+    """(p, e) embeddings -> int64 (min(k, p),) positions in the order greedy picked them, from
+    position ``start``.
 
     Ties (equal farthest distances, duplicates) go to the lowest position; a picked point is
     never picked again, even when every remaining distance is 0.
@@ -33,7 +35,7 @@ def kcenter_greedy(embedding: torch.Tensor, k: int, generator: torch.Generator, 
     if k == 0:
         return order
     nearest = torch.full((p,), float("inf"), dtype=torch.float64)
-    pick = int(torch.randint(p, (1,), generator=generator, device=generator.device))
+    pick = int(start)
     for t in range(k):
         order[t] = pick
         centre = embedding[pick].to(torch.float64)

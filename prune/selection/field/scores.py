@@ -2,7 +2,7 @@
 
 Inputs, for n labelled examples, C classes, T warm-up epochs and M posterior samples:
 ``prob_label`` (n, T) p_y per epoch, ``margin`` (n, T) logit margin z_y - max_{c != y} z_c per
-epoch, ``probs`` (n, C) softmax output (or (n, M, C) posterior samples, averaged as documented per
+epoch, ``correct`` (n, T) argmax_c z_c = y per epoch, ``probs`` (n, C) softmax output (or (n, M, C) posterior samples, averaged as documented per
 score), ``grad_logit`` (n, M, C) g = p - y and ``embedding`` (n, M, e) the penultimate h.
 
 =================== ============================================ ================================
@@ -63,18 +63,20 @@ def grand(grad_logit: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
     return (g * (h + 1).sqrt()).mean(1)
 
 
-def forgetting_events(margin: torch.Tensor) -> torch.Tensor:
+def forgetting_events(correct: torch.Tensor) -> torch.Tensor:
     """Forgetting events (Toneva et al., ICLR 2019, §3): transitions correct -> incorrect between
-    consecutive epochs, correct_t = (margin_t > 0), i.e. the label's logit is the largest.
+    consecutive epochs. ``correct`` (n, T) is whether each example is classified correctly at each
+    epoch, acc_t = [argmax_c z_c = y] (bool or 0/1: the store's ``correct_per_epoch``), or the
+    logit margin z_y - max_{c != y} z_c, read as correct where it is > 0 (the two differ only at ties).
 
     Examples never classified correctly in the T epochs ("never learned") get T, more than any
     learned example can reach (at most floor(T / 2) events): the paper ranks them as the most
     forgettable (infinitely many events), ahead of every example learned at least once. Unforgettable
     examples (learned, never forgotten) score 0. Float64 counts; higher is harder.
     """
-    correct = margin > 0
+    correct = correct > 0
     events = (correct[:, :-1] & ~correct[:, 1:]).sum(1).to(torch.float64)
-    return torch.where(correct.any(1), events, torch.tensor(float(margin.shape[1]), dtype=torch.float64))
+    return torch.where(correct.any(1), events, torch.tensor(float(correct.shape[1]), dtype=torch.float64))
 
 
 def aum(margin: torch.Tensor) -> torch.Tensor:

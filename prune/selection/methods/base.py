@@ -7,9 +7,11 @@ gamma and an objective). Its class attributes are its defaults: the difficulty s
 through (``default_difficulty``) and the features its distance uses (``default_posterior``).
 ``SamplingMethod`` picks uniformly; ``DistanceMethod`` runs a greedy over a distance each
 subclass defines (``distances``): facility location (``prune.selection.engine``), or kernel
-herding for ``herding`` (``prune.selection.matching``). ``posterior`` says which features the
-distance is computed from: those at the unperturbed warm weights (``"point"``) or every
-posterior sample's, the distance then averaged over the M samples (``"mean"``).
+herding for ``herding`` (``prune.selection.matching``); ``FieldMethod`` runs one of the field's
+published rules (``prune.selection.field``) on each pool (``pick``). ``posterior`` says which
+features the distance is computed from: those at the unperturbed warm weights (``"point"``) or every
+posterior sample's, the distance then averaged over the M samples (``"mean"``); ``posteriors``
+lists the choices a method accepts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from prune.features.store import POSTERIORS, FeatureStore
 from prune.selection.budget import largest_remainder
 from prune.selection.difficulty import DifficultyConfig
 from prune.selection.engine import facility_location, split_pool
+from prune.selection.field.ranking import KEEPS
 from prune.selection.methods.distances import peak_bytes
 
 #: lcmat: where the top-K curvature coordinates are chosen: over the whole training set, or per class
@@ -47,6 +50,7 @@ class MethodConfig:
     learned_window: int = 0  # crest: 0 = keep every example (static subsets; see methods/crest.py)
     posterior: str | None = None  # "point" or "mean"; None: the method's default
     difficulty: DifficultyConfig | None = None  # the difficulty stage; None: the method's default
+    keep: str | None = None  # score methods: "easy" or "hard" end of the ranking; None: the method's default
 
     def __post_init__(self):
         for flag, value, low in (("--max-pool", self.max_pool, 1), ("--top-k", self.top_k, 1),
@@ -64,8 +68,16 @@ class MethodConfig:
         method = self.method  # an unknown name is refused here, once
         if self.posterior is not None and not method.needs_features:
             raise PruneError(f"--posterior chooses the features a distance is computed from; {self.name} computes none")
+        if self.posterior is not None and self.posterior not in method.posteriors:
+            reads = "the unperturbed warm weights' features only" if method.posteriors else "the warm-up's checkpoints"
+            raise PruneError(f"--posterior {self.posterior}: {self.name} reads {reads}; leave out --posterior")
         if self.top_k_scope not in TOP_K_SCOPES:
             raise PruneError(f"unknown --top-k-scope {self.top_k_scope!r}; choose all or class")
+        if self.keep is not None and self.keep not in KEEPS:
+            raise PruneError(f"unknown --keep {self.keep!r}; choose easy or hard")
+        if self.keep is not None and method.default_keep is None:
+            raise PruneError(f"--keep chooses the end of a score's ranking that a score method keeps; {self.name} "
+                             "ranks by no score: leave out --keep")
 
     @property
     def method(self) -> type[Method]:
@@ -103,8 +115,10 @@ class Method:
     name = ""
     needs_features = True  # reads a feature store (a sampling method needs one only for its difficulty stage)
     default_posterior: str | None = "point"
+    posteriors: tuple[str, ...] = POSTERIORS  # the --posterior choices it accepts
     #: the stage the method runs through unless told otherwise (every facility-location method's)
     default_difficulty = DifficultyConfig(strata="auto", strata_budget="proportional")
+    default_keep: str | None = None  # score methods: the end of the ranking kept without --keep
     split = 0  # parts larger than max_pool that ``pools`` split
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
@@ -118,6 +132,11 @@ class Method:
     def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
         """One part's (pool, budget) list, drawing from ``generator``."""
         raise NotImplementedError
+
+    def cutoff(self, k: int, n: int) -> float:
+        """The share of a class of n examples with budget k whose hardest the difficulty stage also drops
+        (CCS's hard cut-off β, ``Ccs``); 0 for every other method."""
+        return 0.0
 
     def select_pools(self, rows: torch.Tensor, pools: list[tuple[torch.Tensor, int]],
                      done=lambda: None) -> list[PoolResult]:
@@ -138,6 +157,7 @@ class SamplingMethod(Method):
 
     needs_features = False
     default_posterior = None
+    posteriors = ()
 
     def pools(self, rows, k, generator):
         return [(rows[torch.randperm(len(rows), generator=generator)], k)]  # in the order picks are taken
@@ -211,3 +231,59 @@ class DistanceMethod(Method):
         """(p, p) float32 distances -> k pool positions in pick order, their weights gamma, the objective."""
         result = facility_location(distances, k)
         return result.order, result.weights, result.objective
+
+
+class FieldMethod(Method):
+    """One of the field's published rules (``prune.selection.field``) per pool: ``pick`` gives the pool
+    positions it keeps, in its order. Each pick stands for p / k examples of its pool (gamma), as in
+    a uniform sample: these rules define no weights. Pools are whole parts (no ``--max-pool`` split:
+    every rule here is linear in memory); ``pools`` may form several (CCS's strata, in ``d2``).
+
+    As published, none runs through prune's difficulty stage by default (``drop_hard=0``, as
+    ``random``), so a comparison is against the method as its authors define it; the stage's options
+    still turn it on. ``record`` lists what each reads (``params``) and, for a score, the end kept.
+    """
+
+    default_difficulty = DifficultyConfig(drop_hard=0)
+    default_posterior: str | None = None  # the methods that read the final features set "point"
+    posteriors: tuple[str, ...] = ()
+    #: what the method reads from the store, as recorded (``source`` in the manifest's params)
+    source = ""
+
+    def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
+        if store is None:
+            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them")
+        super().__init__(store, options, device)
+        self.posterior = options.posterior or self.default_posterior
+        if self.posterior == "mean":
+            store.posterior_features("mean")  # refuses a store without posterior samples
+        self.keep = options.keep or self.default_keep
+
+    def pools(self, rows: torch.Tensor, k: int, generator: torch.Generator) -> list[tuple[torch.Tensor, int]]:
+        return [(rows, k)]
+
+    def pick(self, pool: torch.Tensor, k: int) -> torch.Tensor:
+        """int64 positions in ``pool`` (dataset indices) of the k examples kept, in the order chosen."""
+        raise NotImplementedError
+
+    def select_pools(self, rows, pools, done=lambda: None):
+        results = []
+        for pool, budget in pools:
+            if budget == 0:
+                continue
+            chosen = pool[self.pick(pool, budget)]
+            results.append(PoolResult(chosen, torch.full((len(chosen),), len(pool) / len(chosen), dtype=torch.float64), 0.0))
+            done()
+        return results
+
+    def params(self) -> dict:
+        """The method's own knobs, as recorded."""
+        return {}
+
+    def record(self) -> dict:
+        record = {"source": self.source, **self.params()}
+        if self.posterior is not None:
+            record.update(posterior=self.posterior, posterior_samples=self.store.posterior_samples)
+        if self.keep is not None:
+            record["keep"] = self.keep
+        return record

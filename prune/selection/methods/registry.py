@@ -7,13 +7,18 @@ from prune.selection.methods.adacore import AdaCore
 from prune.selection.methods.base import Method
 from prune.selection.methods.craig import Craig
 from prune.selection.methods.crest import Crest
+from prune.selection.methods.d2 import D2
+from prune.selection.methods.dual import Dual
 from prune.selection.methods.ensemble import Ensemble
+from prune.selection.methods.geometry import KCenter, Moderate
 from prune.selection.methods.herding import Herding
 from prune.selection.methods.lcmat import LCMat
+from prune.selection.methods.ranking import Aum, El2n, Entropy, Forgetting, Grand, LeastConfidence
 from prune.selection.methods.sampling import Ccs, Clean, Random
 
 REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
-    Random, Clean, Ccs, Herding, Craig, AdaCore, LCMat, Ensemble, Crest)}
+    Random, Clean, Ccs, Herding, Craig, AdaCore, LCMat, Ensemble, Crest,
+    El2n, Grand, Forgetting, Aum, Entropy, LeastConfidence, KCenter, Moderate, D2, Dual)}
 METHODS = tuple(REGISTRY)
 
 
