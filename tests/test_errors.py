@@ -511,8 +511,9 @@ def test_dry_run_without_a_store_builds_no_features(tmp_path, monkeypatch):
     # digits' largest class has 155 examples: two pools of 78 and 77; craig: the float32 78 x 78 result, and one
     # block of rows (all 78 of them) with its Gram buffer
     assert "largest pool p = 78" in text and f"pool {3 * 4 * 78 ** 2 / 1e3:.1f} KB" in text
-    # features: 1437 x (2 samples + the unperturbed) x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 floats, + int64 labels
-    assert f"compute {(1437 * 3 * 148 + 1437 * 25) * 4 / 1e6 + 1437 * 8 / 1e6:.1f} MB" in text
+    # features: 1437 x (2 samples + the unperturbed) x (2 x 10 + 128) + 1437 x 20 + 1437 x 5 x 3 floats (loss, p_y,
+    # margin per epoch), + int64 labels and the uint8 correctness per epoch
+    assert f"compute {(1437 * 3 * 148 + 1437 * 35) * 4 / 1e6 + 1437 * 13 / 1e6:.1f} MB" in text
     assert "manifests/digits-craig-0.1.json" in text
     fails("select", "--dry-run", "--count", "5", "--balance", "equal", match="budget is 5 for 10 classes")
     assert os.listdir(tmp_path) == []
