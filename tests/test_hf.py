@@ -294,3 +294,34 @@ def test_a_validation_split_is_held_out_when_there_is_no_test(arrays, tmp_path):
     result = json.loads(metrics.read_text())
     assert result["eval_split"] == "validation" and result["test_accuracy"] is not None
     assert "applies only to hf: datasets" in fails("train", "--eval-split", "validation", "--epochs", "1")
+
+
+def test_source_options_as_an_object_or_keywords(tmp_path):
+    """load_dataset takes the hf:/folder: options as one SourceOptions or as its keywords (not both);
+    write_filtered takes the split and label column as SourceOptions and refuses the others."""
+    from prune.data.hf_filter import write_filtered
+    from prune.data.sources import SourceOptions
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny"
+    Dataset.from_dict({"emb": rng.standard_normal((120, 4)).astype(np.float32).tolist(),
+                       "y": (np.arange(120) % 3).tolist()}).save_to_disk(str(path))
+    options = SourceOptions(feature_column="emb", label_column="y")
+    data = load_dataset(f"hf:{path}", options=options)
+    assert data.record() == load_dataset(f"hf:{path}", feature_column="emb", label_column="y").record()
+    assert len(data.train) == 120 and data.num_classes == 3
+    with pytest.raises(TypeError, match="not both"):
+        load_dataset(f"hf:{path}", options=options, split="train")
+    with pytest.raises(PruneError, match="--feature-column applies only to hf: datasets"):
+        load_dataset("digits", options=SourceOptions(feature_column="emb"))
+    with pytest.raises(PruneError, match="--image-size and --skip-bad apply only to folder:"):
+        load_dataset(f"hf:{path}", options=SourceOptions(image_size=8))
+    manifest = tmp_path / "m.json"
+    run("select", "--dataset", f"hf:{path}", "--feature-column", "emb", "--label-column", "y", "--method", "random",
+        "--fraction", "0.1", "--out", manifest)
+    with pytest.raises(PruneError, match="no other source options"):
+        write_filtered(Manifest.load(manifest), f"hf:{path}", tmp_path / "out", options=SourceOptions(image_size=8))
+    written, rows, _ = write_filtered(Manifest.load(manifest), f"hf:{path}", tmp_path / "out",
+                                      options=SourceOptions(label_column="y"))
+    assert rows == len(Manifest.load(manifest)) and load_from_disk(str(written))["y"][:] == \
+        [int(v) for v in (np.arange(120) % 3)[Manifest.load(manifest).indices]]

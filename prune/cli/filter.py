@@ -13,6 +13,7 @@ from prune.atomic import finishing
 from prune.cli.options import flag
 from prune.data.folder_filter import write_filtered_folder
 from prune.data.hf_filter import write_filtered
+from prune.data.sources import SourceOptions
 from prune.errors import PruneError
 from prune.manifest import Manifest
 from prune.training import console
@@ -53,7 +54,8 @@ def filter_command(
                          f"folder:PATH (the manifest was made from {chosen.dataset['source']!r})")
     start = time.perf_counter()
     with finishing():
-        written, rows, warning = write_filtered(chosen, source, out, split=split, label_column=label_column,
+        written, rows, warning = write_filtered(chosen, source, out,
+                                                options=SourceOptions(split=split, label_column=label_column),
                                                 weight_column=weight_column, force=force, overwrite=overwrite,
                                                 inputs=[manifest])
     if warning:

@@ -19,6 +19,7 @@ import numpy as np
 from prune.atomic import atomic_path, ensure_writable
 from prune.data.hf import DEFAULT_LABEL, DEFAULT_SPLIT, PREFIX, open_saved, pick_split, read_labels
 from prune.data.labels import label_fingerprint
+from prune.data.sources import SourceOptions
 from prune.errors import PruneError
 
 WEIGHT_COLUMN = "prune_weight"
@@ -76,19 +77,24 @@ def apply_manifest(manifest, dataset, *, label_column: str | None = None, force:
     return subset.flatten_indices(keep_in_memory=keep_in_memory)
 
 
-def write_filtered(manifest, spec: str, out: str | os.PathLike, *, split: str | None = None,
-                   label_column: str | None = None, weight_column: bool = False, force: bool = False,
-                   overwrite: bool = False, inputs=()) -> tuple[Path, int, str | None]:
+def write_filtered(manifest, spec: str, out: str | os.PathLike, *, options: SourceOptions = SourceOptions(),
+                   weight_column: bool = False, force: bool = False, overwrite: bool = False,
+                   inputs=()) -> tuple[Path, int, str | None]:
     """``prune filter``: write the manifest's rows of ``hf:PATH`` to ``out`` with save_to_disk.
 
-    A ``DatasetDict`` is written as a ``DatasetDict`` whose split (default: the manifest's)
-    is filtered and whose other splits are copied unchanged. The result appears at ``out``
-    only when complete (temporary folder beside it, then renamed); ``out`` must not overlap
-    the dataset or ``inputs`` (other files read, such as the manifest's), nor be a file or a
-    folder other than a saved dataset. Returns (out, rows written, warning or None).
+    ``options`` gives the ``split`` to filter and the ``label_column`` checked against the
+    manifest (defaults: the manifest's); the other source options do not apply. A
+    ``DatasetDict`` is written as a ``DatasetDict`` whose split is filtered and whose other
+    splits are copied unchanged. The result appears at ``out`` only when complete (temporary
+    folder beside it, then renamed); ``out`` must not overlap the dataset or ``inputs`` (other
+    files read, such as the manifest's), nor be a file or a folder other than a saved dataset.
+    Returns (out, rows written, warning or None).
     """
     import datasets
 
+    if options != SourceOptions(split=options.split, label_column=options.label_column):
+        raise PruneError("prune filter takes a split and a label column of the source, no other source options")
+    split, label_column = options.split, options.label_column
     loaded, path = open_saved(spec)
     where = f"{PREFIX}{path}"
     out = Path(out).expanduser()

@@ -1,6 +1,6 @@
 """The sources ``load_dataset`` knows; each becomes one ``LoadedData`` of float32 tensors.
 
-Sources (``load_dataset(spec, data_root, download)``):
+Sources (``load_dataset(spec, data_root, download, options)``, ``options`` a ``SourceOptions``):
 
 ``digits`` (the default)
     scikit-learn's bundled ``load_digits``: 1797 grey 8 x 8 images, pixel values 0..16,
@@ -46,6 +46,7 @@ with the training statistics (``prune.data.loaded``). Nothing is cached between 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,44 +65,72 @@ DIGITS_TRAIN = 1437
 DIGITS_TEST = 360
 
 
-def load_dataset(spec: str, data_root: str | None = None, download: bool = False, *,
-                 split: str | None = None, image_column: str | None = None,
-                 label_column: str | None = None, feature_column: str | None = None,
-                 eval_split: str | None = None, image_size: int | None = None, skip_bad: bool = False) -> LoadedData:
+@dataclass(frozen=True)
+class SourceOptions:
+    """The options of one kind of source, ``None`` meaning its default.
+
+    ``split`` (the training split of a ``DatasetDict``), ``image_column``, ``label_column``,
+    ``feature_column`` and ``eval_split`` apply to ``hf:PATH`` (``prune.data.hf``);
+    ``image_size`` and ``skip_bad`` to ``folder:PATH`` (``prune.data.folder``).
+    """
+
+    split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    feature_column: str | None = None
+    eval_split: str | None = None
+    image_size: int | None = None
+    skip_bad: bool = False
+
+    def hf(self) -> dict:
+        """The ``hf:`` keywords (``prune.data.hf.load``)."""
+        return {"split": self.split, "image_column": self.image_column, "label_column": self.label_column,
+                "feature_column": self.feature_column, "eval_split": self.eval_split}
+
+    def check(self, spec: str) -> None:
+        """Refuse the options that do not apply to ``spec``'s kind of source, naming them as options."""
+        given = [f"--{name.replace('_', '-')}" for name, value in self.hf().items() if value is not None]
+        if spec[:len(folder.PREFIX)].lower() == folder.PREFIX:
+            if given:
+                raise PruneError(f"{', '.join(given)} apply only to hf: datasets, not to folder:; drop them")
+            return
+        if self.image_size is not None or self.skip_bad:
+            raise PruneError(f"--image-size and --skip-bad apply only to folder: datasets, not to {spec!r}; drop them")
+        if given and spec[:3].lower() != "hf:":
+            verb = "applies" if len(given) == 1 else "apply"
+            raise PruneError(f"{', '.join(given)} {verb} only to hf: datasets, not to {spec!r}; "
+                             f"drop {'it' if len(given) == 1 else 'them'}")
+
+
+def load_dataset(spec: str, data_root: str | None = None, download: bool = False,
+                 options: SourceOptions | None = None, **keywords) -> LoadedData:
     """Load ``spec`` (one of ``DATASETS``; ``npz:PATH`` for a file): float32 tensors in memory, or for
     image folders, ``hf:`` images and CIFAR ``prune.data.streaming.LazyImages`` decoded batch by batch.
 
-    ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply
-    to ``hf:PATH`` only (``prune.data.hf``), ``image_size`` and ``skip_bad`` to ``folder:PATH``
-    only (``prune.data.folder``); ``None`` means the default.
+    ``options`` (``SourceOptions``) are the ``hf:`` split and columns and the ``folder:`` image size
+    and ``skip_bad``; its fields may be given as keywords instead (``split="validation"``). Options
+    that do not apply to ``spec`` are refused.
     """
+    if keywords:
+        if options is not None:
+            raise TypeError("load_dataset takes options or their keywords, not both")
+        options = SourceOptions(**keywords)
+    options = options or SourceOptions()
     if not isinstance(spec, str):
         raise PruneError(f"dataset must be a name, got {spec!r}")
     spec = spec.strip()
     if spec[:len(folder.PREFIX)].lower() == folder.PREFIX:
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to folder: datasets; give the folder as folder:PATH")
-        given = [f"--{name.replace('_', '-')}" for name, value in (("split", split), ("image_column", image_column),
-                 ("label_column", label_column), ("feature_column", feature_column), ("eval_split", eval_split))
-                 if value is not None]
-        if given:
-            raise PruneError(f"{', '.join(given)} apply only to hf: datasets, not to folder:; drop them")
-        return folder.load(spec, image_size=image_size, skip_bad=skip_bad)
-    if image_size is not None or skip_bad:
-        raise PruneError(f"--image-size and --skip-bad apply only to folder: datasets, not to {spec!r}; drop them")
-    hf_options = {"split": split, "image_column": image_column, "label_column": label_column,
-                  "feature_column": feature_column, "eval_split": eval_split}
+        options.check(spec)
+        return folder.load(spec, image_size=options.image_size, skip_bad=options.skip_bad)
+    options.check(spec)
     if spec[:3].lower() == "hf:":
         if data_root is not None and str(data_root).strip():
             raise PruneError("--data-root does not apply to hf: datasets; give the folder as hf:PATH")
         if download:
             raise PruneError("--download does not apply to hf: datasets; save one with save_to_disk first")
-        return hf.load(spec, **hf_options)
-    given = [name for name, value in hf_options.items() if value is not None]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        verb = "applies" if len(given) == 1 else "apply"
-        raise PruneError(f"{flags} {verb} only to hf: datasets, not to {spec!r}; drop {'it' if len(given) == 1 else 'them'}")
+        return hf.load(spec, **options.hf())
     if spec[:4].lower() == "npz:":
         return load_npz(spec[4:])
     name = _canonical(spec)
