@@ -296,6 +296,41 @@ def test_a_validation_split_is_held_out_when_there_is_no_test(arrays, tmp_path):
     assert "applies only to hf: datasets" in fails("train", "--eval-split", "validation", "--epochs", "1")
 
 
+def test_filter_quiet_silences_the_datasets_progress_bars(tmp_path, monkeypatch):
+    """--quiet turns the datasets library's bars off while filter writes, and back on afterwards;
+    without it they are left as the user set them."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny"
+    Dataset.from_dict({"embedding": rng.standard_normal((200, 8)).astype(np.float32).tolist(),
+                       "label": (np.arange(200) % 4).tolist()}).save_to_disk(str(path))
+    manifest = tmp_path / "m.json"
+    run("select", "--dataset", f"hf:{path}", "--feature-column", "embedding", "--method", "random",
+        "--fraction", "0.1", "--out", manifest)
+    seen = []
+    real = Dataset.save_to_disk
+
+    def save(self, *args, **kwargs):
+        seen.append(datasets.is_progress_bar_enabled())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "save_to_disk", save)
+    was = datasets.is_progress_bar_enabled()
+    try:
+        datasets.enable_progress_bars()
+        quiet = run("filter", "--manifest", manifest, "--out", tmp_path / "quiet", "--quiet")
+        assert datasets.is_progress_bar_enabled()
+        shown = run("filter", "--manifest", manifest, "--out", tmp_path / "shown")
+        datasets.disable_progress_bars()
+        run("filter", "--manifest", manifest, "--out", tmp_path / "off", "--quiet")
+        assert not datasets.is_progress_bar_enabled()
+    finally:
+        (datasets.enable_progress_bars if was else datasets.disable_progress_bars)()
+    assert seen == [False, True, False]
+    assert "Saving the dataset" not in quiet and "Saving the dataset" in shown
+    assert "wrote 20 of 200 rows" in " ".join(quiet.split())
+    assert len(load_from_disk(str(tmp_path / "quiet"))) == 20
+
+
 def test_source_options_as_an_object_or_keywords(tmp_path):
     """load_dataset takes the hf:/folder: options as one SourceOptions or as its keywords (not both);
     write_filtered takes the split and label column as SourceOptions and refuses the others."""

@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 
 from prune.atomic import finishing
-from prune.cli.options import flag
+from prune.cli.options import Quiet, flag
 from prune.data.folder_filter import write_filtered_folder
-from prune.data.hf_filter import write_filtered
+from prune.data.hf_filter import quiet_datasets, write_filtered
 from prune.data.sources import SourceOptions
 from prune.errors import PruneError
 from prune.manifest import Manifest
@@ -29,6 +29,7 @@ def filter_command(
     force: bool = flag("force", "Write even if the data do not match the manifest (warns)."),
     overwrite: bool = flag("overwrite", "Replace --out if it exists (only a folder prune filter or save_to_disk wrote)."),
     link: bool = flag("link", "folder: only: hard-link the images instead of copying them (no space used, but editing one edits the source)."),
+    quiet: bool = Quiet,
 ):
     """Write a manifest's rows of a Hugging Face dataset (hf:PATH) to a new save_to_disk folder, or its files
     of an image folder (folder:PATH) to a new tree of copies (or hard links, with --link)."""
@@ -53,7 +54,7 @@ def filter_command(
         raise PruneError(f"prune filter writes Hugging Face datasets and image folders; pass --dataset hf:PATH or "
                          f"folder:PATH (the manifest was made from {chosen.dataset['source']!r})")
     start = time.perf_counter()
-    with finishing():
+    with finishing(), quiet_datasets(quiet):  # --quiet: the datasets library's bars too
         written, rows, warning = write_filtered(chosen, source, out,
                                                 options=SourceOptions(split=split, label_column=label_column),
                                                 weight_column=weight_column, force=force, overwrite=overwrite,

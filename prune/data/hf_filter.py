@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -75,6 +77,22 @@ def apply_manifest(manifest, dataset, *, label_column: str | None = None, force:
     if warning:
         warnings.warn(warning, UserWarning, stacklevel=3)
     return subset.flatten_indices(keep_in_memory=keep_in_memory)
+
+
+@contextmanager
+def quiet_datasets(on: bool = True) -> Iterator[None]:
+    """Within this block (``on``: ``--quiet``) the ``datasets`` library draws no progress bars;
+    afterwards they are as before. Off, it changes nothing (the user's own setting holds)."""
+    import datasets
+
+    before = datasets.is_progress_bar_enabled()
+    if on:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if on and before:
+            datasets.enable_progress_bars()
 
 
 def write_filtered(manifest, spec: str, out: str | os.PathLike, *, options: SourceOptions = SourceOptions(),
