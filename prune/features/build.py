@@ -195,6 +195,17 @@ class WarmUp:
     def model(self, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
         return _on_device(self.state, config, data, device)
 
+    def write(self, part: PartialStore, model: torch.nn.Module) -> None:
+        """Into a store's work folder: the per-epoch records, the averages and ``model``'s (the warm)
+        weights, then the warm-up committed as done."""
+        for name, values in self.per_epoch.items():
+            for epoch in range(values.shape[1]):
+                part.write_column(name, epoch, values[:, epoch])
+        part.write_rows("grad_logit_ema", 0, self.grad_ema)
+        part.write_rows("hess_logit_ema", 0, self.hess_ema)
+        part.save_model(model)
+        part.commit_warmup()
+
 
 def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device,
             world: distributed.World = distributed.World()) -> WarmUp | None:
@@ -239,10 +250,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     """Warm up, extract features, and write them to ``out`` (atomically). Returns the path.
 
     The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.features.partial``), committed after
-    every block of rows; ``resume=True`` continues an interrupted run from its last committed
-    block (same settings required) and gives the same store, byte for byte, as an
-    uninterrupted run. ``warm`` (from ``warm_up`` with the same data, labels, model and warm-up
-    settings) skips the warm-up and uses that one.
+    every block of rows; ``resume=True`` continues an interrupted run from its last committed block
+    (same settings required) and gives the same store, byte for byte, as an uninterrupted run.
+    ``warm`` (``warm_up``'s, same data, labels, model and warm-up settings) skips the warm-up.
 
     In a process group (``prune.distributed``: torchrun) every rank calls this: the ranks warm up
     together under ``DistributedDataParallel`` (``warm_up``; unless rank 0 resumes past it), rank 0
@@ -262,23 +272,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     if world.size > 1 and warm is not None:
         raise PruneError("a shared warm-up (prune bench) runs in one process; run it without torchrun")
     x, n, samples = data.train.x, len(labels), config.posterior_samples
-    checkpoints = max(config.warmup.epochs, 1)
-    embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
-    attrs = {
-        "dataset_source": data.source,
-        "fingerprint": data.fingerprint,
-        "num_classes": data.num_classes,
-        "dataset": data.record(),  # the manifest's dataset record (split, class counts, hf columns)
-        "features": config.to_dict(),
-        "seed": seed,
-        "label_noise": label_noise,
-    }
-
-    shape = dict(samples=samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
-                 checkpoints=checkpoints, dtype=config.dtype)
-    # what resuming must agree with: the store's attributes, its size and the labels used
-    settings = {**attrs, "num_examples": n, "labels_used": label_fingerprint(labels)}
-
+    attrs, settings, shape = _store_settings(data, labels, config, seed=seed, label_noise=label_noise)
     with PartialStore.open(out, settings=settings, resume=resume, n=n, **shape) as part:
         for note in part.notes:
             console.print(f"[yellow]note:[/] {note}")
@@ -288,13 +282,7 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         else:
             warm = warm or warm_up(data, labels, config, seed=seed, device=device, world=world)
             model = warm.model(config, data, device)
-            for name, values in warm.per_epoch.items():
-                for epoch in range(values.shape[1]):
-                    part.write_column(name, epoch, values[:, epoch])
-            part.write_rows("grad_logit_ema", 0, warm.grad_ema)
-            part.write_rows("hess_logit_ema", 0, warm.hess_ema)
-            part.save_model(model)
-            part.commit_warmup()
+            warm.write(part, model)
 
         first = part.samples_done
         skip = part.steps_done(world.size, config.batch_size) if world.size > 1 else 0
@@ -312,16 +300,32 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
                 on_step = partial(part.commit_steps, world.size, config.batch_size)  # (steps, blocks) of a step
                 for start, batch in _shared_passes(world, member, x, labels, config, device, description, generator,
                                                    start=rows, skip=skip if m == first else 0, on_step=on_step):
-                    for name in ("grad_logit", "hess_logit", "embedding"):
-                        if point:
-                            part.write_rows(f"{name}_point", start, batch[name])
-                        else:
-                            part.write_rows(name, start, batch[name], sample=m)
+                    part.write_features(start, batch, None if point else m)
                     if world.size == 1:
                         part.commit_rows(start + len(batch["loss"]), generator=generator)
             part.commit(samples_done=m + 1, rows_done=0, steps=None)
         part.finish(labels=labels.numpy(), flipped=np.asarray([] if flipped is None else flipped), attrs=attrs)
     return Path(out)
+
+
+def _store_settings(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int,
+                    label_noise: dict | None) -> tuple[dict, dict, dict]:
+    """A store's attributes, the settings a resume must agree with (the attributes, the size and the
+    labels used) and its shape (``PartialStore.open``'s ``StoreShape`` fields but n)."""
+    attrs = {
+        "dataset_source": data.source,
+        "fingerprint": data.fingerprint,
+        "num_classes": data.num_classes,
+        "dataset": data.record(),  # the manifest's dataset record (split, class counts, hf columns)
+        "features": config.to_dict(),
+        "seed": seed,
+        "label_noise": label_noise,
+    }
+    settings = {**attrs, "num_examples": len(labels), "labels_used": label_fingerprint(labels)}
+    embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
+    shape = dict(samples=config.posterior_samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
+                 checkpoints=max(config.warmup.epochs, 1), dtype=config.dtype)
+    return attrs, settings, shape
 
 
 def _compute_shards(world: distributed.World, data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *,

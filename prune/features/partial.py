@@ -392,6 +392,15 @@ class PartialStore:
         else:
             self.arrays[name][start:start + len(array), sample] = array
 
+    def write_features(self, start: int, batch: dict, sample: int | None) -> None:
+        """A feature pass's batch from row ``start``: its g, a and h as posterior sample ``sample``, or
+        with None as the unperturbed weights' (``*_point``)."""
+        for name in PER_SAMPLE:
+            if sample is None:
+                self.write_rows(f"{name}_point", start, batch[name])
+            else:
+                self.write_rows(name, start, batch[name], sample=sample)
+
     def write_column(self, name: str, column: int, values: torch.Tensor) -> None:
         self.arrays[name][:, column] = self._array(name, values)
 
