@@ -18,21 +18,23 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from prune import distributed
 from prune.atomic import ensure_writable
 from prune.config import DataSpec, PosteriorConfig, WarmupConfig, feature_config, select_configs
-from prune.data import LoadedData, data_root_used, flip_labels, load_dataset, source_paths
-from prune.dynamic import DynamicConfig, run_dynamic
+from prune.data import LoadedData, data_root_used, load_dataset, source_paths
+from prune.dynamic import DynamicConfig, DynamicResult, replay, run_dynamic, subset_log
 from prune.errors import PruneError
 from prune.features import FeatureStore, build_store, store_bytes
-from prune.manifest import Manifest, creation_time
-from prune.models import default_model
-from prune.selection import Budget, Candidates, MethodConfig, SelectionPlan, check_request, plan_selection
+from prune.manifest import Manifest, creation_time, dataset_mismatch
+from prune.models import checkpoint_record
+from prune.selection import (Budget, Candidates, MethodConfig, SelectionPlan, check_request, plan_selection,
+                             random_subset)
 from prune.selection import select as select_candidates
 from prune.bench import BenchConfig, run_bench
 from prune.training import ModelSpec, TrainConfig, check_amp, check_seed, console, fit_and_test, resolve_device
@@ -55,19 +57,6 @@ def recorded_options(record: dict) -> dict:
     columns = record.get("columns") or {}
     return source_options(split=record.get("split"), image_column=columns.get("image"),
                           label_column=columns.get("label"), feature_column=columns.get("feature"))
-
-
-def load_training_data(dataset: str, data_root: str | None = None, download: bool = False,
-                       label_noise: float = 0.0, noise_seed: int = 0, **options):
-    """Load data and apply label noise; returns (data, labels used, noise record, flipped).
-
-    ``options`` are ``load_dataset``'s ``hf:`` keywords (``split``, ``image_column``, ...).
-    """
-    data = load_dataset(dataset, data_root, download, **options)
-    if not label_noise:
-        return data, data.train.y, None, torch.empty(0, dtype=torch.int64)
-    labels, flipped = flip_labels(data.train.y, label_noise, data.num_classes, noise_seed)
-    return data, labels, {"fraction": label_noise, "seed": noise_seed}, flipped
 
 
 def root_hint(root: str) -> str:
@@ -99,15 +88,24 @@ def check_outputs(out, store=None, *, dataset=None, data_root=None, features=Non
         ensure_writable(store, inputs=inputs, overwrite=overwrite)
 
 
-def load_recorded(record: dict, dataset: str | None, data_root: str | None, download: bool = False,
-                  what: str = "manifest", **options) -> LoadedData:
-    """The data a manifest's (or subset log's) ``dataset`` record names, from ``data_root`` if given, else
-    from the recorded ``root`` if that folder exists here, else from ``$PRUNE_DATA_ROOT``; when that fails,
-    the error says where the record's files were."""
+def _load_recorded(record: dict, data: DataSpec | None, what: str = "manifest") -> LoadedData:
+    """The data a manifest's (or subset log's) ``dataset`` record names.
+
+    ``data``'s source (None: the recorded one), with the recorded split, columns and image size of an
+    ``hf:``/``folder:`` source unless ``data`` gives its own (an image or feature column given replaces
+    both recorded ones); read from ``data.data_root`` if given, else from the recorded ``root`` if that
+    folder exists here, else from ``$PRUNE_DATA_ROOT``; when that fails, the error says where the
+    record's files were.
+    """
+    data = data or DataSpec(None)
+    source, given = data.source or record["source"], data.options()
+    options = recorded_options(record) if source.startswith(("hf:", "folder:")) else {}
+    if "image_column" in given or "feature_column" in given:
+        options.pop("image_column", None), options.pop("feature_column", None)
     recorded = record.get("root")
-    root = data_root or (recorded if recorded and Path(recorded).expanduser().is_dir() else None)
+    root = data.data_root or (recorded if recorded and Path(recorded).expanduser().is_dir() else None)
     try:
-        return load_dataset(dataset or record["source"], root, download, **options)
+        return load_dataset(source, root, data.download, **{**options, **given})
     except PruneError as err:
         if root is None and recorded:
             raise PruneError(f"{err} (the {what} was made from the files in {recorded}, not found here)") from None
@@ -239,7 +237,9 @@ def select_coreset(dataset: str | None = None, method: str = "herding", **keywor
 class TrainResult:
     """What ``train`` returns: test accuracy and loss (None without a test split), the per-epoch history on the
     examples trained on, how many distinct examples were trained on, seconds, the trained model and its name;
-    a dynamic run's subset log (``prune.dynamic.subset_log``) and back-propagated examples."""
+    what it trained on (``subset``: a manifest's method, ``full``, ``random`` or a dynamic run's kind); a dynamic
+    run's (or replay's) subset log (``prune.dynamic.subset_log``) and back-propagated examples; the run on the
+    random baseline; and ``record``, what ``prune train --metrics`` writes."""
 
     test_accuracy: float | None
     test_loss: float | None
@@ -250,60 +250,237 @@ class TrainResult:
     model_name: str = ""
     log: dict | None = field(default=None, repr=False)
     backprops: int | None = None
+    subset: str = ""
+    baseline: TrainResult | None = None
+    record: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def difference(self) -> float | None:
+        """Test accuracy minus the baseline's (None without a baseline or a test split)."""
+        if self.baseline is None or self.test_accuracy is None:
+            return None
+        return self.test_accuracy - self.baseline.test_accuracy
 
 
-def train(data: DataSpec | None = None, config: TrainConfig = TrainConfig(epochs=20), *,
-          manifest: Manifest | str | Path | None = None, dynamic: DynamicConfig | None = None, model: str | None = None,
-          checkpoint: str | Path | None = None, seed: int = 0, device: str | torch.device = "auto") -> TrainResult:
-    """Train a fresh model and test it: on a manifest's subset (``manifest``, a ``Manifest`` or its path; ``data``
-    None: the manifest's source, from its recorded folder), on all of ``data``, or selecting mini-batch coresets
-    during training (``dynamic``). ``config.weighted`` weights each example's loss by the manifest's gamma.
-    ``prune train`` runs this."""
+def train(data: DataSpec | None = None, config: TrainConfig | DynamicConfig | None = None, *,
+          manifest: Manifest | dict | str | Path | None = None, model: str | ModelSpec | None = None,
+          baseline: str | None = None, force: bool = False, seed: int = 0,
+          device: str | torch.device = "auto") -> TrainResult:
+    """Train a fresh model and test it; ``prune train`` runs this. What it trains on:
+
+    - ``manifest`` (a ``Manifest`` or its path): the manifest's subset, with the labels it records.
+      ``data`` None (or its ``source`` None): the manifest's source, from the folder it records.
+      ``config.weighted`` weights each example's loss by its gamma; ``baseline="random"`` also trains
+      on a class-balanced random subset with the manifest's count per class (same seed and schedule);
+      ``force`` trains even on data that do not match the manifest.
+    - a subset log (``manifest`` its path, or the log itself): its batches, in their order, with its
+      model, seed and optimiser (``prune.dynamic.replay``); give neither ``config`` nor ``model``.
+    - ``config`` a ``DynamicConfig``: mini-batch coresets selected during training, from all of ``data``.
+    - otherwise all of ``data``'s training split; ``config`` defaults to ``TrainConfig(epochs=20)``.
+
+    ``model``: a name or a ``ModelSpec`` (with a checkpoint to start from); default: the manifest's
+    warm-up model, else prune's default for the data. Options that would go unused are refused.
+    """
     check_seed(seed)
+    if baseline not in (None, "random"):
+        raise PruneError(f"unknown baseline {baseline!r}; the one baseline is 'random'")
+    dynamic = isinstance(config, DynamicConfig)
+    log, path = _subset_log(manifest)
+    if dynamic and manifest is not None:
+        raise PruneError("--dynamic selects during training and --manifest trains on a saved subset; give one of them")
+    if baseline is not None and (manifest is None or log is not None or dynamic):
+        raise PruneError("--baseline random compares a manifest's subset with a random one: give a manifest of "
+                         "`prune select` (dynamic runs compare with `--dynamic random`)")
+    if force and manifest is None:
+        raise PruneError("force (--force) uses a manifest or subset log on data that do not match it; without one, "
+                         "drop it")
+    if manifest is not None and data is not None and data.label_noise:
+        raise PruneError("a manifest (or subset log) records the labels it was made with; drop --label-noise")
+    spec = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    if dynamic:
+        return _train_dynamic(data or DataSpec(), config, spec, seed, device)
+    if log is not None:
+        if config is not None or spec != ModelSpec():
+            raise PruneError("a subset log's replay takes its model, seed, epochs, lr and batches from the log; "
+                             "give no training config or model")
+        return _replay(data, log, path, force, device)
+    config = config or TrainConfig(epochs=20)
+    if config.weighted and manifest is None:
+        raise PruneError("weighted training (--weighted) weights each example's loss by its manifest's gamma: give a "
+                         "manifest (--manifest), or drop it")
     torch_device = _device(device, config.amp)
-    if dynamic is not None:
-        if manifest is not None or checkpoint is not None:
-            raise PruneError("dynamic selection trains a fresh model on all data: drop the manifest and checkpoint")
-        return _train_dynamic(data or DataSpec(), dynamic, model, seed, torch_device)
-    if manifest is None:
-        spec = data or DataSpec()
-        loaded = spec.load()
-        labels, _, _ = spec.training_labels(loaded)
-        indices, weights = torch.arange(len(labels)), None
-    else:
-        chosen = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
-        if data is not None and data.label_noise:
-            raise PruneError("a manifest records the labels it was made with; drop the label noise")
-        loaded = load_recorded(chosen.dataset, data.source if data else None, data.data_root if data else None,
-                               data.download if data else False, **(data.options() if data else {}))
-        counts = torch.bincount(loaded.train.y, minlength=loaded.num_classes).tolist()
-        warning = chosen.check_dataset(fingerprint=loaded.fingerprint, num_examples=len(loaded.train),
-                                       class_counts=counts, files_fingerprint=loaded.record().get("files_fingerprint"))
-        if warning:
-            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        labels = torch.from_numpy(chosen.training_labels(loaded.train.y.numpy()))
-        indices = torch.from_numpy(chosen.indices)
-        weights = torch.from_numpy(chosen.weights) if config.weighted else None
-        model = model or (chosen.model or {}).get("features", {}).get("model")
-    name = model or default_model(loaded.source, loaded.input_shape)
-    run = fit_and_test(loaded, labels, indices, config, ModelSpec(name, checkpoint), seed=seed, device=torch_device,
-                       weights=weights)
-    return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
-                       run["wall_seconds"], run["model"], name)
+    examples = _all_examples(data or DataSpec()) if manifest is None else _manifest_examples(manifest, data, force)
+    return _train_static(examples, config, spec, baseline, seed, torch_device)
 
 
-def _train_dynamic(data: DataSpec, dynamic: DynamicConfig, model: str | None, seed: int,
-                   device: torch.device) -> TrainResult:
-    """``train`` with selection during training (``prune.dynamic.run_dynamic``)."""
+def _subset_log(manifest) -> tuple[dict | None, str | Path | None]:
+    """(the subset log, its path) when ``manifest`` is one (a path or the log itself), else (None, None)."""
+    if isinstance(manifest, dict):
+        subset_log.validate(manifest, source="the subset log given")
+        return manifest, None
+    if isinstance(manifest, (str, Path)) and subset_log.is_subset_log(manifest):
+        return subset_log.load(manifest), manifest
+    return None, None
+
+
+def _say_held_out(data: LoadedData) -> None:
+    """Name the split test accuracy comes from where the source has a choice (hf:), or say there is none."""
+    if data.source.startswith("hf:") and data.eval_split is not None:
+        console.print(f"test accuracy on split {escape(repr(data.eval_split))} ({len(data.test)} examples)",
+                      highlight=False)
+    elif data.source.startswith("hf:"):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test or validation split; no test accuracy to "
+                      "report (--eval-split NAME holds out another split)", highlight=False)
+    elif not len(data.test):
+        console.print(f"[yellow]note:[/] {escape(data.source)} has no test split; no test accuracy to report",
+                      highlight=False)
+
+
+@dataclass
+class _Examples:
+    """What a static run trains on: the rows ``indices`` of ``data``'s training split with ``labels`` (and
+    ``gamma``, the manifest's weights), named ``subset``; the label noise applied, the manifest and its path."""
+
+    data: LoadedData
+    labels: torch.Tensor
+    indices: torch.Tensor
+    subset: str
+    gamma: torch.Tensor | None = None
+    noise: dict | None = None
+    manifest: Manifest | None = None
+    path: str | Path | None = None
+
+
+def _all_examples(data: DataSpec) -> _Examples:
     loaded = data.load()
-    labels, _, _ = data.training_labels(loaded)
-    name = model or default_model(loaded.source, loaded.input_shape)
+    _say_held_out(loaded)
+    labels, noise, _ = data.training_labels(loaded)
+    return _Examples(loaded, labels, torch.arange(len(labels)), "full", noise=noise)
+
+
+def _manifest_examples(manifest: Manifest | str | Path, data: DataSpec | None, force: bool) -> _Examples:
+    """A manifest's subset of the data it names (refused on other data unless ``force``: then a warning)."""
+    chosen = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+    loaded = _load_recorded(chosen.dataset, data)
+    _say_held_out(loaded)
+    counts = torch.bincount(loaded.train.y, minlength=loaded.num_classes).tolist()
+    warning = chosen.check_dataset(fingerprint=loaded.fingerprint, num_examples=len(loaded.train), force=force,
+                                   class_counts=counts, files_fingerprint=loaded.record().get("files_fingerprint"))
+    if warning:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    labels = torch.from_numpy(chosen.training_labels(loaded.train.y.numpy()))
+    return _Examples(loaded, labels, torch.from_numpy(chosen.indices), chosen.method["name"],
+                     torch.from_numpy(chosen.weights), manifest=chosen,
+                     path=None if isinstance(manifest, Manifest) else manifest)
+
+
+def _random_baseline(examples: _Examples, seed: int) -> _Examples:
+    """The manifest's per-class counts drawn uniformly (``random_subset``); gamma: how many examples of its class
+    each pick stands for."""
+    per_class, labels = examples.manifest.per_class, examples.labels
+    picked = random_subset(labels, per_class, seed)
+    sizes = torch.bincount(labels, minlength=len(per_class)).double()
+    gamma = (sizes / torch.tensor(per_class, dtype=torch.float64).clamp_min(1))[labels[picked]]
+    return _Examples(examples.data, labels, picked, "random", gamma)
+
+
+def _train_static(examples: _Examples, config: TrainConfig, spec: ModelSpec, baseline: str | None, seed: int,
+                  device: torch.device) -> TrainResult:
+    """``train`` on a fixed set of examples (and on the random baseline): SGD for ``config.epochs`` shuffled epochs."""
+    if spec.name is None and examples.manifest is not None:  # the model the manifest's features came from
+        spec = replace(spec, name=(examples.manifest.model or {}).get("features", {}).get("model"))
+    result = _fit(examples, config, spec, seed, device)
+    if baseline is not None:  # the same seed and schedule
+        result.baseline = _fit(_random_baseline(examples, seed), config, spec, seed, device)
+    data = examples.data
+    result.record.update({
+        "epochs": config.epochs, "model": result.model_name, "weighted": config.weighted, "seed": seed,
+        "manifest": None if examples.path is None else str(examples.path), "dataset": data.source,
+        "eval_split": data.eval_split, "train": replace(config, weighted=False).to_dict(),  # weighted: on its own
+        "label_noise": examples.noise, "augment": config.augment, "amp": config.amp,
+        "checkpoint": None if spec.checkpoint is None else checkpoint_record(spec.checkpoint)})
+    if result.baseline is not None:
+        result.record.update(baseline=result.baseline.record, difference=result.difference)
+    return result
+
+
+def _fit(examples: _Examples, config: TrainConfig, spec: ModelSpec, seed: int, device: torch.device) -> TrainResult:
+    """One static run (``prune.training.fit_and_test``); its record holds the run's own fields."""
+    weights = examples.gamma if config.weighted else None
+    run = fit_and_test(examples.data, examples.labels, examples.indices, config, spec, seed=seed, device=device,
+                       weights=weights)
+    model = run.pop("model")
+    return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
+                       run["wall_seconds"], model, spec.model_name(examples.data), subset=examples.subset, record=run)
+
+
+def _train_dynamic(data: DataSpec, config: DynamicConfig, spec: ModelSpec, seed: int,
+                   device: str | torch.device) -> TrainResult:
+    """``train`` with selection during training (``prune.dynamic.run_dynamic``)."""
+    if spec.checkpoint is not None:
+        raise PruneError("a dynamic run trains a fresh model; drop the checkpoint (--checkpoint)")
+    torch_device = _device(device)
+    loaded = data.load()
+    _say_held_out(loaded)
+    labels, noise, _ = data.training_labels(loaded)
+    if config.subset_size > len(loaded.train):
+        console.print(f"[yellow]note:[/] --subset-size {config.subset_size} exceeds the {len(loaded.train)} training "
+                      "examples; each subset is the whole training set", highlight=False)
     start = time.perf_counter()
-    result = run_dynamic(loaded, dynamic, model_name=name, seed=seed, device=device, labels=labels,
-                         dataset_record=dataset_record(loaded, data.data_root), description=f"dynamic {dynamic.kind}")
-    trained = {i for point in result.log["selections"] for batch in point["batches"] for i in batch}
-    return TrainResult(result.test["accuracy"], result.test["loss"], result.history, len(trained),
-                       time.perf_counter() - start, result.model, name, result.log, result.backprops)
+    result = run_dynamic(loaded, config, model_name=spec.model_name(loaded), seed=seed, device=torch_device,
+                         labels=labels, dataset_record=dataset_record(loaded, data.data_root),
+                         description=f"dynamic {config.kind}")
+    wall = time.perf_counter() - start
+    counts = result.log["result"]
+    extra = {"selections": counts["selections"], "forward_examples": counts["forward_examples"],
+             "selection_seconds": result.timings["selection_seconds"],
+             "selection_point_seconds": result.timings["selection_point_seconds"], "log": None,
+             "checks": len(result.log["checks"]), "label_noise": noise}
+    return _dynamic_result(result, loaded, wall, None, extra)
+
+
+def _replay(data: DataSpec | None, log: dict, path: str | Path | None, force: bool,
+            device: str | torch.device) -> TrainResult:
+    """``train`` on a subset log's batches (``prune.dynamic.replay``), on the data it names."""
+    torch_device = _device(device)
+    record = log["dataset"]
+    loaded = _load_recorded(record, data, what="subset log")
+    _say_held_out(loaded)
+    counts = torch.bincount(loaded.train.y, minlength=loaded.num_classes).tolist()
+    problem = dataset_mismatch(record, fingerprint=loaded.fingerprint, num_examples=len(loaded.train),
+                               class_counts=counts, what="subset log")
+    if problem is not None:
+        message = f"subset log was made for {record['source']!r} but the data given does not match: {problem}"
+        if not force:
+            raise PruneError(message + "; pass the dataset the log was made from, or --force")
+        beyond = subset_log.beyond(log, len(loaded.train))
+        if beyond:
+            raise PruneError(f"{message}; {beyond} of its indices and flipped labels lie beyond the "
+                             f"{len(loaded.train)} examples given, so not even --force can use it")
+        console.print(f"[yellow]warning:[/] {escape(message)} (continuing because of --force)")
+    console.print(f"replaying {path or 'the subset log'}: {len(log['selections'])} selection points, "
+                  f"{log['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
+                  highlight=False)
+    start = time.perf_counter()
+    result = replay(log, loaded, device=torch_device)
+    wall = time.perf_counter() - start
+    extra = {"replayed": None if path is None else str(path), "selections": len(log["selections"])}
+    return _dynamic_result(result, loaded, wall, path, extra)
+
+
+def _dynamic_result(result: DynamicResult, data: LoadedData, wall: float, path: str | Path | None,
+                    extra: dict) -> TrainResult:
+    """The ``TrainResult`` of a dynamic run or replay; its record, with the run's ``extra`` fields."""
+    settings, epochs, n = result.log["settings"], len(result.log["budget"]["epoch_steps"]), len(data.train)
+    trained = len({i for point in result.log["selections"] for batch in point["batches"] for i in batch})
+    record = {"test_accuracy": result.test["accuracy"], "test_loss": result.test["loss"], "dynamic": settings["kind"],
+              "fraction": settings["fraction"], "backprops": result.backprops, "full_data_backprops": n * epochs,
+              "train_examples": trained, "epochs": epochs, "wall_seconds": wall, "model": settings["model"],
+              "weighted": bool(settings["weighted"]), "seed": settings["seed"],
+              "manifest": None if path is None else str(path), "dataset": data.source, "eval_split": data.eval_split,
+              **extra, "history": result.history}
+    return TrainResult(result.test["accuracy"], result.test["loss"], result.history, trained, wall, result.model,
+                       settings["model"], result.log, result.backprops, settings["kind"], record=record)
 
 
 def bench(config: BenchConfig, device: str | torch.device = "auto", *, reuse: bool = True) -> list[dict]:

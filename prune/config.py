@@ -34,10 +34,11 @@ class DataSpec:
 
     ``split``, ``image_column``, ``label_column``, ``feature_column`` and ``eval_split`` apply to
     ``hf:PATH``; ``image_size`` and ``skip_bad`` to ``folder:PATH``. ``label_noise`` flips that
-    fraction of the training labels to another class (seeded by ``noise_seed``).
+    fraction of the training labels to another class (seeded by ``noise_seed``). ``source`` None:
+    the source a manifest or subset log records (``prune.train`` with one).
     """
 
-    source: str = "digits"
+    source: str | None = "digits"
     data_root: str | None = None
     download: bool = False
     split: str | None = None
@@ -51,13 +52,15 @@ class DataSpec:
     noise_seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.source, str) or not self.source.strip():
+        if self.source is not None and (not isinstance(self.source, str) or not self.source.strip()):
             raise PruneError(f"--dataset needs a source name, got {self.source!r}; e.g. digits, fashion-mnist, "
                              "folder:PATH")
         noise = self.label_noise
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
             raise PruneError(f"--label-noise fraction must be in [0, 1), got {noise!r}")
         check_seed(self.noise_seed, "--noise-seed")
+        if self.noise_seed and not self.label_noise:
+            raise PruneError("--noise-seed seeds the label flips of --label-noise, which is 0 here: drop it")
 
     def options(self) -> dict:
         """The ``load_dataset`` keywords given (hf: split and columns, folder: size and skip_bad)."""
@@ -68,6 +71,8 @@ class DataSpec:
 
     def load(self, download: bool | None = None) -> LoadedData:
         """The data (``download`` None: as the spec says)."""
+        if self.source is None:
+            raise PruneError("no data source given: name one (--dataset), or give a manifest that records it")
         return load_dataset(self.source, self.data_root, self.download if download is None else download,
                             **self.options())
 

@@ -16,7 +16,7 @@ UPDATE_RULES = ("every", "crest")
 
 @dataclass(frozen=True)
 class DynamicConfig:
-    """The knobs of one dynamic run; recorded verbatim in the subset log's ``settings``."""
+    """The knobs of one dynamic run, checked at construction; recorded verbatim in the subset log's ``settings``."""
 
     kind: str
     fraction: float = 0.1
@@ -47,7 +47,11 @@ class DynamicConfig:
             return self.posterior_samples
         return 4 if self.kind == "ensemble" else 1
 
-    def check(self) -> None:
+    def __post_init__(self):
+        self._check_values()
+        self._check_used()
+
+    def _check_values(self) -> None:
         parse_drop_hard(self.drop_hard)
         if self.kind not in DYNAMIC_KINDS:
             raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}")
@@ -80,6 +84,22 @@ class DynamicConfig:
                              "drop --posterior-samples or use --dynamic ensemble")
         if self.posterior_layers not in POSTERIOR_LAYERS:
             raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose bn, fc or all")
+
+    def _check_used(self) -> None:
+        """Refuse a knob set away from its default where this run would never read it."""
+        unused = []
+        if self.update_rule != "crest" and self.tau != DynamicConfig.tau:
+            unused.append("--tau is the threshold of --update-rule crest, not of every")
+        if self.update_rule == "crest" and self.every != DynamicConfig.every:
+            unused.append("--every applies to --update-rule every (the crest rule decides when to re-select)")
+        if self.learned_loss == 0 and self.learned_window != DynamicConfig.learned_window:
+            unused.append("--learned-window counts selections with a loss below --learned-loss, which is 0 (off)")
+        if self.kind == "random" and self.learned_loss:
+            unused.append("--dynamic random computes no losses, so --learned-loss would never drop an example")
+        if self.kind == "random" and parse_drop_hard(self.drop_hard) not in ("auto", 0):
+            unused.append("--dynamic random has no difficulty stage to drop examples (--drop-hard)")
+        if unused:
+            raise PruneError(f"{'; '.join(unused)}: drop {'it' if len(unused) == 1 else 'them'}")
 
     def to_dict(self) -> dict:
         out = asdict(self)

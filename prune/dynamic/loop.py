@@ -83,7 +83,7 @@ from prune.dynamic.trainer import DynamicResult, sgd_trainer, train_batch
 from prune.errors import PruneError
 from prune.manifest import creation_time
 from prune.models import build_model
-from prune.training import evaluate, progress, seed_everything
+from prune.training import progress, seed_everything, test_split
 
 
 def _tolist(t: torch.Tensor) -> list:
@@ -98,120 +98,145 @@ def run_dynamic(data, cfg: DynamicConfig, *, model_name: str, seed: int, device:
                 dataset_record: dict | None = None, labels: torch.Tensor | None = None,
                 description: str = "dynamic") -> DynamicResult:
     """Train a fresh model on coresets selected during training; returns the model, log and metrics."""
-    cfg.check()
     creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after training
-    x = data.train.x
     labels = data.train.y if labels is None else labels
-    n = len(labels)
-    budget = plan_budget(cfg.fraction, n, cfg.epochs, cfg.batch_size)
-    seed_everything(seed)
-    model = build_model(model_name, data.input_shape, data.num_classes).to(device)
-    trainer = sgd_trainer(model, cfg.to_dict(), cfg.epochs, device, seed)
-    if trainer.has_batchnorm and any(1 in sizes for sizes in budget.epoch_sizes):
-        raise PruneError(f"--fraction {cfg.fraction} leaves a step of one example, which cannot train a model with "
-                         "BatchNorm; use a larger --fraction")
-    selector = Selector(cfg, x, labels, data.num_classes, seed, device)
-    order_gen = random_streams.generator(seed, "dynamic_order")
-    part_gen = random_streams.generator(seed, "dynamic_part")
-    sample_gen = random_streams.generator(seed, "dynamic_loss_sample")
-    r = min(cfg.subset_size, n)
-    steps_per_epoch = [len(s) for s in budget.epoch_sizes]
-
-    selections: list[dict] = []
-    checks: list[dict] = []
-    history: list[dict] = []
-    current: dict | None = None
-    coresets: list[Coreset] = []
-    cycle: list[int] = []
-    quad: Quadratic | None = None
-    t1, h0 = 1, None
-    since_check = 0
-    pending = "start"
-    forward_extra = 0
-    step = 0
-    selection_seconds: list[float] = []
+    run = _Run(data, cfg, labels, model_name, seed, device)
     start_time = time.perf_counter()
-
-    def select_now(reason: str, epoch: int, count: int, extra: dict) -> None:
-        nonlocal current, coresets, cycle, quad, forward_extra
-        count = max(1, count)
-        bars.reset(picking, total=count, status=f"selection point {len(selections) + 1}")
-        start = time.perf_counter()
-        coresets, info = selector.select(model, count, done=lambda: bars.advance(picking))
-        selection_seconds.append(time.perf_counter() - start)
-        current = {"step": step, "epoch": epoch, "reason": reason, **info, **extra,
-                   "coresets": [{"indices": _tolist(c.indices), "weights": _weights_list(c.weights)} for c in coresets],
-                   "batch_coresets": [], "batches": []}
-        selections.append(current)
-        cycle = []
-        if cfg.update_rule == "crest":
-            union = torch.cat([c.indices for c in coresets])
-            weights = torch.cat([c.weights for c in coresets])
-            sample = torch.randperm(n, generator=sample_gen)[:r]
-            quad = Quadratic(model, x, labels, union, weights, sample, cfg.feature_batch_size, device)
-            forward_extra += quad.forward_examples
-            current["hessian_norm"] = quad.hess_norm
-
-    with progress() as bars:  # training steps done / planned; the coresets of the latest selection point done / P
-        training = bars.add_task(description, total=budget.steps, status="")
-        picking = bars.add_task("coresets", total=None, status="")
-        for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
-            for j, size in enumerate(sizes):
-                if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
-                    last = min(epoch + cfg.every - 1, cfg.epochs)
-                    count = sum(steps_per_epoch[epoch - 1:last])
-                    select_now("start" if epoch == 1 else "every", epoch, count, {})
-                    pending = None
-                elif pending is not None:  # the crest rule: first selection, or rho > tau
-                    select_now(pending, epoch, min(cfg.coresets_per_check * t1, budget.steps - step), {"t1": t1})
-                    if h0 is None:
-                        h0 = quad.hess_norm
-                    pending, since_check = None, 0
-                if not cycle:
-                    cycle = torch.randperm(len(coresets), generator=order_gen).tolist()[::-1]
-                owner = cycle.pop()
-                core = coresets[owner]
-                if size < len(core.indices):  # a short step: a random part of the coreset
-                    keep = torch.sort(torch.randperm(len(core.indices), generator=part_gen)[:size]).values
-                else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
-                    keep = torch.arange(len(core.indices))
-                batch = core.indices[keep]
-                train_batch(trainer, x, labels, batch, core.weights[keep] if cfg.weighted else None)
-                current["batch_coresets"].append(owner)
-                current["batches"].append(_tolist(batch))
-                step += 1
-                bars.update(training, advance=1, status=f"epoch {epoch}/{cfg.epochs}")
-                since_check += 1
-                if cfg.update_rule == "crest" and since_check >= t1 and step < budget.steps:
-                    rho, hess_norm = quad.rho(model, x, labels, cfg.feature_batch_size, device)
-                    forward_extra += r
-                    reselect = rho > cfg.tau
-                    checks.append({"step": step, "rho": rho, "reselect": reselect, "t1": t1})
-                    since_check = 0
-                    if reselect:
-                        t1 = max(1, round(cfg.growth * h0 / max(hess_norm, 1e-12))) if h0 else 1
-                        pending = "rho"
-            history.append(trainer.end_epoch(epoch, description))
+    run.train(description)
     wall = time.perf_counter() - start_time
+    if run.trainer.backprops != run.budget.backprops:  # the invariant the budget rule promises
+        raise AssertionError(f"back-propagated {run.trainer.backprops} examples, planned {run.budget.backprops}")
+    test = test_split(run.model, data, device)
+    log = run.log(dataset_record or data.record(), _label_noise(data.train.y, labels), test)
+    timings = {"selection_seconds": sum(run.selection_seconds), "wall_seconds": wall,
+               "selection_point_seconds": run.selection_seconds}
+    return DynamicResult(run.model, log, run.history, run.trainer.backprops, test, timings)
 
-    if trainer.backprops != budget.backprops:  # the invariant the budget rule promises
-        raise AssertionError(f"back-propagated {trainer.backprops} examples, planned {budget.backprops}")
-    test = evaluate(model, data.test.x, data.test.y, device=device) if len(data.test) else {"accuracy": None, "loss": None}
-    record = dataset_record or data.record()
-    settings = {**cfg.to_dict(), "model": model_name, "seed": seed, "device": str(device),
-                "posterior_layers_used": selector.layers_used,
-                "class_balance": "proportional within each subset V_p" if cfg.class_balanced else "none (one greedy per V_p)"}
-    result = {"backprops": trainer.backprops, "steps": step, "selections": len(selections),
-              "forward_examples": selector.forward_examples + forward_extra,
-              "dropped_hard": selector.dropped_hard,
-              "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
-    log = {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),
-           "dataset": record, "label_noise": _label_noise(data.train.y, labels), "settings": settings,
-           "budget": budget.to_dict(cfg.fraction, n, cfg.batch_size), "selections": selections,
-           "checks": checks, "result": result, "history": history}
-    timings = {"selection_seconds": sum(selection_seconds), "wall_seconds": wall,
-               "selection_point_seconds": selection_seconds}
-    return DynamicResult(model, log, history, trainer.backprops, test, timings)
+
+class _Run:
+    """One dynamic run's model, trainer and selector, and the state the loop carries between steps:
+    the latest selection point (its coresets, their order of use), the crest rule's quadratic, T1 and
+    the steps since its last check, and what the log records."""
+
+    def __init__(self, data, cfg: DynamicConfig, labels: torch.Tensor, model_name: str, seed: int,
+                 device: torch.device):
+        self.cfg, self.x, self.labels, self.device = cfg, data.train.x, labels, device
+        self.model_name, self.seed = model_name, seed
+        self.n = len(labels)
+        self.budget = plan_budget(cfg.fraction, self.n, cfg.epochs, cfg.batch_size)
+        seed_everything(seed)
+        self.model = build_model(model_name, data.input_shape, data.num_classes).to(device)
+        self.trainer = sgd_trainer(self.model, cfg.to_dict(), cfg.epochs, device, seed)
+        if self.trainer.has_batchnorm and any(1 in sizes for sizes in self.budget.epoch_sizes):
+            raise PruneError(f"--fraction {cfg.fraction} leaves a step of one example, which cannot train a model with "
+                             "BatchNorm; use a larger --fraction")
+        self.selector = Selector(cfg, self.x, labels, data.num_classes, seed, device)
+        self.order_gen = random_streams.generator(seed, "dynamic_order")
+        self.part_gen = random_streams.generator(seed, "dynamic_part")
+        self.sample_gen = random_streams.generator(seed, "dynamic_loss_sample")
+        self.r = min(cfg.subset_size, self.n)
+        self.selections: list[dict] = []
+        self.checks: list[dict] = []
+        self.history: list[dict] = []
+        self.selection_seconds: list[float] = []
+        self.current: dict | None = None
+        self.coresets: list[Coreset] = []
+        self.cycle: list[int] = []
+        self.quad: Quadratic | None = None
+        self.t1, self.h0, self.since_check, self.pending = 1, None, 0, "start"
+        self.forward_extra = 0
+        self.step = 0
+
+    def train(self, description: str) -> None:
+        """Every epoch's steps, selecting where the update rule says; the per-epoch history."""
+        cfg, budget = self.cfg, self.budget
+        steps_per_epoch = [len(s) for s in budget.epoch_sizes]
+        with progress() as bars:  # training steps done / planned; the coresets of the latest selection point done / P
+            self.bars = bars
+            training = bars.add_task(description, total=budget.steps, status="")
+            self.picking = bars.add_task("coresets", total=None, status="")
+            for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
+                for j, size in enumerate(sizes):
+                    if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:
+                        last = min(epoch + cfg.every - 1, cfg.epochs)
+                        self.select("start" if epoch == 1 else "every", epoch, sum(steps_per_epoch[epoch - 1:last]), {})
+                        self.pending = None
+                    elif self.pending is not None:  # the crest rule: first selection, or rho > tau
+                        count = min(cfg.coresets_per_check * self.t1, budget.steps - self.step)
+                        self.select(self.pending, epoch, count, {"t1": self.t1})
+                        self.h0 = self.quad.hess_norm if self.h0 is None else self.h0
+                        self.pending, self.since_check = None, 0
+                    self.train_step(size)
+                    bars.update(training, advance=1, status=f"epoch {epoch}/{cfg.epochs}")
+                    if cfg.update_rule == "crest" and self.since_check >= self.t1 and self.step < budget.steps:
+                        self.check()
+                self.history.append(self.trainer.end_epoch(epoch, description))
+
+    def select(self, reason: str, epoch: int, count: int, extra: dict) -> None:
+        """A selection point: ``count`` coresets on the current model (and, for the crest rule, its quadratic)."""
+        count = max(1, count)
+        self.bars.reset(self.picking, total=count, status=f"selection point {len(self.selections) + 1}")
+        start = time.perf_counter()
+        self.coresets, info = self.selector.select(self.model, count, done=lambda: self.bars.advance(self.picking))
+        self.selection_seconds.append(time.perf_counter() - start)
+        self.current = {"step": self.step, "epoch": epoch, "reason": reason, **info, **extra,
+                        "coresets": [{"indices": _tolist(c.indices), "weights": _weights_list(c.weights)}
+                                     for c in self.coresets],
+                        "batch_coresets": [], "batches": []}
+        self.selections.append(self.current)
+        self.cycle = []
+        if self.cfg.update_rule == "crest":
+            union = torch.cat([c.indices for c in self.coresets])
+            weights = torch.cat([c.weights for c in self.coresets])
+            sample = torch.randperm(self.n, generator=self.sample_gen)[:self.r]
+            self.quad = Quadratic(self.model, self.x, self.labels, union, weights, sample, self.cfg.feature_batch_size,
+                                  self.device)
+            self.forward_extra += self.quad.forward_examples
+            self.current["hessian_norm"] = self.quad.hess_norm
+
+    def train_step(self, size: int) -> None:
+        """One step on the next coreset of the cycle (a random part of it when the step is shorter)."""
+        if not self.cycle:
+            self.cycle = torch.randperm(len(self.coresets), generator=self.order_gen).tolist()[::-1]
+        owner = self.cycle.pop()
+        core = self.coresets[owner]
+        if size < len(core.indices):  # a short step: a random part of the coreset
+            keep = torch.sort(torch.randperm(len(core.indices), generator=self.part_gen)[:size]).values
+        else:  # sizes never exceed min(m, n), and every coreset holds min(m, r) >= that
+            keep = torch.arange(len(core.indices))
+        batch = core.indices[keep]
+        train_batch(self.trainer, self.x, self.labels, batch, core.weights[keep] if self.cfg.weighted else None)
+        self.current["batch_coresets"].append(owner)
+        self.current["batches"].append(_tolist(batch))
+        self.step += 1
+        self.since_check += 1
+
+    def check(self) -> None:
+        """The crest rule's check: rho on V_r; past tau, re-select at the next step with a new T1."""
+        rho, hess_norm = self.quad.rho(self.model, self.x, self.labels, self.cfg.feature_batch_size, self.device)
+        self.forward_extra += self.r
+        reselect = rho > self.cfg.tau
+        self.checks.append({"step": self.step, "rho": rho, "reselect": reselect, "t1": self.t1})
+        self.since_check = 0
+        if reselect:
+            self.t1 = max(1, round(self.cfg.growth * self.h0 / max(hess_norm, 1e-12))) if self.h0 else 1
+            self.pending = "rho"
+
+    def log(self, record: dict, label_noise: dict | None, test: dict) -> dict:
+        """The subset log (``prune.dynamic.subset_log``) of the finished run."""
+        cfg = self.cfg
+        settings = {**cfg.to_dict(), "model": self.model_name, "seed": self.seed, "device": str(self.device),
+                    "posterior_layers_used": self.selector.layers_used,
+                    "class_balance": ("proportional within each subset V_p" if cfg.class_balanced
+                                      else "none (one greedy per V_p)")}
+        result = {"backprops": self.trainer.backprops, "steps": self.step, "selections": len(self.selections),
+                  "forward_examples": self.selector.forward_examples + self.forward_extra,
+                  "dropped_hard": self.selector.dropped_hard,
+                  "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+        return {"schema": "prune.subsets/1", "prune_version": __version__, "created_at": creation_time(),
+                "dataset": record, "label_noise": label_noise, "settings": settings,
+                "budget": self.budget.to_dict(cfg.fraction, self.n, cfg.batch_size), "selections": self.selections,
+                "checks": self.checks, "result": result, "history": self.history}
 
 
 def _label_noise(clean: torch.Tensor, used: torch.Tensor) -> dict | None:
