@@ -449,3 +449,19 @@ def test_ctrl_c_while_the_app_imports_exits_130_without_traceback(monkeypatch, c
         prune.cli.main()
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("command", ["", "features", "select", "train", "inspect", "filter", "bench"])
+def test_help_shows_no_bool_metavar(command):
+    output = run(*filter(None, [command]), "--help")
+    assert "--help" in output and "<bool>" not in output
+
+
+def test_inspect_split_help_says_what_inspect_does_with_it():
+    import typer
+
+    from prune.cli import app
+
+    inspect = typer.main.get_command(app).commands["inspect"]
+    (split,) = [param for param in inspect.params if "--split" in param.opts]
+    assert "train on" not in split.help and "check against the manifest" in split.help

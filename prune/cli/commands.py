@@ -21,7 +21,26 @@ from prune.cli.train import train_command
 from prune.errors import PruneError
 from prune.training import console, quiet
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+class _Help:
+    """Flags (``--help``, ``--install-completion``, ...) without the ``<bool>`` metavar typer's rich help gives them."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class Command(_Help, typer.core.TyperCommand):
+    pass
+
+
+class Group(_Help, typer.core.TyperGroup):
+    pass
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shrink a training set to a coreset and write the choice down as a manifest.")
 
 
@@ -59,9 +78,9 @@ def user_errors(command):
     return run
 
 
-app.command("features")(user_errors(features_command))
-app.command("select")(user_errors(select_command))
-app.command("train")(user_errors(train_command))
-app.command("inspect")(user_errors(inspect_command))
-app.command("filter")(user_errors(filter_command))
-app.command("bench")(user_errors(bench_command))
+app.command("features", cls=Command)(user_errors(features_command))
+app.command("select", cls=Command)(user_errors(select_command))
+app.command("train", cls=Command)(user_errors(train_command))
+app.command("inspect", cls=Command)(user_errors(inspect_command))
+app.command("filter", cls=Command)(user_errors(filter_command))
+app.command("bench", cls=Command)(user_errors(bench_command))

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from prune.api import recorded_options, source_options
 from prune.atomic import ensure_writable, finishing
-from prune.cli.options import DataRoot, LabelColumn, Split, flag
+from prune.cli.options import DataRoot, LabelColumn, flag
 from prune.data import load_dataset
 from prune.data.hf_filter import check_saved
 from prune.dynamic import subset_log
@@ -33,7 +33,8 @@ def inspect_command(
     manifest: Path = typer.Argument(..., help="Manifest to summarise."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Check the manifest against this data source."),
     data_root: Optional[str] = DataRoot,
-    split: Optional[str] = Split, label_column: Optional[str] = LabelColumn,
+    split: Optional[str] = typer.Option(None, "--split", help="hf: DatasetDict split to check against the manifest (default: train)."),
+    label_column: Optional[str] = LabelColumn,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Subset logs: write the selection-count histogram (PNG) here; nothing is written without it."),
     overwrite: bool = flag("overwrite", "Replace the --plot file if it exists."),
 ):
