@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from prune.data import load_dataset
-from prune.features import FeatureConfig, FeatureStore, build_store
+from prune.features import FeatureConfig, FeatureStore, PosteriorConfig, build_store
 from prune.models import build_model
 from prune.selection import Candidates, select
 from prune.training import TrainConfig, evaluate, fit, seed_everything
@@ -20,7 +20,7 @@ from prune.training import TrainConfig, evaluate, fit, seed_everything
 def main(fraction: float = 0.1, seed: int = 0) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset("digits")
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=5), posterior_samples=4)
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=5), posterior=PosteriorConfig(samples=4))
     with tempfile.TemporaryDirectory() as tmp:
         path = build_store(data, data.train.y, Path(tmp) / "digits.h5", config, seed=seed, device=device)
         candidates = Candidates.from_store(FeatureStore.open(path))

@@ -30,7 +30,7 @@ from prune.config import DataSpec, PosteriorConfig, WarmupConfig, feature_config
 from prune.data import LoadedData, data_root_used, load_dataset, source_paths
 from prune.dynamic import DynamicConfig, DynamicResult, replay, run_dynamic, subset_log
 from prune.errors import PruneError
-from prune.features import FeatureStore, build_store, store_bytes
+from prune.features import FeatureStore, TrainingLabels, build_store, store_bytes
 from prune.manifest import Manifest, creation_time, dataset_mismatch
 from prune.models import checkpoint_record
 from prune.selection import (Budget, Candidates, MethodConfig, SelectionPlan, check_request, plan_selection,
@@ -124,10 +124,8 @@ def features(data: DataSpec, warmup: WarmupConfig = WarmupConfig(), posterior: P
     check_seed(seed)
     torch_device = _device(device, warmup.amp)
     loaded = data.load()
-    labels, noise, flipped = data.training_labels(loaded)
     config = feature_config(loaded, warmup, posterior, dtype)
-    build_store(loaded, labels, out, config, seed=seed, device=torch_device, label_noise=noise, flipped=flipped,
-                resume=resume)
+    build_store(loaded, data.training_labels(loaded), out, config, seed=seed, device=torch_device, resume=resume)
     return FeatureStore.open(out) if distributed.current().main else None
 
 
@@ -196,8 +194,8 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
         return
     with tempfile.TemporaryDirectory() as folder:  # the store is read lazily during selection
         path = Path(folder) / "features.h5"
-        build_store(loaded, labels, path, feature_config(loaded, warmup, posterior), seed=seed, device=torch_device,
-                    label_noise=noise, flipped=flipped)
+        build_store(loaded, TrainingLabels(labels, noise, flipped), path, feature_config(loaded, warmup, posterior),
+                    seed=seed, device=torch_device)
         with FeatureStore.open(path) as store:
             yield Candidates.from_store(store, root=record.get("root")), 0, torch_device
 

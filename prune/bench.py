@@ -37,7 +37,7 @@ import torch
 from prune.atomic import atomic_path, write_text
 from prune.data import LoadedData, flip_labels, load_dataset
 from prune.errors import PruneError
-from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
+from prune.features import FeatureConfig, FeatureStore, PosteriorConfig, TrainingLabels, build_store, warm_up
 from prune.models import default_model
 from prune.selection import (METHODS, Budget, Candidates, DifficultyConfig, MethodConfig, check_request, method_class,
                              select)
@@ -243,8 +243,7 @@ class _SeedRun:
     def features_for(self, method: MethodConfig) -> FeatureConfig:
         config = self.config
         samples = config.posterior_samples if method.averages_posterior() else 1
-        return FeatureConfig(model=self.grid.model_name, posterior_samples=samples,
-                             posterior_sigma=config.posterior_sigma,
+        return FeatureConfig(model=self.grid.model_name, posterior=PosteriorConfig(samples, config.posterior_sigma),
                              warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size,
                                                 lr=config.lr))
 
@@ -254,7 +253,7 @@ class _SeedRun:
     def store_for(self, method: MethodConfig) -> FeatureStore:
         """The store ``method`` selects from (M = 1, or M samples for a posterior mean), built on first use."""
         features = self.features_for(method)
-        samples = features.posterior_samples
+        samples = features.samples
         if samples not in self.stores:
             key = settings_key(self.store_settings(features))
             path = self.config.out / "stores" / f"{self.tag}-M{samples}-{key}.h5"
@@ -263,8 +262,8 @@ class _SeedRun:
                 if self.warm is None:  # one warm-up per (noise, seed): methods differ only in selection
                     self.warm = warm_up(self.data, self.labels, features, seed=self.seed, device=device)
                 noise_record = {"fraction": self.noise, "seed": self.seed} if self.noise else None
-                build_store(self.data, self.labels, path, features, seed=self.seed, device=device,
-                            label_noise=noise_record, flipped=self.flipped, warm=self.warm)
+                build_store(self.data, TrainingLabels(self.labels, noise_record, self.flipped), path, features,
+                            seed=self.seed, device=device, warm=self.warm)
             self.stores[samples] = FeatureStore.open(path)
         return self.stores[samples]
 

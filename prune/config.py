@@ -2,7 +2,7 @@
 
 Each option's default and each check live here (or in the stage's own config, re-exported here):
 ``DataSpec`` (what to load), ``WarmupConfig`` (the model and its warm-up), ``PosteriorConfig``
-(posterior sampling and curvature), ``prune.selection.MethodConfig`` (a method and its knobs),
+(posterior sampling and curvature; ``prune.features.PosteriorConfig``), ``prune.selection.MethodConfig`` (a method and its knobs),
 ``prune.selection.DifficultyConfig`` (the difficulty stage), ``prune.selection.Budget`` (how many
 to keep), ``prune.training.TrainConfig`` (an SGD run) and ``prune.dynamic.DynamicConfig``
 (selection during training). The command line builds these from its options.
@@ -10,7 +10,6 @@ to keep), ``prune.training.TrainConfig`` (an SGD run) and ``prune.dynamic.Dynami
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from prune.data import LoadedData, flip_labels, load_dataset
 from prune.dynamic import DynamicConfig
 from prune.errors import PruneError
-from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS, FeatureConfig
+from prune.features import FeatureConfig, PosteriorConfig, TrainingLabels
 from prune.models import checkpoint_record, default_model
 from prune.selection import Budget, DifficultyConfig, MethodConfig, method_class
 from prune.training import TrainConfig, check_seed
@@ -76,12 +75,12 @@ class DataSpec:
         return load_dataset(self.source, self.data_root, self.download if download is None else download,
                             **self.options())
 
-    def training_labels(self, data: LoadedData) -> tuple[torch.Tensor, dict | None, torch.Tensor]:
+    def training_labels(self, data: LoadedData) -> TrainingLabels:
         """The labels trained on (``label_noise`` applied), the noise record (None without) and the flipped rows."""
         if not self.label_noise:
-            return data.train.y, None, torch.empty(0, dtype=torch.int64)
+            return TrainingLabels(data.train.y, None, torch.empty(0, dtype=torch.int64))
         labels, flipped = flip_labels(data.train.y, self.label_noise, data.num_classes, self.noise_seed)
-        return labels, {"fraction": self.label_noise, "seed": self.noise_seed}, flipped
+        return TrainingLabels(labels, {"fraction": self.label_noise, "seed": self.noise_seed}, flipped)
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,16 @@ class WarmupConfig:
 
     ``model`` None: prune's default for the data (``prune.models.default_model``); ``checkpoint``:
     start from these weights. ``schedule`` "constant" keeps the learning rate (DeepCore, LCMat).
+    The SGD settings but ``epochs`` default to ``TrainConfig``'s and are checked there.
     """
 
     model: str | None = None
     epochs: int = 5
-    lr: float = 0.05
-    batch_size: int = 128
-    schedule: str = "cosine"
-    augment: str = "none"
-    amp: bool = False
+    lr: float = TrainConfig.lr
+    batch_size: int = TrainConfig.batch_size
+    schedule: str = TrainConfig.schedule
+    augment: str = TrainConfig.augment
+    amp: bool = TrainConfig.amp
     checkpoint: str | Path | None = None
 
     def __post_init__(self):
@@ -109,45 +109,13 @@ class WarmupConfig:
                            augment=self.augment, amp=self.amp)
 
 
-@dataclass(frozen=True)
-class PosteriorConfig:
-    """Posterior sampling (M ``samples`` of Gaussian weight noise of std ``sigma`` on ``layers``) and curvature.
-
-    ``kind`` "hessian" scales the noise by the Hessian, "seeds" warms up M models instead;
-    ``hessian`` "hutchinson" estimates the logit Hessian diagonal with probes (ablations of the papers).
-    """
-
-    samples: int = 4
-    sigma: float = 0.01
-    layers: str = "bn"
-    kind: str = "gaussian"
-    hessian: str = "exact"
-    hutchinson_samples: int = 100
-
-    def __post_init__(self):
-        for flag, value in (("--posterior-samples", self.samples), ("--hutchinson-samples", self.hutchinson_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PruneError(f"{flag} must be a whole number >= 1, got {value!r}")
-        sigma = self.sigma
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-            raise PruneError(f"--posterior-sigma must be a finite number >= 0, got {sigma!r}")
-        for flag, value, known in (("--posterior-layers", self.layers, POSTERIOR_LAYERS),
-                                   ("--posterior-kind", self.kind, POSTERIOR_KINDS), ("--hessian", self.hessian, HESSIANS)):
-            if value not in known:
-                raise PruneError(f"unknown {flag} {value!r}; choose one of: {', '.join(known)}")
-
-
 def feature_config(data: LoadedData, warmup: WarmupConfig, posterior: PosteriorConfig,
                    dtype: str = "float32") -> FeatureConfig:
-    """What determines a store's content besides the data and the seed (``prune.features.FeatureConfig``)."""
-    if dtype not in DTYPES:
-        raise PruneError(f"unknown --dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-    return FeatureConfig(
-        model=warmup.model or default_model(data.source, data.input_shape), warmup=warmup.train_config(),
-        posterior_samples=posterior.samples, posterior_sigma=posterior.sigma, posterior_layers=posterior.layers,
-        posterior_kind=posterior.kind, hessian=posterior.hessian, hutchinson_samples=posterior.hutchinson_samples,
-        dtype=dtype, checkpoint=None if warmup.checkpoint is None else checkpoint_record(warmup.checkpoint))
-
+    """What determines a store's content besides the data and the seed (``prune.features.FeatureConfig``):
+    ``warmup``'s model resolved for ``data`` and its checkpoint recorded."""
+    return FeatureConfig(model=warmup.model or default_model(data.source, data.input_shape),
+                         warmup=warmup.train_config(), posterior=posterior, dtype=dtype,
+                         checkpoint=None if warmup.checkpoint is None else checkpoint_record(warmup.checkpoint))
 
 
 # -- the command line's option names (prune select, prune.select_coreset) -> the configs ---------------------

@@ -22,7 +22,7 @@ from prune.cli import app
 from prune.data import load_dataset
 from prune.distributed import World
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig, build_store
+from prune.features import FeatureConfig, PosteriorConfig, build_store
 from prune.training import TrainConfig
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
@@ -57,7 +57,7 @@ def test_a_timeout_that_is_no_number_is_refused_before_joining(monkeypatch):
 def test_hutchinson_is_refused_among_several_processes(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed, "current", lambda: World(0, 2))
     data = load_dataset("digits")
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), hessian="hutchinson")
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), posterior=PosteriorConfig(samples=1, hessian="hutchinson"))
     with pytest.raises(PruneError, match="--hessian hutchinson .* run it in one process"):
         build_store(data, data.train.y, tmp_path / "store.h5", config, seed=0, device=torch.device("cpu"))
     assert not list(tmp_path.iterdir())

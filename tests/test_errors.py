@@ -27,7 +27,7 @@ from prune.cli import app
 from tests.cli import run, runner, stop_features_after
 from prune.data import load_dataset
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig, build_store
+from prune.features import FeatureConfig, PosteriorConfig, build_store
 from prune.features.partial import PartialStore, partial_path
 from prune.features.store import FeatureStore
 from prune.manifest import Manifest
@@ -84,7 +84,7 @@ def digits_store(tmp_path_factory) -> Path:
     """A digits feature store with one warm-up epoch (the default 1024-row feature blocks)."""
     path = tmp_path_factory.mktemp("store") / "digits.h5"
     data = load_dataset("digits")
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1))
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1), posterior=PosteriorConfig(samples=1))
     build_store(data, data.train.y, path, config, seed=0, device=torch.device("cpu"))
     return path
 
@@ -622,8 +622,8 @@ def resumable(tmp_path_factory):
     """Small feature blocks (256 rows: 6 per pass), 3 posterior samples, Hutchinson probes; the
     data, the settings and the bytes of an uninterrupted store."""
     data = load_dataset("digits")
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=2), posterior_samples=3, hessian="hutchinson",
-                           hutchinson_samples=4, batch_size=256)
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=2), batch_size=256,
+                           posterior=PosteriorConfig(samples=3, hessian="hutchinson", hutchinson_samples=4))
     reference = _build((data, config, None), tmp_path_factory.mktemp("reference") / "store.h5")
     return data, config, _store_bytes(reference)
 

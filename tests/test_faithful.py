@@ -135,14 +135,14 @@ def test_crest_quadratic_model_rho_matches_autograd():
 
 def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_recomputation(tmp_path):
     from prune import random_streams
-    from prune.features import FeatureConfig, FeatureStore, build_store, extract_features
+    from prune.features import FeatureConfig, FeatureStore, PosteriorConfig, build_store, extract_features
     from prune.features.build import warm_start
     from prune.features.posterior import perturbed, posterior_parameters
 
     data = _small_digits(240)
     labels = data.train.y
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1, batch_size=32), posterior_samples=3,
-                           posterior_sigma=0.05, posterior_layers="fc", batch_size=100)
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1, batch_size=32), batch_size=100,
+                           posterior=PosteriorConfig(samples=3, sigma=0.05, layers="fc"))
     device = torch.device("cpu")
     store = FeatureStore.open(build_store(data, labels, tmp_path / "s.h5", config, seed=5, device=device))
     assert store.grad_logit.shape == (240, 3, 10)
@@ -169,13 +169,13 @@ def test_build_store_writes_distinct_posterior_samples_and_averages_equal_a_reco
 def test_posterior_point_equals_an_m1_store_and_mean_equals_ensemble(tmp_path):
     """One warm-up, two stores: M = 1 and M = 3. From the M = 3 store, craig with --posterior point
     picks what craig picks from the M = 1 store, bit for bit, and --posterior mean what ensemble picks."""
-    from prune.features import FeatureConfig, FeatureStore, build_store, warm_up
+    from prune.features import FeatureConfig, FeatureStore, PosteriorConfig, build_store, warm_up
     from prune.selection import Budget, Candidates, DifficultyConfig, MethodConfig, select
 
     data = _small_digits(240)
     labels, device = data.train.y, torch.device("cpu")
-    configs = {m: FeatureConfig(model="mlp", warmup=TrainConfig(epochs=2, batch_size=32), posterior_samples=m,
-                                posterior_sigma=0.05, posterior_layers="fc") for m in (1, 3)}
+    configs = {m: FeatureConfig(model="mlp", warmup=TrainConfig(epochs=2, batch_size=32),
+                                posterior=PosteriorConfig(samples=m, sigma=0.05, layers="fc")) for m in (1, 3)}
     warm = warm_up(data, labels, configs[1], seed=5, device=device)
     stores = {m: FeatureStore.open(build_store(data, labels, tmp_path / f"M{m}.h5", config, seed=5, device=device,
                                                warm=warm)) for m, config in configs.items()}

@@ -13,7 +13,8 @@ from torch.func import functional_call, hessian, jacrev, vmap
 from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage, ema
 from prune.features.closed_form import last_layer_grad, last_layer_hess_diag, logit_quantities, with_bias
-from prune.features.extract import FEATURE_KEYS, extract_batches, extract_features
+from prune.features.config import PosteriorConfig
+from prune.features.extract import FEATURE_KEYS, Hutchinson, extract_batches, extract_features
 from prune.features.hutchinson import hutchinson_hess_logit, hutchinson_param_hess_diag
 from prune.features.posterior import hessian_noise_scale, perturbed, posterior_parameters
 
@@ -203,15 +204,12 @@ def test_extract_batches_hutchinson_option() -> None:
     model = make_model(False)
     x, y = make_data(30)
     gen = torch.Generator().manual_seed(3)
-    est = extract_features(
-        model, x, y, batch_size=16, device="cpu", hessian="hutchinson",
-        hutchinson_samples=400, generator=gen, out_dtype=DT,
-    )
+    est = extract_features(model, x, y, batch_size=16, device="cpu", hutchinson=Hutchinson(400, gen), out_dtype=DT)
     exact = extract_features(model, x, y, batch_size=16, device="cpu", out_dtype=DT)
     assert rel_err(est["hess_logit"], exact["hess_logit"]) < 0.2
     torch.testing.assert_close(est["grad_logit"], exact["grad_logit"])
-    with pytest.raises(PruneError):
-        next(extract_batches(model, x, y, batch_size=4, device="cpu", hessian="nope"))
+    with pytest.raises(PruneError, match="unknown --hessian 'nope'"):
+        PosteriorConfig(hessian="nope")  # the one place the choice is checked
 
 
 # ---------------------------------------------------------------- Hutchinson

@@ -19,7 +19,8 @@ from prune import random_streams
 from prune.data import load_dataset
 from prune.errors import PruneError
 from prune.features import FeatureStore
-from prune.features.build import FeatureConfig, build_store, warm_start
+from prune.features import FeatureConfig, PosteriorConfig, build_store
+from prune.features.build import warm_start
 from prune.features.extract import extract_features
 from prune.selection import Budget, Candidates, DifficultyConfig, MethodConfig, method_class, select
 from prune.selection.field import ccs, d2, dual, kcenter, moderate, scores
@@ -32,7 +33,7 @@ SCORES = ("el2n", "grand", "forgetting", "aum", "entropy", "least_confidence")
 FIELD = (*SCORES, "kcenter", "moderate", "d2", "dual")
 PAPER_KEEP = {"el2n": "hard", "grand": "hard", "forgetting": "hard", "aum": "easy", "entropy": "hard",
               "least_confidence": "hard"}
-CONFIG = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=3), posterior_samples=2, posterior_layers="fc")
+CONFIG = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=3), posterior=PosteriorConfig(samples=2, layers="fc"))
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
 
 

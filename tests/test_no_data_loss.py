@@ -18,7 +18,7 @@ from tests import cli
 from tests.cli import run, runner, stop_features_after
 from prune.data import load_dataset
 from prune.errors import PruneError
-from prune.features.build import FeatureConfig, build_store
+from prune.features import FeatureConfig, PosteriorConfig, build_store
 from prune.manifest import Manifest
 from prune.training import TrainConfig
 
@@ -35,7 +35,7 @@ def store(tmp_path_factory) -> Path:
     """A digits feature store (no warm-up: only its existence matters here)."""
     path = tmp_path_factory.mktemp("store") / "digits.h5"
     data = load_dataset("digits")
-    build_store(data, data.train.y, path, FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0)), seed=0,
+    build_store(data, data.train.y, path, FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), posterior=PosteriorConfig(samples=1)), seed=0,
                 device=torch.device("cpu"))
     return path
 

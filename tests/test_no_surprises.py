@@ -241,12 +241,12 @@ def test_resume_after_a_kill_while_the_work_is_copied_into_the_store(tmp_path, m
     import prune.features.build
     import prune.features.partial
     from prune.data import load_dataset
-    from prune.features.build import FeatureConfig, build_store
+    from prune.features import FeatureConfig, PosteriorConfig, build_store
     from prune.features.partial import partial_path
     from prune.training import TrainConfig
 
     data = load_dataset("digits")
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1), posterior_samples=2)
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=1), posterior=PosteriorConfig(samples=2))
 
     def build(path, **kwargs):
         return build_store(data, data.train.y, path, config, seed=0, device=torch.device("cpu"), **kwargs)

@@ -8,7 +8,8 @@ import torch
 from prune.data.loaded import LoadedData, Split
 from prune.dynamic.selector import _Subsets
 from prune.features import posterior
-from prune.features.build import FeatureConfig, posterior_members
+from prune.features import FeatureConfig, PosteriorConfig
+from prune.features.build import posterior_members
 from prune.models.architectures import build_model
 from prune.training import TrainConfig
 
@@ -49,8 +50,8 @@ def test_curvature_rows_of_a_small_set_are_all_rows_in_order() -> None:
 def test_hessian_posterior_estimates_curvature_on_every_class(monkeypatch) -> None:
     x, labels = _class_ordered()
     data = LoadedData(source="test", train=Split(x, labels), test=Split(x[:10], labels[:10]), num_classes=CLASSES)
-    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0), posterior_samples=2,
-                           posterior_kind="hessian", posterior_layers="fc")
+    config = FeatureConfig(model="mlp", warmup=TrainConfig(epochs=0),
+                           posterior=PosteriorConfig(samples=2, kind="hessian", layers="fc"))
     seen = []
 
     def recording(model, params, batches, sigma, samples, generator):

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,58 +28,22 @@ from prune import distributed, random_streams
 from prune.data import LoadedData, label_fingerprint
 from prune.errors import PruneError
 from prune.features.averaging import CheckpointAverage
-from prune.features.extract import HESSIANS, extract_batches
+from prune.features.config import FeatureConfig
+from prune.features.extract import Hutchinson, extract_batches
 from prune.features.partial import PartialStore
-from prune.features.posterior import (POSTERIOR_LAYERS, curvature_batches, hessian_noise_scale, perturbed,
-                                     posterior_parameters)
+from prune.features.posterior import curvature_batches, hessian_noise_scale, perturbed, posterior_parameters
 from prune.features.store import PER_EPOCH
 from prune.models import build_model, load_checkpoint
-from prune.training import TrainConfig, Trainer, console, progress, seed_everything
-
-POSTERIOR_KINDS = ("gaussian", "hessian", "seeds")
-DTYPES = ("float32", "float16")
+from prune.training import Trainer, console, progress, seed_everything
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Everything that determines a store's content besides the data and the seed."""
+class TrainingLabels(NamedTuple):
+    """The labels a store's model is trained on and selected with: ``labels`` (n,), and with label
+    noise its record (``noise``: fraction and seed) and the flipped rows (``flipped``, ascending)."""
 
-    model: str
-    warmup: TrainConfig
-    posterior_samples: int = 1
-    posterior_sigma: float = 0.01
-    posterior_layers: str = "bn"
-    posterior_kind: str = "gaussian"
-    hessian: str = "exact"
-    hutchinson_samples: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.999
-    dtype: str = "float32"
-    batch_size: int = 1024
-    checkpoint: dict | None = None  # prune.models.checkpoint_record of the starting weights (--checkpoint)
-
-    def check(self) -> None:
-        if self.posterior_samples < 1:
-            raise PruneError("--posterior-samples must be >= 1 (1 means no posterior sampling)")
-        if self.posterior_sigma < 0:
-            raise PruneError("--posterior-sigma must be >= 0")
-        if self.posterior_kind not in POSTERIOR_KINDS:
-            raise PruneError(f"unknown --posterior-kind {self.posterior_kind!r}; choose one of: {', '.join(POSTERIOR_KINDS)}")
-        if self.posterior_layers not in POSTERIOR_LAYERS:
-            raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose one of: {', '.join(POSTERIOR_LAYERS)}")
-        if self.hessian not in HESSIANS:
-            raise PruneError(f"unknown --hessian {self.hessian!r}; choose exact or hutchinson")
-        if self.dtype not in DTYPES:
-            raise PruneError(f"unknown --dtype {self.dtype!r}; choose float32 or float16")
-        if self.warmup.epochs < 0:
-            raise PruneError("--warmup-epochs must be >= 0")
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["warmup"] = self.warmup.to_dict()
-        if out["checkpoint"] is None:  # records written before --checkpoint existed stay equal
-            del out["checkpoint"]
-        return out
+    labels: torch.Tensor
+    noise: dict | None = None
+    flipped: torch.Tensor | None = None
 
 
 def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, seed: int, device, on_epoch_end=None,
@@ -96,59 +61,66 @@ def warm_start(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *,
 
 def store_bytes(data: LoadedData, config: FeatureConfig) -> int:
     """Bytes the features of ``build_store(data, ..., config)`` take in memory as float32 (no model is run)."""
-    config.check()
-    n, classes, samples = len(data.train), data.num_classes, config.posterior_samples
+    n, classes, samples, checkpoints = len(data.train), data.num_classes, config.samples, config.checkpoints
     embedding_dim = build_model(config.model, data.input_shape, classes).fc.in_features
     passes = samples + (samples > 1)  # the M samples and, with M > 1, the unperturbed weights
-    checkpoints = max(config.warmup.epochs, 1)
     floats = n * passes * (2 * classes + embedding_dim) + n * 2 * classes + n * 3 * checkpoints
     return 4 * floats + 8 * n + n * checkpoints  # + the int64 labels and the uint8 correct_per_epoch
 
 
-def _passes(model, x, labels, config: FeatureConfig, device, description: str, generator=None, start: int = 0):
-    """One feature pass over (x, labels) from row ``start``: yields (start, batch-features)."""
-    with progress() as bars:
-        task = bars.add_task(description, total=len(labels), completed=start, status="")
-        for batch in extract_batches(
-            model, x[start:], labels[start:], batch_size=config.batch_size, device=device,
-            hessian=config.hessian, hutchinson_samples=config.hutchinson_samples, generator=generator,
-            amp=config.warmup.amp,
-        ):
-            yield start, batch
-            start += len(batch["loss"])
-            bars.update(task, advance=len(batch["loss"]))
+@dataclass
+class _Passes:
+    """Feature passes over the training rows ``x``, ``labels`` with ``config``'s batch size and Hessian
+    diagonal, on ``device``, their rows shared among the ranks of ``world`` (``prune.distributed.shard``)."""
 
+    world: distributed.World
+    x: torch.Tensor
+    labels: torch.Tensor
+    config: FeatureConfig
+    device: torch.device
 
-def _shared_passes(world: distributed.World, model, x, labels, config: FeatureConfig, device, description: str,
-                   generator=None, start: int = 0, skip: int = 0, on_step=None):
-    """``_passes`` with the rows shared among the ranks of ``world`` (``prune.distributed.shard``).
+    def _extract(self, model, start: int, stop: int | None = None, generator=None):
+        """``extract_batches`` over rows ``start``..``stop`` (Hutchinson probes from ``generator``)."""
+        config = self.config
+        hutchinson = None
+        if config.posterior.hessian == "hutchinson":
+            hutchinson = Hutchinson(config.posterior.hutchinson_samples, generator)
+        return extract_batches(model, self.x[start:stop], self.labels[start:stop], batch_size=config.batch_size,
+                               device=self.device, hutchinson=hutchinson, amp=config.warmup.amp)
 
-    Rank 0 yields every rank's (start, batch-features), a batch of each rank at a time, and after
-    each such step calls ``on_step(steps done, [(start, stop) of the rows just yielded])``; the
-    other ranks yield nothing. Every rank skips the first ``skip`` batches of its shard (a resume).
-    In one process this is ``_passes`` from row ``start``.
-    """
-    if world.size == 1:
-        yield from _passes(model, x, labels, config, device, description, generator, start)
-        return
-    rows, steps = distributed.shard(len(labels), config.batch_size, world)
-    start = min(rows.start + skip * config.batch_size, rows.stop)
-    mine = extract_batches(model, x[start:rows.stop], labels[start:rows.stop], batch_size=config.batch_size,
-                           device=device, hessian=config.hessian, amp=config.warmup.amp)
-    with progress() as bars:
-        task = bars.add_task(description, total=len(labels), status="")
-        for step in range(skip, steps):
-            batch = next(mine, None)
-            blocks = []
-            for sent in world.gather(None if batch is None else (start, batch)) or []:
-                if sent is not None:
-                    yield sent
-                    blocks.append((sent[0], sent[0] + len(sent[1]["loss"])))
-                    bars.update(task, advance=len(sent[1]["loss"]))
-            if world.main and on_step is not None:
-                on_step(step + 1, blocks)
-            if batch is not None:
-                start += len(batch["loss"])
+    def run(self, model, description: str, generator=None, start: int = 0, skip: int = 0, on_step=None):
+        """One pass of ``model``: yields (start, batch-features).
+
+        In one process, every batch from row ``start``. Among several ranks, rank 0 yields every
+        rank's batches, a batch of each rank at a time, and after each such step calls
+        ``on_step(steps done, [(start, stop) of the rows just yielded])``; the other ranks yield
+        nothing. Every rank skips the first ``skip`` batches of its shard (a resume).
+        """
+        world, batch_size = self.world, self.config.batch_size
+        with progress() as bars:
+            if world.size == 1:
+                task = bars.add_task(description, total=len(self.labels), completed=start, status="")
+                for batch in self._extract(model, start, generator=generator):
+                    yield start, batch
+                    start += len(batch["loss"])
+                    bars.update(task, advance=len(batch["loss"]))
+                return
+            rows, steps = distributed.shard(len(self.labels), batch_size, world)
+            start = min(rows.start + skip * batch_size, rows.stop)
+            mine = self._extract(model, start, rows.stop)
+            task = bars.add_task(description, total=len(self.labels), status="")
+            for step in range(skip, steps):
+                batch = next(mine, None)
+                blocks = []
+                for sent in world.gather(None if batch is None else (start, batch)) or []:
+                    if sent is not None:
+                        yield sent
+                        blocks.append((sent[0], sent[0] + len(sent[1]["loss"])))
+                        bars.update(task, advance=len(sent[1]["loss"]))
+                if world.main and on_step is not None:
+                    on_step(step + 1, blocks)
+                if batch is not None:
+                    start += len(batch["loss"])
 
 
 def _on_device(state: dict, config: FeatureConfig, data: LoadedData, device) -> torch.nn.Module:
@@ -215,9 +187,8 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     ``DistributedDataParallel`` (``prune.training.fit``), each checkpoint pass is shared out like
     the feature passes, and rank 0 gets the ``WarmUp``; the other ranks get None.
     """
-    config.check()
     average = CheckpointAverage(config.beta1, config.beta2)
-    shape = (len(labels), max(config.warmup.epochs, 1))
+    shape = (len(labels), config.checkpoints)
     per_epoch = {name: torch.zeros(shape, dtype=torch.bool if kind == "uint8" else torch.float32)
                  for name, kind in PER_EPOCH.items()} if world.main else None
 
@@ -227,11 +198,12 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
         columns = label_columns(batch["logits"], labels[start:start + len(batch["loss"])])
         return [batch["grad_logit"], batch["hess_logit"], batch["loss"], *columns]
 
+    passes = _Passes(world, data.train.x, labels, config, device)
+
     def checkpoint(epoch: int, model) -> None:
         generator = random_streams.generator(seed, "checkpoint_pass", epoch)
-        passed = sorted(((start, kept(start, batch)) for start, batch in _shared_passes(
-            world, model, data.train.x, labels, config, device, f"checkpoint {epoch}", generator)),
-            key=lambda sent: sent[0])  # every rank's batches (gathered whole, logits included), in row order
+        passed = sorted(((start, kept(start, batch)) for start, batch in passes.run(
+            model, f"checkpoint {epoch}", generator)), key=lambda sent: sent[0])  # every rank's batches (gathered whole, logits included), in row order
         if world.main:
             grads, hessians, *records = (torch.cat(column) for column in zip(*(arrays for _, arrays in passed)))
             average.update(grads, hessians)
@@ -244,10 +216,12 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     return WarmUp(_cpu_state(model), average.grad, average.hess, per_epoch) if world.main else None
 
 
-def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config: FeatureConfig, *,
-                seed: int, device: torch.device, label_noise: dict | None = None,
-                flipped: torch.Tensor | None = None, resume: bool = False, warm: WarmUp | None = None) -> Path:
+def build_store(data: LoadedData, labels: torch.Tensor | TrainingLabels, out: str | Path, config: FeatureConfig, *,
+                seed: int, device: torch.device, resume: bool = False, warm: WarmUp | None = None) -> Path:
     """Warm up, extract features, and write them to ``out`` (atomically). Returns the path.
+
+    ``labels``: the labels trained on, a tensor (the data's own) or ``TrainingLabels`` (with label
+    noise: its record and the flipped rows, which the store records).
 
     The work goes on in ``.NAME.partial/`` beside ``out`` (``prune.features.partial``), committed after
     every block of rows; ``resume=True`` continues an interrupted run from its last committed block
@@ -261,9 +235,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
     shard), so ``resume`` under torchrun with the same number of ranks and batch size continues
     every shard where it stopped; otherwise from the start of the unfinished pass.
     """
-    config.check()
+    labels, noise, flipped = labels if isinstance(labels, TrainingLabels) else TrainingLabels(labels)
     world = distributed.current()
-    if world.size > 1 and config.hessian == "hutchinson":
+    if world.size > 1 and config.posterior.hessian == "hutchinson":
         raise PruneError("--hessian hutchinson draws its probes in row order, which is not shared among processes; "
                          "run it in one process (without torchrun), or use --hessian exact")
     if not world.main:
@@ -271,9 +245,9 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
         return Path(out)
     if world.size > 1 and warm is not None:
         raise PruneError("a shared warm-up (prune bench) runs in one process; run it without torchrun")
-    x, n, samples = data.train.x, len(labels), config.posterior_samples
-    attrs, settings, shape = _store_settings(data, labels, config, seed=seed, label_noise=label_noise)
-    with PartialStore.open(out, settings=settings, resume=resume, n=n, **shape) as part:
+    samples, passes = config.samples, _Passes(world, data.train.x, labels, config, device)
+    attrs, settings, shape = _store_settings(data, labels, config, seed=seed, label_noise=noise)
+    with PartialStore.open(out, settings=settings, resume=resume, n=len(labels), **shape) as part:
         for note in part.notes:
             console.print(f"[yellow]note:[/] {note}")
         world.from_main(lambda: part.warmup_done)  # the other ranks warm up with rank 0, or not at all
@@ -298,8 +272,8 @@ def build_store(data: LoadedData, labels: torch.Tensor, out: str | Path, config:
             description = "features (unperturbed)" if point else f"features {m + 1}/{samples}"
             with perturbation:
                 on_step = partial(part.commit_steps, world.size, config.batch_size)  # (steps, blocks) of a step
-                for start, batch in _shared_passes(world, member, x, labels, config, device, description, generator,
-                                                   start=rows, skip=skip if m == first else 0, on_step=on_step):
+                for start, batch in passes.run(member, description, generator, start=rows,
+                                               skip=skip if m == first else 0, on_step=on_step):
                     part.write_features(start, batch, None if point else m)
                     if world.size == 1:
                         part.commit_rows(start + len(batch["loss"]), generator=generator)
@@ -323,8 +297,8 @@ def _store_settings(data: LoadedData, labels: torch.Tensor, config: FeatureConfi
     }
     settings = {**attrs, "num_examples": len(labels), "labels_used": label_fingerprint(labels)}
     embedding_dim = build_model(config.model, data.input_shape, data.num_classes).fc.in_features
-    shape = dict(samples=config.posterior_samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
-                 checkpoints=max(config.warmup.epochs, 1), dtype=config.dtype)
+    shape = dict(samples=config.samples, num_classes=data.num_classes, embedding_dim=embedding_dim,
+                 checkpoints=config.checkpoints, dtype=config.dtype)
     return attrs, settings, shape
 
 
@@ -335,12 +309,11 @@ def _compute_shards(world: distributed.World, data: LoadedData, labels: torch.Te
     if not world.from_main(None):
         warm_up(data, labels, config, seed=seed, device=device, world=world)
     state, first, skip = world.from_main(None)
-    model = _on_device(state, config, data, device)
+    model, passes = _on_device(state, config, data, device), _Passes(world, data.train.x, labels, config, device)
     for m, (member, perturbation) in enumerate(
             posterior_members(model, data, labels, config, seed=seed, device=device, first=first), start=first):
         with perturbation:
-            for _ in _shared_passes(world, member, data.train.x, labels, config, device, "features",
-                                    skip=skip if m == first else 0):
+            for _ in passes.run(member, "features", skip=skip if m == first else 0):
                 pass
 
 
@@ -353,32 +326,33 @@ def posterior_members(model, data, labels, config: FeatureConfig, *, seed: int, 
     Each member depends only on ``seed`` and m, so skipping the first ones changes no other.
     """
     yield from _posterior_samples(model, data, labels, config, seed=seed, device=device, first=first)
-    if config.posterior_samples > 1:
+    if config.samples > 1:
         yield model, nullcontext()
 
 
 def _posterior_samples(model, data, labels, config: FeatureConfig, *, seed: int, device, first: int):
-    if first >= config.posterior_samples:
+    posterior = config.posterior
+    if first >= posterior.samples:
         return
-    if config.posterior_samples == 1:
+    if posterior.samples == 1:
         yield model, nullcontext()
         return
-    if config.posterior_kind == "seeds":
+    if posterior.kind == "seeds":
         if first == 0:
             yield model, nullcontext()
         world = distributed.current()
-        for m in range(max(first, 1), config.posterior_samples):
+        for m in range(max(first, 1), posterior.samples):
             state = world.from_main(lambda: _cpu_state(warm_start(
                 data, labels, config, seed=random_streams.stream_seed(seed, "seed_member", m), device=device, tag=f" (seed member {m + 1})")))
             yield _on_device(state, config, data, device), nullcontext()
         return
-    params, used = posterior_parameters(model, config.posterior_layers)
-    if used != config.posterior_layers:
+    params, used = posterior_parameters(model, posterior.layers)
+    if used != posterior.layers:
         console.print(f"[yellow]note:[/] model {config.model!r} has no BatchNorm; perturbing the last linear layer (fc) instead")
-    sigma = config.posterior_sigma
-    if config.posterior_kind == "hessian":
+    sigma = posterior.sigma
+    if posterior.kind == "hessian":
         batches = curvature_batches(data.train.x, labels, random_streams.generator(seed, "curvature", 1), device)
         sigma = distributed.current().from_main(lambda: [std.cpu() for std in hessian_noise_scale(
-            model, params, batches, config.posterior_sigma, 20, random_streams.generator(seed, "curvature"))])
-    for m in range(first, config.posterior_samples):
+            model, params, batches, posterior.sigma, 20, random_streams.generator(seed, "curvature"))])
+    for m in range(first, posterior.samples):
         yield model, perturbed(model, params, sigma, random_streams.generator(seed, "perturbation", m))

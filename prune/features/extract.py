@@ -7,6 +7,7 @@ Batched and device-agnostic: no per-sample autograd loops and no Python loops ov
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -17,12 +18,19 @@ from prune.features.closed_form import logit_quantities
 from prune.features.hutchinson import cpu_generator, hutchinson_hess_logit
 from prune.models.modes import eval_mode
 
-__all__ = ["FEATURE_KEYS", "HESSIANS", "extract_batches", "extract_features"]
+__all__ = ["FEATURE_KEYS", "Hutchinson", "extract_batches", "extract_features"]
 
 #: keys of the dictionaries yielded by :func:`extract_batches`
 FEATURE_KEYS = ("grad_logit", "hess_logit", "embedding", "loss", "logits")
-#: how ``hess_logit`` is computed: in closed form, or by Hutchinson probes
-HESSIANS = ("exact", "hutchinson")
+
+
+@dataclass(frozen=True)
+class Hutchinson:
+    """Estimate ``hess_logit`` with ``samples`` Rademacher probes drawn from ``generator`` (None: a CPU
+    generator seeded 0) instead of computing it in closed form (``--hessian hutchinson``)."""
+
+    samples: int = 100
+    generator: torch.Generator | None = None
 
 
 def _check_device(model: nn.Module, device: torch.device) -> None:
@@ -42,9 +50,7 @@ def extract_batches(
     *,
     batch_size: int,
     device: torch.device | str,
-    hessian: str = "exact",
-    hutchinson_samples: int = 100,
-    generator: torch.Generator | None = None,
+    hutchinson: Hutchinson | None = None,
     out_dtype: torch.dtype = torch.float32,
     amp: bool = False,
 ) -> Iterator[dict[str, Tensor]]:
@@ -55,9 +61,8 @@ def extract_batches(
     dictionaries of CPU tensors (``out_dtype``, float32 by default) with keys
 
     * ``"grad_logit"`` (b, C) ``p - onehot(y)``;
-    * ``"hess_logit"`` (b, C) ``p (1 - p)`` (``hessian="exact"``), or its Hutchinson estimate with
-      ``hutchinson_samples`` probes from ``generator`` (``hessian="hutchinson"``; grad is
-      enabled for that small part only; ``generator=None`` means a CPU generator seeded 0);
+    * ``"hess_logit"`` (b, C) ``p (1 - p)``, or with ``hutchinson`` its Hutchinson estimate
+      (grad is enabled for that small part only);
     * ``"embedding"`` (b, e) ``h`` (without the bias column);
     * ``"loss"`` (b,) per-sample cross-entropy;
     * ``"logits"`` (b, C).
@@ -70,14 +75,11 @@ def extract_batches(
     """
     if batch_size < 1:
         raise PruneError(f"batch size must be >= 1, got {batch_size}")
-    if hessian not in HESSIANS:
-        raise PruneError(f"unknown hessian {hessian!r}; choose exact or hutchinson")
     if x.shape[0] != y.shape[0]:
         raise PruneError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
     device = torch.device(device)
     _check_device(model, device)
-    if hessian == "hutchinson":
-        generator = cpu_generator(generator)
+    generator = None if hutchinson is None else cpu_generator(hutchinson.generator)
     non_blocking = device.type == "cuda"
     plan = [slice(start, start + batch_size) for start in range(0, x.shape[0], batch_size)]
     with eval_mode(model):
@@ -89,8 +91,8 @@ def extract_batches(
                 h = h.to(model.fc.weight.dtype)  # autocast's bfloat16 back to the head's type
                 logits = model.fc(h)
                 g, a, loss = logit_quantities(logits, yb)
-            if hessian == "hutchinson":
-                a = hutchinson_hess_logit(logits, yb, hutchinson_samples, generator)
+            if hutchinson is not None:
+                a = hutchinson_hess_logit(logits, yb, hutchinson.samples, generator)
             out = {
                 "grad_logit": g,
                 "hess_logit": a,
