@@ -125,10 +125,10 @@ def test_a_store_without_the_records_is_refused_in_one_line(store_path, tmp_path
     with h5py.File(old, "a") as file:
         for name in ("prob_label_per_epoch", "margin_per_epoch", "correct_per_epoch"):
             del file[name]
-    with pytest.raises(PruneError, match="lacks the warm-up's prob_label_per_epoch, margin_per_epoch, "
-                                         "correct_per_epoch .*re-create it with `prune features`"):
+    with pytest.raises(PruneError, match=r"lacks the dataset\(s\) prob_label_per_epoch, margin_per_epoch, "
+                                         "correct_per_epoch; .*re-create it"):
         FeatureStore.open(old)
-    assert "lacks the warm-up's" in fails("select", "--features", old, "--method", "craig", "--out", tmp_path / "m.json")
+    assert "lacks the dataset(s)" in fails("select", "--features", old, "--method", "craig", "--out", tmp_path / "m.json")
 
 
 # ----------------------------------------------------------------------------- each method against its pure function

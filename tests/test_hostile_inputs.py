@@ -237,6 +237,9 @@ STORE_CASES = {
     "grad_logit 2-D": (_replaced("grad_logit", lambda shape: np.zeros(shape[::2], np.float32)),
                        "grad_logit has shape (60, 3), expected (n, M, C)"),
     "embedding_point missing": (lambda file: file.__delitem__("embedding_point"), "embedding_point has shape none"),
+    "margin_per_epoch missing": (lambda file: file.__delitem__("margin_per_epoch"),
+                                 "lacks the dataset(s) margin_per_epoch; it was not written by `prune features`"),
+    "no dataset record": (lambda file: file.attrs.__delitem__("dataset"), "lacks attribute(s) dataset;"),
     "dataset lacks fingerprint": (
         lambda file: file.attrs.__setitem__("dataset", json.dumps(
             {k: v for k, v in json.loads(file.attrs["dataset"]).items() if k != "fingerprint"})),
@@ -410,7 +413,7 @@ def test_a_mutated_manifest_is_used_or_refused_in_one_line(tiny, data):
                 assert os.listdir(folder) == ["m.json"]
 
 
-STORE_ATTRIBUTES = ("dataset", "dataset_source", "features", "fingerprint", "num_classes", "seed", "label_noise")
+STORE_ATTRIBUTES = ("dataset", "features", "fingerprint", "num_classes", "seed", "label_noise")
 STORE_ARRAYS = ("labels", "noise_flipped", "grad_logit", "hess_logit", "embedding", "grad_logit_point",
                 "hess_logit_point", "embedding_point", "grad_logit_ema", "hess_logit_ema", "loss_per_epoch")
 

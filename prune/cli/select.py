@@ -136,11 +136,14 @@ def default_out(dataset: str, features: Path | None, method: str, fraction: floa
     if features is not None:
         import h5py
 
+        source = Path(features).stem  # unless the store's dataset record names its source
         try:  # one attribute; the store itself is checked when it is opened
             with h5py.File(features, "r") as file:
-                source = json.loads(file.attrs["dataset_source"])
+                record = json.loads(file.attrs["dataset"])
+            if isinstance(record, dict) and isinstance(record.get("source"), str):
+                source = record["source"]
         except (OSError, KeyError, ValueError, TypeError):
-            source = Path(features).stem
+            pass
     budget = f"{fraction:g}" if fraction is not None else f"n{count}"
     return Path("manifests") / f"{source_stem(source)}-{method}-{budget}.json"
 

@@ -287,7 +287,6 @@ def _store_settings(data: LoadedData, labels: torch.Tensor, config: FeatureConfi
     """A store's attributes, the settings a resume must agree with (the attributes, the size and the
     labels used) and its shape (``PartialStore.open``'s ``StoreShape`` fields but n)."""
     attrs = {
-        "dataset_source": data.source,
         "fingerprint": data.fingerprint,
         "num_classes": data.num_classes,
         "dataset": data.record(),  # the manifest's dataset record (split, class counts, hf columns)

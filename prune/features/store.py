@@ -24,20 +24,19 @@ dataset               shape           content
 The four ``*_per_epoch`` datasets are the warm-up's trajectory, one column per checkpoint pass
 (the end of each of the T warm-up epochs; ``FeatureStore.prob_label``, ``margin``, ``correct`` read
 them): the training-dynamics scores of the data-pruning literature (forgetting, AUM, DUAL) need
-the path, not only its end. A store without them (written before they were recorded) is refused
-at open with one line saying to re-create it. All are float32 but ``correct_per_epoch``.
+the path, not only its end. All are float32 but ``correct_per_epoch``.
 
 Why this and not ``grad_last``/``hess_last``: the last-layer quantities factor,
 G = g (x) [h; 1] and lambda = a (x) [h; 1]^2, so storing g, a and h costs (2C + e) numbers
 per sample instead of 2C(e+1) -- 20x smaller for LeNet on Fashion-MNIST -- and selection
 computes distances from small Gram matrices instead (methods.md, "Never materialise G").
 
-Attributes hold the schema, prune version, dataset source, fingerprint (of the clean labels),
-num_classes, the dataset record manifests copy (``dataset``: split, class counts, hf: columns),
-model, warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows
-and compressed with deflate (level 1, after byte shuffling): the same store is the same file, byte
-for byte, where LZF, whose hash table HDF5 leaves uninitialised, wrote equal arrays as different
-bytes. Older LZF stores still open. Features are computed into a resumable work folder (``prune.features.partial``)
+Attributes hold the schema, prune version, fingerprint (of the clean labels), num_classes, the
+dataset record manifests copy (``dataset``: source, split, class counts, hf: columns), model,
+warm-up and posterior settings, seed and label-noise settings. Datasets are chunked by rows and
+compressed with deflate (level 1, after byte shuffling): the same store is the same file, byte
+for byte (LZF, whose hash table HDF5 leaves uninitialised, writes equal arrays as different
+bytes). Features are computed into a resumable work folder (``prune.features.partial``)
 and copied into the file, which is written under a temporary name and renamed when complete;
 the ``complete`` attribute is set last. ``FeatureStore.open`` checks the schema, the attributes
 (``prune.features.store_schema``), the shapes and the range of labels and flipped indices, and
@@ -207,7 +206,7 @@ class FeatureStore:
     margin_per_epoch: torch.Tensor | StoredRows
     correct_per_epoch: torch.Tensor | StoredRows
     noise_flipped: torch.Tensor
-    # the unperturbed weights' features, (n, C) / (n, e); None with M = 1 (the sample is those) or in older stores
+    # the unperturbed weights' features, (n, C) / (n, e); None with M = 1 (the one sample is those)
     grad_logit_point: torch.Tensor | StoredRows | None = None
     hess_logit_point: torch.Tensor | StoredRows | None = None
     embedding_point: torch.Tensor | StoredRows | None = None
@@ -256,9 +255,6 @@ class FeatureStore:
             return samples
         if self.posterior_samples == 1:
             return samples
-        if self.grad_logit_point is None:
-            raise PruneError(f"feature store {self.path} lacks the unperturbed weights' features (written by an older "
-                             "prune); re-create it with `prune features`, or pass --posterior mean")
         return tuple(with_sample_axis(values) for values in (self.grad_logit_point, self.hess_logit_point,
                                                                self.embedding_point))
 
@@ -305,11 +301,7 @@ class FeatureStore:
         """
         from prune.manifest import dataset_mismatch
 
-        record = dict(self.meta.get("dataset") or {
-            "source": self.meta["dataset_source"], "num_examples": self.num_examples,
-            "num_classes": self.num_classes, "fingerprint": self.meta["fingerprint"]})
-        if "class_counts" not in record and not self.meta.get("label_noise"):  # older stores: the labels are clean
-            record["class_counts"] = torch.bincount(self.labels, minlength=self.num_classes).tolist()
+        record = self.meta["dataset"]
         counts = torch.bincount(data.train.y, minlength=data.num_classes).tolist()
         problem = dataset_mismatch(record, fingerprint=data.fingerprint, num_examples=len(data.train),
                                    class_counts=counts, what="store",
@@ -334,14 +326,14 @@ def _contents(path: Path, file: h5py.File) -> tuple[dict, dict]:
             raise PruneError(f"feature store {path} is incomplete (its writer was interrupted); re-create it with `prune features`")
         attrs = {k: v for k, v in file.attrs.items() if k not in ("schema", "prune_version", "complete")}
         prune_version = file.attrs["prune_version"]
+        required = ("labels", "noise_flipped", *PER_SAMPLE, "grad_logit_ema", "hess_logit_ema", *PER_EPOCH)
+        missing = [name for name in required if name not in file]
+        if missing:
+            raise PruneError(f"feature store {path} lacks the dataset(s) {', '.join(missing)}; it was not written by "
+                             "`prune features` or is damaged: re-create it")
         arrays = {name: torch.from_numpy(file[name][...]) for name in ("labels", "noise_flipped")}
-        missing = [name for name in PER_EPOCH if name not in file]
-        if "loss_per_epoch" in file and missing:
-            raise PruneError(f"feature store {path} lacks the warm-up's {', '.join(missing)} (written before prune "
-                             "recorded them, or damaged); re-create it with `prune features`")
-        for name in (*PER_SAMPLE, *POINT, "grad_logit_ema", "hess_logit_ema", *PER_EPOCH):
-            if name in file or name not in POINT:
-                arrays[name] = StoredRows(path, file, name)
+        for name in required[2:] + tuple(name for name in POINT if name in file):
+            arrays[name] = StoredRows(path, file, name)
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise PruneError(f"feature store {path} cannot be read ({err}); it may be truncated: re-create it with `prune features`") from None
     meta = {**_decoded(path, attrs), "prune_version": prune_version}
@@ -414,7 +406,7 @@ def _check_contents(path: Path, meta: dict, arrays: dict) -> None:
     store_schema.validate(meta, source=str(path))
     _check_shapes(path, len(labels), meta["num_classes"], arrays)
     n, classes = len(labels), meta["num_classes"]
-    recorded = meta.get("dataset", {}).get("num_examples", n)
+    recorded = meta["dataset"]["num_examples"]
     if recorded != n:
         raise PruneError(f"feature store {path} holds {n} examples, but its dataset attribute records {recorded}; "
                          "the file is damaged: re-create it")
@@ -446,7 +438,7 @@ def _check_shapes(path: Path, n: int, classes: int, arrays: dict) -> None:
     shapes = {"grad_logit": (n, samples, classes), "hess_logit": (n, samples, classes),
               "embedding": (n, samples, width), "grad_logit_ema": (n, classes), "hess_logit_ema": (n, classes),
               "grad_logit_point": (n, classes), "hess_logit_point": (n, classes), "embedding_point": (n, width)}
-    if not any(name in arrays for name in POINT):  # M = 1, or a store older than them
+    if samples == 1:  # the one sample is the unperturbed weights': no separate point features
         shapes = {name: shape for name, shape in shapes.items() if name not in POINT}
     for name, shape in shapes.items():
         if name not in arrays or tuple(arrays[name].shape) != shape:

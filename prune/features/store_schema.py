@@ -9,16 +9,15 @@ The datasets are listed in ``prune.features.store``. Besides the features, every
 warm-up's per-example records, (n, T) with one column per checkpoint pass (``PER_EPOCH``):
 ``loss_per_epoch`` (float32, the cross-entropy), ``prob_label_per_epoch`` (float32, p_y),
 ``margin_per_epoch`` (float32, z_y - max_{c != y} z_c) and ``correct_per_epoch`` (uint8, 1 where
-argmax_c z_c = y). ``FeatureStore.open`` checks that all four are there with the loss's shape (a
-store written before the last three were recorded is refused with one line: re-create it) and
+argmax_c z_c = y). ``FeatureStore.open`` checks that all four are there with the loss's shape and
 reads none of them.
 """
 
 from __future__ import annotations
 
 from prune.errors import PruneError
-from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, noise_settings, obj, optional,
-                                   show, string)
+from prune.manifest_schema import (Invalid, check_depth, dataset_record, integer, noise_settings, obj, show,
+                                   string)
 
 REQUIRED = ("fingerprint", "num_classes", "features", "seed", "dataset")
 
@@ -42,11 +41,9 @@ def check_attributes(meta: dict) -> None:
     classes = integer(meta["num_classes"], "num_classes", low=1)
     integer(meta["seed"], "seed", low=0)  # seeds the feature streams (numpy SeedSequence: non-negative)
     string(obj(meta["features"], "features").get("model"), "features.model")
-    optional(meta, "dataset_source", string, "dataset_source")
-    if "dataset" in meta:
-        record = dataset_record(meta["dataset"], "dataset")
-        for key, own in (("num_classes", classes), ("fingerprint", fingerprint)):
-            if record[key] != own:
-                raise Invalid(f"dataset.{key} is {show(record[key])}, but the store has {key} {show(own)}")
+    record = dataset_record(meta["dataset"], "dataset")
+    for key, own in (("num_classes", classes), ("fingerprint", fingerprint)):
+        if record[key] != own:
+            raise Invalid(f"dataset.{key} is {show(record[key])}, but the store has {key} {show(own)}")
     if meta.get("label_noise") is not None:
         noise_settings(meta["label_noise"], "label_noise")
