@@ -169,10 +169,12 @@ def source_paths(spec: str | None, data_root: str | None = None) -> list[Path]:
 
 def source_stem(spec: str) -> str:
     """A source's short name for file names (of ``spec`` or a ``LoadedData.source``): the dataset's
-    name, or the stem of an ``npz:``/``hf:`` path."""
+    name, or the stem of an ``npz:``/``hf:`` path, or a ``folder:``'s name (``folder:/data/cifar10``: cifar10)."""
     spec = spec.strip()
-    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:":
-        return Path(spec.split(":", 1)[1].strip()).stem
+    if spec[:3].lower() == "hf:" or spec[:4].lower() == "npz:" or spec[:7].lower() == "folder:":
+        path = Path(spec.split(":", 1)[1].strip()).expanduser()
+        name = path.name if spec[:7].lower() == "folder:" else path.stem
+        return name or path.resolve().name  # "folder:." is the working folder's name
     return _canonical(spec)
 
 
