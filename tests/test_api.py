@@ -10,7 +10,7 @@ from prune.errors import PruneError
 def test_configs_are_checked_once_at_construction():
     with pytest.raises(PruneError, match="unknown --method"):
         prune.MethodConfig("magic")
-    with pytest.raises(PruneError, match="--fraction must be in"):
+    with pytest.raises(PruneError, match="^fraction must be in"):
         prune.Budget(fraction=1.5)
     with pytest.raises(PruneError, match="exactly one of"):
         prune.Budget(fraction=0.1, count=3)

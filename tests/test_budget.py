@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -194,18 +195,22 @@ def test_fraction_kinds_are_read_exactly():
     ],
 )
 def test_errors(kwargs, match):
+    """What the command line prints (the flags); a Python caller reads the parameters' names."""
     digits = DIGITS
-    with pytest.raises(PruneError, match=match):
+    with pytest.raises(PruneError) as err:
         class_budgets(digits, **kwargs)
+    assert re.search(match, err.value.cli_message), err.value.cli_message
+    assert re.search(match.replace("--", ""), str(err.value)) and "--" not in str(err.value), str(err.value)
 
 
 def test_zero_selection_message_is_exact():
     digits = DIGITS
     with pytest.raises(PruneError) as err:
         class_budgets(digits, fraction=0.0001)
-    assert str(err.value) == (
+    assert err.value.cli_message == (
         "--fraction 0.0001 of 1437 examples selects 0; use a larger --fraction or --count"
     )
+    assert str(err.value) == "fraction 0.0001 of 1437 examples selects 0; use a larger fraction or count"
 
 
 def test_no_examples():

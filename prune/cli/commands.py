@@ -59,7 +59,8 @@ def prune_options(version: bool = typer.Option(False, "--version", metavar="", i
 def user_errors(command):
     """Turn PruneError into one line on stderr and exit code 2 (no traceback); Ctrl-C exits 130.
 
-    The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup).
+    The message is printed as plain text: it may quote the user's files (``[/x]`` is no markup). It names the
+    options by their flags (``PruneError.cli_message``), where a Python caller reads the parameters' names.
     The command's ``quiet`` option (``--quiet``), where it has one, is applied here.
     """
 
@@ -69,7 +70,7 @@ def user_errors(command):
             with quiet(kwargs.get("quiet", False)):
                 return command(*args, **kwargs)
         except PruneError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(err.cli_message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # outputs are written atomically: nothing half-written is left
             console.print("interrupted", highlight=False)

@@ -38,10 +38,10 @@ def plan_budget(fraction, n: int, epochs: int, batch_size: int) -> Budget:
     """B = round(f n E) backprops, split over epochs and into steps of at most ``batch_size``."""
     f = exact_fraction(fraction)
     if not 0 < f <= 1:
-        raise PruneError(f"--fraction must be in (0, 1], got {fraction}")
+        raise PruneError(f"--fraction must be in (0, 1], got {fraction}", parameters=True)
     if f * n < 1:
         raise PruneError(f"--fraction {fraction} of {n} examples is less than one backprop per epoch; "
-                         "use a larger --fraction")
+                         "use a larger --fraction", parameters=True)
     total = math.floor(f * n * epochs + Fraction(1, 2))
     per_epoch = [total * e // epochs - total * (e - 1) // epochs for e in range(1, epochs + 1)]
     sizes = []

@@ -44,16 +44,17 @@ class Budget:
         if self.fraction is None and self.count is None:
             object.__setattr__(self, "fraction", 0.1)
         if self.fraction is not None and self.count is not None:
-            raise PruneError("give exactly one of --fraction or --count (both given)")
+            raise PruneError("give exactly one of --fraction or --count (both given)", parameters=True)
         if self.fraction is not None and not 0 < exact_fraction(self.fraction) <= 1:
-            raise PruneError(f"--fraction must be in (0, 1], got {self.fraction}; e.g. --fraction 0.1 keeps 10%")
+            raise PruneError(f"--fraction must be in (0, 1], got {self.fraction}; e.g. --fraction 0.1 keeps 10%",
+                             parameters=True)
         if self.count is not None:
             if isinstance(self.count, bool) or not isinstance(self.count, numbers.Integral):
-                raise PruneError(f"--count must be a whole number, got {self.count!r}")
+                raise PruneError(f"--count must be a whole number, got {self.count!r}", parameters=True)
             if self.count <= 0:
-                raise PruneError(f"--count must be at least 1, got {self.count}")
+                raise PruneError(f"--count must be at least 1, got {self.count}", parameters=True)
         if self.balance not in BALANCES:
-            raise PruneError(f"unknown --balance {self.balance!r}; use one of: {', '.join(BALANCES)}")
+            raise PruneError(f"unknown --balance {self.balance!r}; use one of: {', '.join(BALANCES)}", parameters=True)
 
     def per_class(self, class_counts: Sequence[int]) -> list[int]:
         """k_c of every class: sum(k_c) is the count, or f * n rounded half up (the rules above).
@@ -63,23 +64,25 @@ class Budget:
         sizes = _check_sizes(class_counts)
         n = sum(sizes)
         if n == 0:
-            raise PruneError("there are no examples to select from; check the dataset and its labels")
+            raise PruneError("there are no examples to select from; check the dataset and its labels", parameters=True)
         if self.fraction is not None:
             f = exact_fraction(self.fraction)
             total = math.floor(f * n + Fraction(1, 2))  # round half up, exactly
             if total == 0:
-                raise PruneError(f"--fraction {self.fraction} of {n} examples selects 0; use a larger --fraction or --count")
+                raise PruneError(f"--fraction {self.fraction} of {n} examples selects 0; use a larger --fraction or "
+                                 "--count", parameters=True)
         else:
             if self.count > n:
-                raise PruneError(f"--count {self.count} exceeds the {n} examples; use --count at most {n} or a --fraction")
+                raise PruneError(f"--count {self.count} exceeds the {n} examples; use --count at most {n} or a "
+                                 "--fraction", parameters=True)
             total, f = int(self.count), Fraction(int(self.count), n)
         if self.balance == "equal":
             nonempty = sum(1 for s in sizes if s > 0)
             if total < nonempty:
                 raise PruneError(
                     f"--balance equal needs at least one example per non-empty class, but the budget "
-                    f"is {total} for {nonempty} classes; raise the budget or use --balance proportional"
-                )
+                    f"is {total} for {nonempty} classes; raise the budget or use --balance proportional",
+                    parameters=True)
             return equal_split(sizes, total)
         return _apportion([f * s for s in sizes], total)
 
@@ -127,26 +130,26 @@ def largest_remainder(sizes: Sequence[int], total: int) -> list[int]:
 def exact_fraction(fraction) -> Fraction:
     """``--fraction`` as an exact ``Fraction``, a float read as its shortest decimal; ``PruneError`` if not a number."""
     if isinstance(fraction, bool):
-        raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
+        raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}", parameters=True)
     if isinstance(fraction, Fraction):
         return fraction
     if isinstance(fraction, numbers.Integral):
         return Fraction(int(fraction))
     if isinstance(fraction, Decimal):
         if not fraction.is_finite():
-            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}")
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}", parameters=True)
         return Fraction(fraction)
     if isinstance(fraction, numbers.Real):
         value = float(fraction)
         if not math.isfinite(value):
-            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}")
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction}", parameters=True)
         return Fraction(repr(value))  # the shortest decimal that reads back as this float
     if isinstance(fraction, str):
         try:
             return Fraction(fraction.strip())
         except (ValueError, ZeroDivisionError):
-            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}") from None
-    raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}")
+            raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}", parameters=True) from None
+    raise PruneError(f"--fraction must be a number in (0, 1], got {fraction!r}", parameters=True)
 
 
 def equal_split(sizes: list[int], total: int) -> list[int]:
