@@ -137,10 +137,10 @@ def _dynamic_config(config: BenchConfig, kind: str, fraction: float, n: int):
     crest = {"update_rule": "crest", "weighted": True} if kind == "crest" else {}  # learned dropping off, as CREST's code
     if config.drop_hard is not None and kind != "random":  # the stage in each subset (default auto); random has none
         crest["drop_hard"] = config.drop_hard
+    if kind == "ensemble":  # its M posterior samples; crest and random select at the current weights (M = 1)
+        crest.update(posterior_samples=config.posterior_samples, posterior_sigma=config.posterior_sigma)
     return DynamicConfig(kind=kind, fraction=fraction, epochs=config.train_epochs, batch_size=config.batch_size,
-                         lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), n),
-                         posterior_samples=config.posterior_samples if kind == "ensemble" else None,
-                         posterior_sigma=config.posterior_sigma, **crest)
+                         lr=config.lr, subset_size=min(max(config.options.subset_size, config.batch_size), n), **crest)
 
 
 def settings_key(settings: dict) -> str:

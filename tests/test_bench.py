@@ -255,3 +255,15 @@ def test_bench_refuses_bad_lists_and_outputs(tmp_path, monkeypatch, change, mess
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
     assert (tmp_path / "FILE").read_text() == "keep me\n"
+
+
+def test_the_posterior_sigma_reaches_only_dyn_ensemble():
+    """--posterior-sigma perturbs dyn-ensemble's posterior samples; crest and random select at the current weights
+    and refuse it (prune.dynamic.DynamicConfig), so their cells are built without it."""
+    from prune.bench import BenchConfig, _dynamic_config
+    from prune.dynamic import DynamicConfig
+
+    config = BenchConfig(dataset="digits", out=None, posterior_sigma=0.05)
+    assert _dynamic_config(config, "ensemble", 0.1, 1000).posterior_sigma == 0.05
+    for kind in ("crest", "random"):
+        assert _dynamic_config(config, kind, 0.1, 1000).posterior_sigma == DynamicConfig.posterior_sigma
