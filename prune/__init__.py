@@ -7,6 +7,7 @@ From Python (``prune.api``; the configs are ``prune.config``'s)::
     manifest = prune.select(data, prune.MethodConfig("craig"), prune.Budget(fraction=0.1), seed=0)
     manifest.save("manifests/digits-craig-0.1.json")
     result = prune.train(data, prune.TrainConfig(epochs=20), manifest=manifest)
+    tuned = prune.train(data, manifest=manifest, model=prune.ModelSpec("mlp", checkpoint="mlp.pt"))  # from weights
     small = prune.Manifest.load("manifests/hf.json").apply(hf_dataset)   # a datasets.Dataset
 """
 
@@ -21,6 +22,7 @@ _EXPORTS = {
     **dict.fromkeys(("DataSpec", "WarmupConfig", "PosteriorConfig", "MethodConfig", "DifficultyConfig", "Budget",
                      "TrainConfig", "DynamicConfig"), "prune.config"),
     "BenchConfig": "prune.bench",
+    "ModelSpec": "prune.training",
 }
 _MODULES = ("features", "bench")  # callable modules: prune.features(...) and prune.bench(...) (prune.callable_module)
 __all__ = [*_EXPORTS, *_MODULES, "__version__"]

@@ -6,11 +6,15 @@
     store = prune.features(data, prune.WarmupConfig(epochs=5), prune.PosteriorConfig(samples=4), out="fm.h5")
     manifest = prune.select(data, prune.MethodConfig("herding"), prune.Budget(fraction=0.05), features="fm.h5")
     result = prune.train(data, prune.TrainConfig(epochs=40), manifest=manifest)
+    tuned = prune.train(data, manifest=manifest, model=prune.ModelSpec("lenet", checkpoint="lenet.pt"))
 
 ``features`` writes a feature store, ``select`` a manifest (``plan`` is its first half: what it
 would do), ``train`` trains a fresh model on a manifest, on all data, or with selection during
 training, and ``bench`` runs the evaluation protocol. Each takes the frozen configs of
-``prune.config``; user errors raise ``prune.errors.PruneError``.
+``prune.config``; ``train``'s model is a name or a ``prune.ModelSpec`` (a name and a ``checkpoint``
+whose weights it starts from: a state_dict, as ``prune train --save-model`` writes). User errors
+raise ``prune.errors.PruneError``, whose message names the configs' parameters (``fraction``) where
+the command line's says the options (``--fraction``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from prune.selection import (Budget, Candidates, MethodConfig, SelectionPlan, ch
                              random_subset)
 from prune.selection import select as select_candidates
 from prune.bench import BenchConfig, run_bench
-from prune.training import ModelSpec, TrainConfig, check_amp, check_seed, console, fit_and_test, resolve_device
+from prune.training import (ModelSpec, TrainConfig, check_amp, check_seed, console, fit_and_test, phase,
+                            resolve_device, warm_up)
 
 
 def source_options(split=None, image_column=None, label_column=None, feature_column=None, image_size=None,
@@ -105,11 +110,19 @@ def _load_recorded(record: dict, data: DataSpec | None, what: str = "manifest") 
     recorded = record.get("root")
     root = data.data_root or (recorded if recorded and Path(recorded).expanduser().is_dir() else None)
     try:
-        return load_dataset(source, root, data.download, **{**options, **given})
+        with loading(source):
+            return load_dataset(source, root, data.download, **{**options, **given})
     except PruneError as err:
         if root is None and recorded:
-            raise PruneError(f"{err} (the {what} was made from the files in {recorded}, not found here)") from None
+            raise PruneError(f"{err.cli_message} (the {what} was made from the files in {recorded}, not found here)",
+                             parameters=err.parameters) from None
         raise
+
+
+def loading(source: str | None):
+    """The data's loading as a phase of its own (``prune.training.phase``): a line when it starts and one when it is
+    done in a log or a pipe, where loading a large source would otherwise be minutes of silence."""
+    return phase(f"loading {escape(source) if source else 'the data'}")
 
 
 def features(data: DataSpec, warmup: WarmupConfig = WarmupConfig(), posterior: PosteriorConfig = PosteriorConfig(), *,
@@ -123,7 +136,8 @@ def features(data: DataSpec, warmup: WarmupConfig = WarmupConfig(), posterior: P
     """
     check_seed(seed)
     torch_device = _device(device, warmup.amp)
-    loaded = data.load()
+    with loading(data.source):
+        loaded = data.load()
     config = feature_config(loaded, warmup, posterior, dtype)
     build_store(loaded, data.training_labels(loaded), out, config, seed=seed, device=torch_device, resume=resume)
     return FeatureStore.open(out) if distributed.current().main else None
@@ -174,7 +188,9 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
     if features is not None:
         with FeatureStore.open(features) as store:
             if data is not None:
-                store.check_dataset(data.load(download=data.download and not plan_only))
+                with loading(data.source):
+                    loaded = data.load(download=data.download and not plan_only)
+                store.check_dataset(loaded)
             candidates = Candidates.from_store(store)
             root = data_root_used(candidates.dataset["source"], data.data_root if data else None)
             if root:
@@ -203,10 +219,12 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
 def _load_for(data: DataSpec, plan_only: bool) -> LoadedData:
     """``data`` loaded; a dry run downloads nothing."""
     try:
-        return data.load(download=data.download and not plan_only)
+        with loading(data.source):
+            return data.load(download=data.download and not plan_only)
     except PruneError as err:
         if plan_only and data.download:
-            raise PruneError(f"{err} (a dry run downloads nothing: run without --dry-run to download)") from None
+            raise PruneError(f"{err.cli_message} (a dry run downloads nothing: run without --dry-run to download)",
+                             parameters=err.parameters) from None
         raise
 
 
@@ -350,7 +368,8 @@ class _Examples:
 
 
 def _all_examples(data: DataSpec) -> _Examples:
-    loaded = data.load()
+    with loading(data.source):
+        loaded = data.load()
     _say_held_out(loaded)
     labels, noise, _ = data.training_labels(loaded)
     return _Examples(loaded, labels, torch.arange(len(labels)), "full", noise=noise)
@@ -387,9 +406,10 @@ def _train_static(examples: _Examples, config: TrainConfig, spec: ModelSpec, bas
     """``train`` on a fixed set of examples (and on the random baseline): SGD for ``config.epochs`` shuffled epochs."""
     if spec.name is None and examples.manifest is not None:  # the model the manifest's features came from
         spec = replace(spec, name=(examples.manifest.model or {}).get("features", {}).get("model"))
-    result = _fit(examples, config, spec, seed, device)
+    described = "full training split" if examples.manifest is None else f"{examples.subset} subset"
+    result = _fit(examples, config, spec, seed, device, described)
     if baseline is not None:  # the same seed and schedule
-        result.baseline = _fit(_random_baseline(examples, seed), config, spec, seed, device)
+        result.baseline = _fit(_random_baseline(examples, seed), config, spec, seed, device, "random baseline")
     data = examples.data
     result.record.update({
         "epochs": config.epochs, "model": result.model_name, "weighted": config.weighted, "seed": seed,
@@ -402,11 +422,13 @@ def _train_static(examples: _Examples, config: TrainConfig, spec: ModelSpec, bas
     return result
 
 
-def _fit(examples: _Examples, config: TrainConfig, spec: ModelSpec, seed: int, device: torch.device) -> TrainResult:
-    """One static run (``prune.training.fit_and_test``); its record holds the run's own fields."""
+def _fit(examples: _Examples, config: TrainConfig, spec: ModelSpec, seed: int, device: torch.device,
+         description: str) -> TrainResult:
+    """One static run (``prune.training.fit_and_test``), named ``description`` in its progress and per-epoch lines;
+    its record holds the run's own fields."""
     weights = examples.gamma if config.weighted else None
     run = fit_and_test(examples.data, examples.labels, examples.indices, config, spec, seed=seed, device=device,
-                       weights=weights)
+                       weights=weights, description=description)
     model = run.pop("model")
     return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
                        run["wall_seconds"], model, spec.model_name(examples.data), subset=examples.subset, record=run)
@@ -418,12 +440,14 @@ def _train_dynamic(data: DataSpec, config: DynamicConfig, spec: ModelSpec, seed:
     if spec.checkpoint is not None:
         raise PruneError("a dynamic run trains a fresh model; drop the checkpoint (--checkpoint)")
     torch_device = _device(device)
-    loaded = data.load()
+    with loading(data.source):
+        loaded = data.load()
     _say_held_out(loaded)
     labels, noise, _ = data.training_labels(loaded)
     if config.subset_size > len(loaded.train):
         console.print(f"[yellow]note:[/] --subset-size {config.subset_size} exceeds the {len(loaded.train)} training "
                       "examples; each subset is the whole training set", highlight=False)
+    warm_up(torch_device)  # the process's one-off start-up stays out of the seconds
     start = time.perf_counter()
     result = run_dynamic(loaded, config, model_name=spec.model_name(loaded), seed=seed, device=torch_device,
                          labels=labels, dataset_record=dataset_record(loaded, data.data_root),
@@ -459,6 +483,7 @@ def _replay(data: DataSpec | None, log: dict, path: str | Path | None, force: bo
     console.print(f"replaying {path or 'the subset log'}: {len(log['selections'])} selection points, "
                   f"{log['budget']['steps']} steps; model, seed, epochs, lr and batches come from the log",
                   highlight=False)
+    warm_up(torch_device)
     start = time.perf_counter()
     result = replay(log, loaded, device=torch_device)
     wall = time.perf_counter() - start

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from prune import augment as augmentation
@@ -54,16 +54,17 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.augment not in augmentation.AUGMENTS:
-            raise PruneError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(augmentation.AUGMENTS)}")
+            raise PruneError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(augmentation.AUGMENTS)}",
+                             parameters=True)
         if self.schedule not in SCHEDULES:
             raise PruneError(f"unknown learning-rate schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise PruneError(f"the number of epochs must be a whole number >= 0, got {self.epochs!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise PruneError(f"--batch-size must be a whole number >= 1, got {self.batch_size!r}")
+            raise PruneError(f"--batch-size must be a whole number >= 1, got {self.batch_size!r}", parameters=True)
         for flag, value in (("--lr", self.lr), ("momentum", self.momentum), ("weight decay", self.weight_decay)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}", parameters=True)
 
     def to_dict(self) -> dict:
         """The fields; ``schedule``, ``augment`` and ``amp`` only when they are not the defaults
@@ -84,7 +85,7 @@ class TrainConfig:
 def check_amp(amp: bool, device: torch.device) -> bool:
     """``--amp`` is for CUDA: on a CPU, bfloat16 autocast is slower than float32."""
     if amp and device.type != "cuda":
-        raise PruneError("--amp (mixed precision) needs a CUDA device; drop it on the CPU")
+        raise PruneError("--amp (mixed precision) needs a CUDA device; drop it on the CPU", parameters=True)
     return amp
 
 
@@ -96,9 +97,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise PruneError("--device cuda was asked for, but no CUDA device is available; use --device auto or cpu")
+            raise PruneError("--device cuda was asked for, but no CUDA device is available; use --device auto or cpu",
+                             parameters=True)
         return torch.device("cuda")
-    raise PruneError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+    raise PruneError(f"unknown --device {name!r}; choose auto, cpu or cuda", parameters=True)
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
@@ -139,8 +141,9 @@ def epoch_lines() -> bool:
 
 
 def progress() -> Progress:
-    """The progress bar style used by every long loop (drawn on a terminal, unless quiet)."""
-    return Progress(
+    """The progress bar style used by every long loop: drawn on a terminal; in a log or a pipe, where rich
+    draws nothing, each task prints one line when it starts and one when it ends (``_Progress``); unless quiet."""
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -149,7 +152,87 @@ def progress() -> Progress:
         console=console,
         transient=True,
         disable=_quiet or not console.is_terminal,
+        plain=epoch_lines(),
     )
+
+
+class _Progress(Progress):
+    """rich's ``Progress``, with ``plain`` (a log or a pipe): a task's start prints one line, its end (the
+    block's normal exit, or a ``reset`` that starts it over) another with its count and elapsed time, and
+    nothing per step. A task's optional fields: ``plan``, the start line's text (default: its total and
+    ``unit``), ``unit`` (what it counts: "examples", "steps"), ``lines=False``: no lines for this task."""
+
+    def __init__(self, *columns, plain: bool = False, **options):
+        super().__init__(*columns, **options)
+        self.plain = plain
+        self.began: dict = {}  # the plain tasks started and not yet ended -> perf_counter at their start
+        self.wording: dict = {}  # task -> its plan, unit and lines (a reset may replace the task's fields)
+
+    def add_task(self, description: str, start: bool = True, total: float | None = 100.0, completed: int = 0,
+                 visible: bool = True, **fields) -> TaskID:
+        task = super().add_task(description, start=start, total=total, completed=completed, visible=visible, **fields)
+        self.wording[task] = {key: fields[key] for key in ("plan", "unit", "lines") if key in fields}
+        self._begin(task)
+        return task
+
+    def reset(self, task_id: TaskID, **options) -> None:
+        self._end(task_id)
+        super().reset(task_id, **options)
+        self.wording[task_id].update({key: options[key] for key in ("plan", "unit", "lines") if key in options})
+        self._begin(task_id)
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        if exc_type is None:  # an error or Ctrl-C says so itself; no "done" line
+            for task_id in list(self.began):
+                self._end(task_id)
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+    def _begin(self, task_id: TaskID) -> None:
+        task, wording = self._tasks[task_id], self.wording[task_id]
+        if not self.plain or wording.get("lines") is False:
+            return
+        self.began[task_id] = time.perf_counter()
+        unit = wording.get("unit")
+        plan = wording.get("plan") or ("" if task.total is None else
+                                       f"{int(task.total):,} {unit}" if unit else f"total {int(task.total):,}")
+        console.print(f"{task.description}: {plan} ..." if plan else f"{task.description} ...", highlight=False)
+
+    def _end(self, task_id: TaskID) -> None:
+        began = self.began.pop(task_id, None)
+        if began is None:
+            return
+        task, seconds, unit = self._tasks[task_id], time.perf_counter() - began, self.wording[task_id].get("unit")
+        count = "" if task.total is None else f", {int(task.completed):,}/{int(task.total):,}" + (f" {unit}" if unit
+                                                                                                 else "")
+        console.print(f"{task.description}: done{count} in {seconds:.1f} s", highlight=False)
+
+
+@contextmanager
+def phase(description: str):
+    """A step with no count of its own (loading the data): on a terminal a bar with its elapsed time; in a log
+    or a pipe a line when it starts and one when it is done (``progress``); nothing when quiet. ``description``
+    is rich markup, as every task's (escape what quotes the user's files)."""
+    with progress() as bars:
+        bars.add_task(description, total=None, status="")
+        yield
+
+
+_warmed: set[str] = set()
+
+
+def warm_up(device: torch.device) -> None:
+    """Pay training's one-off start-up costs on ``device`` once per process, so timed runs leave them out:
+    torch.optim's first optimizer imports torch._dynamo (seconds), and CUDA creates its context and cuBLAS
+    handles on first use. Touches no random generator."""
+    if str(device) in _warmed:
+        return
+    weight = torch.zeros(2, 2, device=device, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    nn.functional.cross_entropy(weight @ weight, torch.zeros(2, dtype=torch.int64, device=device)).backward()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    _warmed.add(str(device))
 
 
 class Trainer:
@@ -186,31 +269,40 @@ class Trainer:
         self.shuffle = random_streams.generator(seed, "shuffle")  # fit's batch order
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         self.backprops = 0
+        self.trained_on = "the examples trained on"  # what the per-epoch lines' loss and accuracy are over
         self._loss = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device, dtype=torch.int64)
         self._count = 0
 
     def fit(self, x, y: torch.Tensor, *, weights: torch.Tensor | None = None,
-            on_epoch_end: Callable[[int, nn.Module], None] | None = None, description: str = "train") -> list[dict]:
+            on_epoch_end: Callable[[int, nn.Module], None] | None = None, description: str = "train",
+            trained_on: str | None = None) -> list[dict]:
         """Train on (x, y) for ``config.epochs`` shuffled epochs; the per-epoch history.
 
         ``weights`` (per example) weight the loss (CRAIG's gamma); ``on_epoch_end(epoch, model)`` runs
-        after every epoch (warm-up checkpoints). Under torchrun every rank draws the same shuffle, so
+        after every epoch (warm-up checkpoints). ``description`` names the run in its progress and
+        per-epoch lines, ``trained_on`` what the per-epoch loss and accuracy are measured on (default:
+        "the examples trained on"). Under torchrun every rank draws the same shuffle, so
         the global batch is still ``config.batch_size`` rows, and takes its contiguous part of each
         batch; BatchNorm normalises with each rank's part, and augmentation draws differ from one
         process's. Every rank calls this (and ``on_epoch_end``) and ends with the same weights.
         """
         config, device = self.config, self.device
         if config.augment != "none" and x.ndim != 4:
-            raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none")
+            raise PruneError(f"--augment {config.augment} needs images, but the data are vectors; use --augment none",
+                             parameters=True)
         if isinstance(x, torch.Tensor):  # tensors move once; images on disk are decoded batch by batch
             x = x.to(device)
         y = y.to(device)
         weights = None if weights is None else weights.to(device=device, dtype=torch.float32)
         steps = (len(y) + config.batch_size - 1) // config.batch_size
         history = []
+        if trained_on is not None:
+            self.trained_on = trained_on
         with progress() as bars:
-            task = bars.add_task(description, total=config.epochs * steps, status="")
+            task = bars.add_task(description, total=config.epochs * steps, status="", unit="steps",
+                                 plan=f"{config.epochs} epoch{'s' * (config.epochs != 1)} on {len(y):,} examples "
+                                      f"({config.epochs * steps:,} steps)")
             for epoch in range(1, config.epochs + 1):
                 plan = [batch.to(device) for batch in epoch_batches(len(y), config, self.shuffle, self.ranks,
                                                                     self.has_batchnorm)]
@@ -262,12 +354,13 @@ class Trainer:
         self._loss.zero_(), self._correct.zero_()
         self._count = 0
         if not math.isfinite(loss):
-            raise PruneError(f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry")
+            raise PruneError(f"{description} diverged (loss is NaN or inf at epoch {epoch}); lower --lr and retry",
+                             parameters=True)
         count = max(count, 1)
         row = {"epoch": epoch, "train_loss": loss / count, "train_accuracy": int(correct) / count}
         if epoch_lines():  # logs get one line per epoch instead of a live bar
             console.print(f"{description}: epoch {epoch}/{self.config.epochs} loss {row['train_loss']:.4f} "
-                          f"accuracy {row['train_accuracy']:.4f} (on the examples trained on)", highlight=False)
+                          f"accuracy {row['train_accuracy']:.4f} (on {self.trained_on})", highlight=False)
         return row
 
 
@@ -336,15 +429,24 @@ class ModelSpec:
 
 
 def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: TrainConfig, model: str | ModelSpec, *,
-                 seed: int, device: torch.device, weights: torch.Tensor | None = None) -> dict:
+                 seed: int, device: torch.device, weights: torch.Tensor | None = None,
+                 description: str | None = None) -> dict:
     """A fresh ``model`` (a name, or a ``ModelSpec``) trained on the rows ``indices`` of the training split and
-    tested: test accuracy and loss (None without a test split), size, seconds, history, model."""
+    tested: test accuracy and loss (None without a test split), size, seconds, history, model.
+
+    ``description`` names the run in its progress and per-epoch lines (default "train MODEL"). The seconds
+    (``wall_seconds``) are the training's alone: the model's building, the data's indexing and the
+    process's one-off start-up (``warm_up``) happen before the clock starts, the test after it stops."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec(model)
     net = spec.build(data, seed)
+    trainer = Trainer(net, config, device=device, seed=seed)
+    x, y = data.train.x[indices], labels[indices]
+    warm_up(device)
     start = time.perf_counter()
-    history = Trainer(net, config, device=device, seed=seed).fit(data.train.x[indices], labels[indices],
-                                                                 weights=weights,
-                                                                 description=f"train {spec.model_name(data)}")
+    history = trainer.fit(x, y, weights=weights, description=description or f"train {spec.model_name(data)}",
+                          trained_on="the training subset" if len(y) < len(labels) else "the training split")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     wall = time.perf_counter() - start
     test = test_split(net, data, device)
     return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),

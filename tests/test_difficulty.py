@@ -141,15 +141,16 @@ def test_facility_location_methods_keep_the_difficulty_distribution_by_default(m
     assert method_class("herding").default_difficulty == DifficultyConfig()  # drops, no strata: it keeps the distribution itself
 
 
-def test_options_are_checked():
-    with pytest.raises(PruneError, match="--drop-hard"):
+def test_options_are_checked():  # a Python caller reads the parameters' names; the CLI, the flags
+    with pytest.raises(PruneError, match="^drop_hard must be"):
         DifficultyConfig(drop_hard=1.5)
-    with pytest.raises(PruneError, match="--drop-hard"):
+    with pytest.raises(PruneError, match="^drop_hard must be"):
         DifficultyConfig(drop_hard="most")
-    with pytest.raises(PruneError, match="--strata"):
+    with pytest.raises(PruneError, match="^strata must be"):
         DifficultyConfig(strata=0)
-    with pytest.raises(PruneError, match="--difficulty-score"):
+    with pytest.raises(PruneError, match="^unknown score 'forgetting'") as error:
         DifficultyConfig(score="forgetting")
+    assert error.value.cli_message.startswith("unknown --difficulty-score 'forgetting'")
 
 
 def test_random_with_the_stage_needs_features():

@@ -31,3 +31,27 @@ def test_the_forms_survive_pickling_and_plain_errors_keep_their_flags():
     assert (str(again), again.cli_message) == (str(error), error.cli_message)
     plain = PruneError("--out exists; pass --overwrite")  # the command line's own checks keep their flags
     assert str(plain) == plain.cli_message == "--out exists; pass --overwrite"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: prune.TrainConfig(epochs=1, batch_size=0), "batch_size must be a whole number >= 1, got 0"),
+    (lambda: prune.TrainConfig(epochs=1, lr=-1), "lr must be a finite number >= 0, got -1"),
+    (lambda: prune.TrainConfig(epochs=1, augment="x"), "unknown augment 'x'"),
+    (lambda: prune.DynamicConfig("nope"), "unknown kind 'nope'"),
+    (lambda: prune.DynamicConfig("crest", subset_size=16), "subset_size (16) must be at least batch_size (128)"),
+    (lambda: prune.DynamicConfig("crest", tau=0.5), "tau is the threshold of update_rule crest"),
+    (lambda: prune.DifficultyConfig(drop_hard=2), "drop_hard must be auto or a fraction in [0, 1), got 2"),
+    (lambda: prune.DifficultyConfig(score="x"), "unknown score 'x'"),
+    (lambda: prune.DifficultyConfig(strata_budget="x"), "unknown strata_budget 'x'"),
+])
+def test_the_training_dynamic_and_difficulty_configs_name_their_parameters(make, message):
+    with pytest.raises(PruneError) as error:
+        make()
+    assert str(error.value).startswith(message) and "--" not in str(error.value), str(error.value)
+
+
+def test_the_command_line_still_names_the_flags():
+    assert "error: --batch-size must be a whole number >= 1, got 0" in fails("train", "--batch-size", "0")
+    assert "error: --subset-size (16) must be at least --batch-size (128)" in fails("train", "--dynamic", "crest",
+                                                                                    "--subset-size", "16")
+    assert "error: --drop-hard must be auto or a fraction in [0, 1)" in fails("select", "--drop-hard", "2")

@@ -132,7 +132,7 @@ def test_the_python_api_refuses_the_same_with_its_parameters(manifest, subset_lo
         prune.train(manifest=subset_log, model="mlp")
     with pytest.raises(PruneError, match="no data source given"):
         prune.train(prune.DataSpec(None))
-    with pytest.raises(PruneError, match="--tau is the threshold of --update-rule crest"):
+    with pytest.raises(PruneError, match="^tau is the threshold of update_rule crest"):
         DynamicConfig("crest", tau=0.5)
 
 

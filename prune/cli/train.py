@@ -155,7 +155,7 @@ def print_static(result: api.TrainResult) -> None:
     """The table of a static run (and of its random baseline), and their difference."""
     record = result.record
     table = Table(title="prune train")
-    for column in ("dataset", "subset", "model", "epochs", "test accuracy", "seconds"):
+    for column in ("dataset", "subset", "model", "epochs", "test accuracy", "training seconds"):  # start-up left out
         table.add_column(column)
     for run in (result, result.baseline):
         if run is not None:
@@ -175,7 +175,8 @@ def print_dynamic(result: api.TrainResult) -> None:
     record = result.record
     steps = record["full_data_backprops"]
     table = Table(title="prune train (dynamic)")
-    for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy", "seconds"):
+    for column in ("dataset", "selection", "model", "epochs", "backprops", "test accuracy",
+                   "seconds (selection, training, test)"):
         table.add_column(column)
     accuracy = "-" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
     table.add_row(record["dataset"], f"{record['dynamic']} {float(record['fraction']):g}", result.model_name,

@@ -12,6 +12,8 @@ from prune.selection.difficulty import parse_drop_hard
 
 DYNAMIC_KINDS = ("ensemble", "crest", "random")
 UPDATE_RULES = ("every", "crest")
+#: the messages name the options' flags; a Python caller reads the fields' names (``prune.errors.PruneError``)
+PARAMETERS = {"--dynamic": "kind"}
 
 
 @dataclass(frozen=True)
@@ -54,36 +56,41 @@ class DynamicConfig:
     def _check_values(self) -> None:
         parse_drop_hard(self.drop_hard)
         if self.kind not in DYNAMIC_KINDS:
-            raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}")
+            raise PruneError(f"unknown --dynamic {self.kind!r}; choose one of: {', '.join(DYNAMIC_KINDS)}",
+                             parameters=PARAMETERS)
         if self.update_rule not in UPDATE_RULES:
-            raise PruneError(f"unknown --update-rule {self.update_rule!r}; choose one of: {', '.join(UPDATE_RULES)}")
+            raise PruneError(f"unknown --update-rule {self.update_rule!r}; choose one of: {', '.join(UPDATE_RULES)}",
+                             parameters=PARAMETERS)
         f = exact_fraction(self.fraction)
         if not 0 < f <= 1:
-            raise PruneError(f"--fraction must be in (0, 1] (the fraction of full-data backprops), got {self.fraction}")
+            raise PruneError(f"--fraction must be in (0, 1] (the fraction of full-data backprops), got {self.fraction}",
+                             parameters=PARAMETERS)
         for flag, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                  ("--subset-size", self.subset_size, 1), ("--every", self.every, 1),
                                  ("--learned-window", self.learned_window, 1),
                                  ("coresets per check (b)", self.coresets_per_check, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
+                raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}", parameters=PARAMETERS)
         if self.subset_size < self.batch_size:
             raise PruneError(f"--subset-size ({self.subset_size}) must be at least --batch-size ({self.batch_size}): "
-                             "each coreset of one mini-batch is selected from one subset")
+                             "each coreset of one mini-batch is selected from one subset", parameters=PARAMETERS)
         for flag, value in (("--tau", self.tau), ("--lr", self.lr), ("momentum", self.momentum),
                             ("weight decay", self.weight_decay), ("--posterior-sigma", self.posterior_sigma),
                             ("growth (h)", self.growth), ("--learned-loss", self.learned_loss)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}", parameters=PARAMETERS)
         m = self.samples
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise PruneError(f"--posterior-samples must be a whole number >= 1, got {m!r}")
+            raise PruneError(f"--posterior-samples must be a whole number >= 1, got {m!r}", parameters=PARAMETERS)
         if self.kind == "ensemble" and m < 2:
-            raise PruneError("--dynamic ensemble needs --posterior-samples >= 2 (the expected distance over M samples)")
+            raise PruneError("--dynamic ensemble needs --posterior-samples >= 2 (the expected distance over M samples)",
+                             parameters=PARAMETERS)
         if self.kind != "ensemble" and m != 1:
             raise PruneError(f"--dynamic {self.kind} uses the gradients at the current weights (M = 1); "
-                             "drop --posterior-samples or use --dynamic ensemble")
+                             "drop --posterior-samples or use --dynamic ensemble", parameters=PARAMETERS)
         if self.posterior_layers not in POSTERIOR_LAYERS:
-            raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose bn, fc or all")
+            raise PruneError(f"unknown --posterior-layers {self.posterior_layers!r}; choose bn, fc or all",
+                             parameters=PARAMETERS)
 
     def _check_used(self) -> None:
         """Refuse a knob set away from its default where this run would never read it."""
@@ -98,8 +105,16 @@ class DynamicConfig:
             unused.append("--dynamic random computes no losses, so --learned-loss would never drop an example")
         if self.kind == "random" and parse_drop_hard(self.drop_hard) not in ("auto", 0):
             unused.append("--dynamic random has no difficulty stage to drop examples (--drop-hard)")
+        perturbation = [flag for flag, name in (("--posterior-sigma", "posterior_sigma"),
+                                                ("--posterior-layers", "posterior_layers"))
+                        if getattr(self, name) != getattr(DynamicConfig, name)]
+        if self.kind != "ensemble" and perturbation:
+            unused.append(f"{' and '.join(perturbation)} {'sets' if len(perturbation) == 1 else 'set'} the weight "
+                          f"perturbations of --dynamic ensemble's posterior samples; --dynamic {self.kind} "
+                          + ("selects at the current weights" if self.kind == "crest" else "computes no gradients"))
         if unused:
-            raise PruneError(f"{'; '.join(unused)}: drop {'it' if len(unused) == 1 else 'them'}")
+            named = len(unused) + (len(perturbation) - 1 if self.kind != "ensemble" and perturbation else 0)
+            raise PruneError(f"{'; '.join(unused)}: drop {'it' if named == 1 else 'them'}", parameters=PARAMETERS)
 
     def to_dict(self) -> dict:
         out = asdict(self)

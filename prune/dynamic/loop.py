@@ -129,7 +129,7 @@ class _Run:
         self.trainer = sgd_trainer(self.model, cfg.to_dict(), cfg.epochs, device, seed)
         if self.trainer.has_batchnorm and any(1 in sizes for sizes in self.budget.epoch_sizes):
             raise PruneError(f"--fraction {cfg.fraction} leaves a step of one example, which cannot train a model with "
-                             "BatchNorm; use a larger --fraction")
+                             "BatchNorm; use a larger --fraction", parameters=True)
         self.selector = Selector(cfg, self.x, labels, data.num_classes, seed, device)
         self.order_gen = random_streams.generator(seed, "dynamic_order")
         self.part_gen = random_streams.generator(seed, "dynamic_part")
@@ -153,8 +153,10 @@ class _Run:
         steps_per_epoch = [len(s) for s in budget.epoch_sizes]
         with progress() as bars:  # training steps done / planned; the coresets of the latest selection point done / P
             self.bars = bars
-            training = bars.add_task(description, total=budget.steps, status="")
-            self.picking = bars.add_task("coresets", total=None, status="")
+            training = bars.add_task(description, total=budget.steps, status="", unit="steps",
+                                     plan=f"{cfg.epochs} epochs, {budget.steps:,} steps on coresets selected from "
+                                          f"{self.n:,} examples")
+            self.picking = bars.add_task("coresets", total=None, status="", lines=False)  # the epochs' lines say enough
             for epoch, sizes in enumerate(budget.epoch_sizes, start=1):
                 for j, size in enumerate(sizes):
                     if cfg.update_rule == "every" and j == 0 and (epoch - 1) % cfg.every == 0:

@@ -27,7 +27,8 @@ def sgd_trainer(model: nn.Module, settings: dict, epochs: int, device, seed: int
 def train_batch(trainer: Trainer, x, labels: torch.Tensor, batch: torch.Tensor, weights: torch.Tensor | None) -> None:
     """One step on the examples ``batch`` of (x, labels): a coreset, or a part of one."""
     if len(batch) < 2 and trainer.has_batchnorm:
-        raise PruneError("a batch of one example cannot train a model with BatchNorm; use a larger --fraction")
+        raise PruneError("a batch of one example cannot train a model with BatchNorm; use a larger --fraction",
+                         parameters=True)
     trainer.step(x[batch].to(trainer.device), labels[batch].to(trainer.device), weights)
 
 
@@ -63,7 +64,7 @@ def replay(log: dict, data, *, device: torch.device, labels: torch.Tensor | None
     weights_of: dict[tuple[int, int], dict[int, float]] = {}
     history, position = [], 0
     with progress() as bars:
-        task = bars.add_task(description, total=len(sequence), status="")
+        task = bars.add_task(description, total=len(sequence), status="", unit="steps")
         for epoch, count in enumerate(epoch_steps, start=1):
             bars.update(task, status=f"epoch {epoch}/{len(epoch_steps)}")
             for _ in range(count):

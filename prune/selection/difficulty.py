@@ -106,7 +106,7 @@ def stage_scores(store, name: str, unlikely: bool = False) -> tuple[torch.Tensor
     score = torch.empty(n, dtype=torch.float64)
     mask = torch.empty(n, dtype=torch.bool) if unlikely else None
     with progress() as bars:
-        task = bars.add_task("difficulty scores", total=n, status="")
+        task = bars.add_task("difficulty scores", total=n, status="", unit="examples")
         for block in chunk_rows(n):
             labels = store.labels[block]
             grad = store.grad_logit[block] if unlikely or name != "trajectory" else None
@@ -165,7 +165,7 @@ def parse_drop_hard(value) -> str | float:
     except (TypeError, ValueError):
         fraction = math.nan
     if isinstance(value, bool) or not 0 <= fraction < 1:
-        raise PruneError(f"--drop-hard must be auto or a fraction in [0, 1), got {value!r}")
+        raise PruneError(f"--drop-hard must be auto or a fraction in [0, 1), got {value!r}", parameters=True)
     return fraction
 
 
@@ -176,7 +176,7 @@ def parse_strata(value) -> int | str:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PruneError(f"--strata must be auto or a whole number >= 1, got {value!r}")
+        raise PruneError(f"--strata must be auto or a whole number >= 1, got {value!r}", parameters=True)
     return value
 
 
@@ -193,9 +193,11 @@ class DifficultyConfig:
         object.__setattr__(self, "drop_hard", parse_drop_hard(self.drop_hard))
         object.__setattr__(self, "strata", parse_strata(self.strata))
         if self.score not in SCORES:
-            raise PruneError(f"unknown --difficulty-score {self.score!r}; choose one of: {', '.join(SCORES)}")
+            raise PruneError(f"unknown --difficulty-score {self.score!r}; choose one of: {', '.join(SCORES)}",
+                             parameters={"--difficulty-score": "score"})
         if self.strata_budget not in STRATA_BUDGETS:
-            raise PruneError(f"unknown --strata-budget {self.strata_budget!r}; choose one of: {', '.join(STRATA_BUDGETS)}")
+            raise PruneError(f"unknown --strata-budget {self.strata_budget!r}; choose one of: "
+                             f"{', '.join(STRATA_BUDGETS)}", parameters=True)
 
     @property
     def active(self) -> bool:
