@@ -32,6 +32,11 @@ from prune.selection.methods.distances import peak_bytes
 
 #: lcmat: where the top-K curvature coordinates are chosen: over the whole training set, or per class
 TOP_K_SCOPES = ("all", "class")
+#: the largest whole-number knob (pool, subset and Hessian batch sizes, K, a window): int32's, beyond any data set's size
+COUNT_MAX = 2**31 - 1
+#: the largest lcmat --rho: with features at most ``MAX_FEATURE`` (1e6) in magnitude, its float32 distances then
+#: stay far below float32's largest number (3.4e38), and it is far above any useful weight (the default is 0.05)
+RHO_MAX = 1e6
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,14 @@ class MethodConfig:
                                  ("--hessian-batch", self.hessian_batch, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
+            if value > COUNT_MAX:
+                raise PruneError(f"{flag} must be at most {COUNT_MAX}, got {value!r}")
         for flag, value in (("--rho", self.rho), ("--damping", self.damping)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+        if self.rho > RHO_MAX:
+            raise PruneError(f"--rho must be at most {RHO_MAX:g} (larger weights can overflow lcmat's float32 "
+                             f"distances), got {self.rho!r}")
         if self.posterior is not None and self.posterior not in POSTERIORS:
             raise PruneError(f"unknown --posterior {self.posterior!r}; choose point or mean")
         if not isinstance(self.learned_loss, (int, float)) or math.isnan(self.learned_loss):
