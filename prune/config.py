@@ -130,6 +130,30 @@ BUDGET = ("fraction", "count", "balance")
 RUN = ("features", "seed", "device")
 
 
+def _flags(keys) -> str:
+    return ", ".join(f"--{key.replace('_', '-')}" for key in keys)
+
+
+def refuse_with_store(given: dict, dataset: str | None) -> None:
+    """With a store (``features``), refuse the options ``given`` (not None) that would compute features (the
+    store fixes them) and, without ``dataset``, those that say how to load data (none is loaded)."""
+    noisy = [key for key in ("label_noise", "noise_seed") if given.get(key)]  # 0: no flips
+    if noisy:
+        raise PruneError(f"{_flags(noisy)} {'apply' if len(noisy) > 1 else 'applies'} to the features prune computes; "
+                         f"a store records the labels it was made with: drop {_flags(noisy)}, or give "
+                         f"{'them' if len(noisy) > 1 else 'it'} to `prune features`")
+    computing = [key for key in (*WARMUP, *POSTERIOR) if given.get(key) is not None]
+    if computing:
+        raise PruneError(f"{_flags(computing)} {'set' if len(computing) > 1 else 'sets'} how features are computed, but "
+                         "--features gives them: the store fixes its model, warm-up and posterior samples; drop "
+                         f"{_flags(computing)}")
+    loading = [key for key in DATA if given.get(key) is not None]
+    if dataset is None and loading:
+        raise PruneError(f"{_flags(loading)} {'say' if len(loading) > 1 else 'says'} how to load --dataset, which is not "
+                         f"given: --features selects from the store's data; drop {_flags(loading)}, or give --dataset "
+                         "to check the store against it")
+
+
 def select_configs(dataset: str | None = None, method: str = "herding", **options) -> dict:
     """The keyword arguments of ``prune.api.select``/``plan`` for ``prune select``'s options (None: the default)."""
     given = {key: value for key, value in options.items() if value is not None}
@@ -138,12 +162,11 @@ def select_configs(dataset: str | None = None, method: str = "herding", **option
     if unknown:
         raise PruneError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     features = given.get("features")
+    if features is not None:
+        refuse_with_store(given, dataset)
     data = None
     if dataset is not None or features is None:
         data = DataSpec("digits" if dataset is None else dataset, **{key: given[key] for key in DATA if key in given})
-    if features is not None and data is not None and data.label_noise:
-        raise PruneError("--label-noise applies to the features prune computes; a store records the labels it was "
-                         "made with: drop --label-noise, or give it to `prune features`")
     stage = {name: given[key] for key, name in STAGE.items() if key in given}
     knobs = {key: given[key] for key in MethodConfig.__dataclass_fields__ if key in given and key != "name"}
     return {"data": data,

@@ -10,16 +10,16 @@ from typing import Optional
 import typer
 
 from prune import api, distributed
-from prune.config import select_configs
+from prune.config import DATA as DATA_OPTIONS, POSTERIOR as POSTERIOR_OPTIONS, WARMUP as WARMUP_OPTIONS, select_configs
 from prune.atomic import ensure_writable
 from prune.cli.options import (OUTPUT, DataRoot, Dataset, Device, DeviceName, Download, FeatureColumn, Hessian,
                                HessianKind, HutchinsonSamples, ImageColumn, Kind, LabelColumn, LabelNoise, Layers,
                                NoiseSeed, Overwrite, PosteriorKind, PosteriorLayers, Quiet, Samples, Sigma, Split,
                                Schedule, StorageType, Augment, ImageSize, SkipBad, amp_option, augment_option, batch_size_option,
-                               checkpoint_option, flag, lr_option, model_option, seed_option, value, warmup_epochs_option,
-                               warmup_schedule_option)
+                               checkpoint_option, flag, given, lr_option, model_option, seed_option, value,
+                               warmup_epochs_option, warmup_schedule_option)
 from prune.data import source_paths
-from prune.features import partial_path
+from prune.features import FeatureConfig, partial_path
 from prune.training import console, resolve_device
 from prune.training import quiet as no_progress
 
@@ -34,6 +34,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def features_command(
+    ctx: typer.Context,
     # data
     dataset: str = Dataset, data_root: Optional[str] = DataRoot, download: bool = Download,
     split: Optional[str] = Split, image_column: Optional[str] = ImageColumn, label_column: Optional[str] = LabelColumn,
@@ -44,31 +45,24 @@ def features_command(
     warmup_epochs: int = warmup_epochs_option(), lr: float = lr_option(),
     batch_size: int = batch_size_option(), warmup_schedule: Schedule = warmup_schedule_option(),
     augment: Augment = augment_option(), amp: bool = amp_option(),
-    posterior_samples: int = Samples, posterior_sigma: float = Sigma,
-    posterior_layers: PosteriorLayers = Layers, posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian,
-    hutchinson_samples: int = HutchinsonSamples,
+    posterior_samples: int = Samples, posterior_sigma: float = Sigma, posterior_layers: PosteriorLayers = Layers,
     # output
     out: Path = typer.Option(..., "--out", help="HDF5 file to write (written to a temporary name, then renamed).", rich_help_panel=OUTPUT),
-    dtype: StorageType = typer.Option("float32", "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
+    dtype: StorageType = typer.Option(FeatureConfig.dtype, "--dtype", help="Storage type of the features.", rich_help_panel=OUTPUT),
     resume: bool = flag("resume", "Continue the interrupted run of the same --out and settings from its last complete block (refused when there is none).", rich_help_panel=OUTPUT),
     overwrite: bool = Overwrite,
     seed: int = seed_option("Seed for the warm-up (initialisation, batch order) and the posterior draws."),
     device: DeviceName = Device, quiet: bool = Quiet,
+    # the papers' ablations (the "Advanced" panel, listed last)
+    posterior_kind: PosteriorKind = Kind, hessian: HessianKind = Hessian, hutchinson_samples: int = HutchinsonSamples,
 ):
     """Warm up a model and store per-sample gradients, Hessian diagonals and embeddings."""
-    posterior_layers, posterior_kind, hessian = value(posterior_layers), value(posterior_kind), value(hessian)
-    dtype, device, warmup_schedule, augment = value(dtype), value(device), value(warmup_schedule), value(augment)
+    dtype, device = value(dtype), value(device)
     world = distributed.start()  # under torchrun: join the other ranks (build_store shares the work), pick the GPU
     torch_device = resolve_device(device)
     ensure_writable(out, inputs=[*source_paths(dataset, data_root), checkpoint], overwrite=overwrite)
-    configs = select_configs(dataset, data_root=data_root, download=download, split=split, image_column=image_column,
-                             label_column=label_column, feature_column=feature_column, image_size=image_size,
-                             skip_bad=skip_bad, label_noise=label_noise, noise_seed=noise_seed, model=model,
-                             checkpoint=checkpoint, warmup_epochs=warmup_epochs, lr=lr, batch_size=batch_size,
-                             warmup_schedule=warmup_schedule, augment=augment, amp=amp,
-                             posterior_samples=posterior_samples, posterior_sigma=posterior_sigma,
-                             posterior_layers=posterior_layers, posterior_kind=posterior_kind, hessian=hessian,
-                             hutchinson_samples=hutchinson_samples)
+    # the options given (the configs hold the defaults)
+    configs = select_configs(dataset, **given(ctx, (*DATA_OPTIONS, *WARMUP_OPTIONS, *POSTERIOR_OPTIONS)))
     start, before = time.perf_counter(), _identity(out)
     run = lambda: api.features(configs["data"], configs["warmup"], configs["posterior"], out=out, seed=seed,  # noqa: E731
                                device=torch_device, dtype=dtype, resume=resume)

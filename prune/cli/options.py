@@ -2,10 +2,14 @@
 
 ``--help`` groups options by stage: Data, Model & warm-up (Model & training for ``train`` and
 ``bench``), Posterior, Method, Budget, Output; ``--seed`` and ``--device`` stay in the general
-Options panel. On/off options are ``flag``s, listed as ``--x/--no-x``. Fixed choices are
-``choice`` enums, so ``--help`` lists them and the parser refuses any other value with a usage
-error (exit 2). Commands turn a chosen member back into its name with ``value`` before calling
-the library, which checks the same names itself for Python callers.
+Options panel, and the knobs that only serve the papers' ablations in ``ADVANCED``. On/off options
+are ``flag``s, listed as ``--x/--no-x``. Fixed choices are ``choice`` enums, so ``--help`` lists
+them and the parser refuses any other value with a usage error (exit 2). Commands turn a chosen
+member back into its name with ``value`` before calling the library, which checks the same names
+itself for Python callers. The defaults of the model, warm-up and posterior options are the
+configs' (``WarmupConfig``, ``TrainConfig``, ``PosteriorConfig``); ``given`` passes on only the
+options a user gave, so the configs fill in the rest and ``prune select --features`` can refuse
+those that would compute features.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from enum import Enum
 
 import typer
 
+from prune.config import DataSpec, WarmupConfig
 from prune.data import DATASETS
-from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS
+from prune.features import DTYPES, HESSIANS, POSTERIOR_KINDS, POSTERIOR_LAYERS, PosteriorConfig
 from prune.augment import AUGMENTS
 from prune.models import MODELS
 from prune.models.torchvision_models import PREFIX as TORCHVISION, torchvision_names
 from prune.selection.difficulty import SCORES, STRATA_BUDGETS
-from prune.training import DEVICES, SCHEDULES, SEED_MAX
+from prune.training import DEVICES, SCHEDULES, SEED_MAX, TrainConfig
 
 DATA = "Data"
 WARMUP = "Model & warm-up"
@@ -30,6 +35,7 @@ METHOD = "Method"
 DIFFICULTY = "Difficulty stage"
 BUDGET = "Budget"
 OUTPUT = "Output"
+ADVANCED = "Advanced (papers' ablations)"
 
 
 def choice(name: str, values) -> type[Enum]:
@@ -45,6 +51,18 @@ def value(chosen: Enum | None) -> str | None:
 def flag(name: str, help: str, default: bool = False, **kwargs):
     """An on/off option ``--name/--no-name``, listed without a ``<bool>`` type placeholder."""
     return typer.Option(default, f"--{name}/--no-{name}", metavar="", help=help, **kwargs)
+
+
+def given(ctx: typer.Context, names) -> dict:
+    """The options ``names`` (parameter names) as the user gave them, on the command line or through the
+    environment (a choice as its name), and None for those left at their defaults: the configs hold those."""
+    out = {}
+    for name in names:
+        source = ctx.get_parameter_source(name)  # typer may vendor click: compare by name
+        chosen = ctx.params[name]
+        left = source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+        out[name] = None if left else chosen.value if isinstance(chosen, Enum) else chosen
+    return out
 
 
 Augment = choice("Augment", AUGMENTS)
@@ -71,9 +89,9 @@ EvalSplit = typer.Option(None, "--eval-split", help="hf: DatasetDict split held 
                          rich_help_panel=DATA)
 FeatureColumn = typer.Option(None, "--feature-column", help="hf: column of precomputed vectors (instead of images).",
                              rich_help_panel=DATA)
-LabelNoise = typer.Option(0.0, "--label-noise", help="Fraction of training labels to flip to another class.",
+LabelNoise = typer.Option(DataSpec.label_noise, "--label-noise", help="Fraction of training labels to flip to another class.",
                           rich_help_panel=DATA)
-NoiseSeed = typer.Option(0, "--noise-seed", min=0, max=SEED_MAX, help="Seed of the label flips.", rich_help_panel=DATA)
+NoiseSeed = typer.Option(DataSpec.noise_seed, "--noise-seed", min=0, max=SEED_MAX, help="Seed of the label flips.", rich_help_panel=DATA)
 # folder: sources (prune.data.folder)
 ImageSize = typer.Option(None, "--image-size", min=1, help="folder: resize images (shorter side to N, centre crop N x N).",
                          rich_help_panel=DATA)
@@ -102,31 +120,31 @@ def checkpoint_option(panel: str = WARMUP):
 
 def amp_option(panel: str = WARMUP):
     return flag("amp", "CUDA: mixed precision (bfloat16 autocast for the forward passes; the head and loss in float32).",
-                rich_help_panel=panel)
+                default=TrainConfig.amp, rich_help_panel=panel)
 
 
 def augment_option(panel: str = WARMUP):
-    return typer.Option("none", "--augment", rich_help_panel=panel,
+    return typer.Option(TrainConfig.augment, "--augment", rich_help_panel=panel,
                         help="Augment training batches: none, or standard (random crop with padding, horizontal flip). "
                              "Features are never augmented.")
 
 
 def lr_option(panel: str = WARMUP):
-    return typer.Option(0.05, "--lr", help="SGD learning rate (momentum 0.9, weight decay 5e-4, cosine schedule).",
+    return typer.Option(TrainConfig.lr, "--lr", help="SGD learning rate (momentum 0.9, weight decay 5e-4, cosine schedule).",
                         rich_help_panel=panel)
 
 
 def batch_size_option(panel: str = WARMUP):
-    return typer.Option(128, "--batch-size", help="SGD batch size.", rich_help_panel=panel)
+    return typer.Option(TrainConfig.batch_size, "--batch-size", help="SGD batch size.", rich_help_panel=panel)
 
 
 def warmup_epochs_option(panel: str = WARMUP):
-    return typer.Option(5, "--warmup-epochs", help="Epochs of warm-up on the full training split.",
+    return typer.Option(WarmupConfig.epochs, "--warmup-epochs", help="Epochs of warm-up on the full training split.",
                         rich_help_panel=panel)
 
 
 def warmup_schedule_option(panel: str = WARMUP):
-    return typer.Option("cosine", "--warmup-schedule", help="Learning rate of the warm-up: cosine (anneal to 0) or constant (DeepCore, LCMat).",
+    return typer.Option(TrainConfig.schedule, "--warmup-schedule", help="Learning rate of the warm-up: cosine (anneal to 0) or constant (DeepCore, LCMat).",
                         rich_help_panel=panel)
 
 
@@ -137,18 +155,19 @@ StrataBudgets = typer.Option(None, "--strata-budget", help="equal: equal-width s
 Score = typer.Option(None, "--difficulty-score", help="Score for --strata and a fractional --drop-hard, averaged over the posterior samples (default el2n).", rich_help_panel=DIFFICULTY)
 
 
-# -- posterior and curvature ---------------------------------------------------------------
-Samples = typer.Option(4, "--posterior-samples", help="M posterior samples (1 = none); herding and ensemble average over them.", rich_help_panel=POSTERIOR)
-Sigma = typer.Option(0.01, "--posterior-sigma", help="Std of the Gaussian weight perturbations.",
+# -- posterior and curvature (prune.features.PosteriorConfig) ------------------------------
+Samples = typer.Option(PosteriorConfig.samples, "--posterior-samples", help="M posterior samples (1 = none); herding and ensemble average over them.", rich_help_panel=POSTERIOR)
+Sigma = typer.Option(PosteriorConfig.sigma, "--posterior-sigma", help="Std of the Gaussian weight perturbations.",
                      rich_help_panel=POSTERIOR)
-Layers = typer.Option("bn", "--posterior-layers", help="The parameters perturbed: BatchNorm (bn), last layer (fc), all.",
+Layers = typer.Option(PosteriorConfig.layers, "--posterior-layers", help="The parameters perturbed: BatchNorm (bn), last layer (fc), all.",
                       rich_help_panel=POSTERIOR)
-Kind = typer.Option("gaussian", "--posterior-kind", help="Gaussian noise, noise scaled by the Hessian, or seeds.",
-                    rich_help_panel=POSTERIOR)
-Hessian = typer.Option("exact", "--hessian", help="Logit Hessian diagonal: closed form, or Hutchinson probes.",
-                       rich_help_panel=POSTERIOR)
-HutchinsonSamples = typer.Option(100, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.",
-                                 rich_help_panel=POSTERIOR)
+# the papers' ablations
+Kind = typer.Option(PosteriorConfig.kind, "--posterior-kind", help="Gaussian noise, noise scaled by the Hessian, or seeds.",
+                    rich_help_panel=ADVANCED)
+Hessian = typer.Option(PosteriorConfig.hessian, "--hessian", help="Logit Hessian diagonal: closed form, or Hutchinson probes.",
+                       rich_help_panel=ADVANCED)
+HutchinsonSamples = typer.Option(PosteriorConfig.hutchinson_samples, "--hutchinson-samples", help="Rademacher probes for --hessian hutchinson.",
+                                 rich_help_panel=ADVANCED)
 
 # -- output --------------------------------------------------------------------------------
 Overwrite = flag("overwrite", "Replace existing outputs (without it, an existing output is refused before any work).",
