@@ -42,7 +42,7 @@ from prune.models import default_model
 from prune.selection import (METHODS, Budget, Candidates, DifficultyConfig, MethodConfig, check_request, method_class,
                              select)
 from prune.selection.methods import POSTERIORS, REGISTRY
-from prune.training import TrainConfig, check_seed, console, fit_and_test
+from prune.training import TrainConfig, check_amp, check_seed, console, fit_and_test
 
 
 def method_posterior(name: str) -> tuple[str, str | None]:
@@ -69,6 +69,8 @@ class BenchConfig:
     train_epochs: int = 40  # random converged within 0.3 points at 1-10 % (docs/results.md); 20 is a fast mode
     lr: float = 0.05
     batch_size: int = 128
+    augment: str = "none"  # of the warm-up and every training run (not of dyn-<kind> rows)
+    amp: bool = False  # bfloat16 autocast in the warm-up and every training run (CUDA)
     posterior_samples: int = 4
     posterior_sigma: float = 0.01
     options: MethodConfig = field(default_factory=MethodConfig)
@@ -80,6 +82,10 @@ class BenchConfig:
     strata_budget: str | None = None
     full: bool = True  # train the full-data reference row
     weighted: bool = False  # also train every method but random on its gamma, as "<method>+γ"
+
+    def training(self, epochs: int) -> TrainConfig:
+        """The SGD settings of the warm-up (``epochs=warmup_epochs``) and of each cell's training run."""
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment, amp=self.amp)
 
     def difficulty(self, method: str) -> DifficultyConfig:
         method = method_posterior(method)[0]
@@ -211,8 +217,10 @@ class _SeedRun:
         self.stores: dict[int, FeatureStore] = {}
         self.warm = None
         config = self.config  # what every cell of this (noise, seed) depends on
+        # augment and amp only when set, so cells computed before they existed keep their names
+        training = {k: v for k, v in config.training(config.train_epochs).to_dict().items() if k in ("augment", "amp")}
         self.base = {"dataset": self.data.record(), "noise": noise, "seed": seed, "model": grid.model_name,
-                     "train_epochs": config.train_epochs, "lr": config.lr, "batch_size": config.batch_size}
+                     "train_epochs": config.train_epochs, "lr": config.lr, "batch_size": config.batch_size, **training}
         self.tag = f"{_noise_tag(noise)}-seed{seed}"
 
     def rows(self) -> list[dict]:
@@ -244,8 +252,7 @@ class _SeedRun:
         config = self.config
         samples = config.posterior_samples if method.averages_posterior() else 1
         return FeatureConfig(model=self.grid.model_name, posterior=PosteriorConfig(samples, config.posterior_sigma),
-                             warmup=TrainConfig(epochs=config.warmup_epochs, batch_size=config.batch_size,
-                                                lr=config.lr))
+                             warmup=config.training(config.warmup_epochs))
 
     def store_settings(self, features: FeatureConfig) -> dict:
         return {"dataset": self.data.record(), "noise": self.noise, "seed": self.seed, "features": features.to_dict()}
@@ -312,8 +319,7 @@ class _SelectionCell:
 def _train_and_test(run: _SeedRun, indices: torch.Tensor, weights: torch.Tensor | None = None) -> dict:
     """One cell's training run (``prune.training.fit_and_test``) on the labels of ``run``: test accuracy, seconds, size."""
     config = run.config
-    result = fit_and_test(run.data, run.labels, indices, TrainConfig(
-        epochs=config.train_epochs, batch_size=config.batch_size, lr=config.lr), run.grid.model_name,
+    result = fit_and_test(run.data, run.labels, indices, config.training(config.train_epochs), run.grid.model_name,
         seed=run.seed, device=run.grid.device, weights=weights)
     return {"test_accuracy": result["test_accuracy"], "train_seconds": result["wall_seconds"],
             "train_examples": result["train_examples"]}
@@ -345,6 +351,7 @@ def run_bench(config: BenchConfig, device: torch.device, *, reuse: bool = True) 
     Returns one row per cell. Every check that needs only the labels and the options runs first.
     """
     config.check()
+    check_amp(config.amp, device)
     data = load_dataset(config.dataset, config.data_root)
     grid = _Grid(config, data, config.model or default_model(data.source, data.input_shape), device,
                  Cells(config.out / "cells", reuse))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import h5py
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -267,3 +268,34 @@ def test_the_posterior_sigma_reaches_only_dyn_ensemble():
     assert _dynamic_config(config, "ensemble", 0.1, 1000).posterior_sigma == 0.05
     for kind in ("crest", "random"):
         assert _dynamic_config(config, kind, 0.1, 1000).posterior_sigma == DynamicConfig.posterior_sigma
+
+
+def test_augment_reaches_warm_up_and_training_and_names_its_own_cells(tmp_path, monkeypatch):
+    """--augment standard is part of every cell's and store's settings; cells without it keep their names."""
+    import prune.bench
+
+    seen = []
+    real = prune.bench.fit_and_test
+    monkeypatch.setattr(prune.bench, "fit_and_test", lambda *a, **k: seen.append(a[3].augment) or real(*a, **k))
+    out = tmp_path / "bench"
+
+    def bench(*extra):
+        result = CliRunner().invoke(app, ["bench", "--methods", "random,craig", "--fractions", "0.1", "--seeds", "0",
+                                          "--no-full", "--warmup-epochs", "1", "--train-epochs", "1",
+                                          "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    bench()
+    assert "reused" not in bench("--augment", "standard", "--resume")
+    assert seen == ["none", "none", "standard", "standard"]
+    assert "reused 2 of 2 cells" in bench("--augment", "standard", "--resume")
+    stores = [json.loads(h5py.File(path)["/"].attrs["features"]) for path in sorted((out / "stores").iterdir())]
+    assert sorted(store["warmup"].get("augment", "none") for store in stores) == ["none", "standard"]
+
+
+def test_amp_on_the_cpu_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--methods", "random", "--amp", "--device", "cpu",
+                                      "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "--amp" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()

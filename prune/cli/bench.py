@@ -9,9 +9,9 @@ import typer
 
 from prune.atomic import ensure_writable, output_exists
 from prune.bench import BenchConfig, run_bench
-from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, DataRoot, Dataset, Device, DeviceName, Overwrite, Quiet,
-                               Sigma, StrataBudget, batch_size_option, flag, lr_option, model_option, value,
-                               warmup_epochs_option)
+from prune.cli.options import (OUTPUT, POSTERIOR, TRAINING, Augment, DataRoot, Dataset, Device, DeviceName, Overwrite,
+                               Quiet, Sigma, StrataBudget, amp_option, augment_option, batch_size_option, flag,
+                               lr_option, model_option, value, warmup_epochs_option)
 from prune.data import source_paths
 from prune.errors import PruneError
 from prune.training import console, resolve_device
@@ -71,6 +71,7 @@ def bench_command(
     model: Optional[str] = model_option(TRAINING), warmup_epochs: int = warmup_epochs_option(TRAINING),
     train_epochs: int = typer.Option(40, "--train-epochs", help="Epochs of each fresh training run (40: random has converged within 0.3 points on Fashion-MNIST at 1-10 %; 20 is a fast mode).", rich_help_panel=TRAINING),
     lr: float = lr_option(TRAINING), batch_size: int = batch_size_option(TRAINING),
+    augment: Augment = augment_option(TRAINING), amp: bool = amp_option(TRAINING),
     # posterior
     posterior_samples: int = typer.Option(4, "--posterior-samples", help="M for the store of ensemble and the -mean rows.", rich_help_panel=POSTERIOR),
     posterior_sigma: float = Sigma,
@@ -85,7 +86,8 @@ def bench_command(
         dataset=dataset, out=out, data_root=data_root, methods=_items(methods, "--methods"),
         fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),
         seeds=_ints(seeds, "--seeds"), model=model, warmup_epochs=warmup_epochs,
-        train_epochs=train_epochs, lr=lr, batch_size=batch_size, posterior_samples=posterior_samples,
+        train_epochs=train_epochs, lr=lr, batch_size=batch_size, augment=value(augment), amp=amp,
+        posterior_samples=posterior_samples,
         posterior_sigma=posterior_sigma, dynamic=_items(dynamic, "--dynamic"),
         drop_hard=drop_hard, strata=strata, strata_budget=value(strata_budget), full=full, weighted=weighted,
     )
