@@ -201,7 +201,8 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
     loaded = _load_for(data, plan_only)
     labels, noise, flipped = data.training_labels(loaded)
     needs_features = method.method.needs_features or method.stage().active
-    check_request(labels, loaded.num_classes, method, budget, posterior.samples if needs_features else None)
+    check_request(labels, loaded.num_classes, method, budget, *(
+        (posterior.samples, max(warmup.epochs, 1)) if needs_features else (None, None)))
     record = dataset_record(loaded, data.data_root)
     if not needs_features or plan_only:
         noise_record = noise and {**noise, "flipped": flipped.tolist(), "noisy_labels": labels[flipped].tolist()}

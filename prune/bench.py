@@ -196,7 +196,7 @@ class _Grid:
             samples = config.posterior_samples if method.averages_posterior() else 1
             for fraction in config.fractions:
                 check_request(self.data.train.y, self.data.num_classes, method, Budget(fraction),
-                              posterior_samples=samples)
+                              posterior_samples=samples, checkpoints=max(config.warmup_epochs, 1))
 
 
 class _SeedRun:

@@ -273,8 +273,21 @@ def test_keep_on_the_command_line_is_recorded_and_checked(store_path, tmp_path):
 def test_dual_refuses_a_single_checkpoint():
     one = random_store()
     one.loss_per_epoch = one.loss_per_epoch[:, :1]
-    with pytest.raises(PruneError, match="dual reads the spread of p_y over 2 or more warm-up checkpoints"):
+    with pytest.raises(PruneError, match="method dual reads 2 or more warm-up checkpoints"):
         method_class("dual")(one, MethodConfig("dual"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("command", [["select", "--method", "dual"], ["bench", "--methods", "random,dual"]])
+def test_dual_with_a_one_epoch_warm_up_is_refused_before_any_model_runs(tmp_path, monkeypatch, command):
+    import prune.features.build
+
+    def no_warm_up(*args, **kwargs):
+        raise AssertionError("a model was warmed up before the request was checked")
+
+    monkeypatch.setattr(prune.features.build, "warm_start", no_warm_up)
+    output = fails(*command, "--warmup-epochs", "1", "--out", tmp_path / "out")
+    assert "method dual reads 2 or more warm-up checkpoints (one per warm-up epoch), got T = 1" in output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")

@@ -63,11 +63,14 @@ def random_subset(labels: torch.Tensor, per_class: list[int], seed: int) -> torc
 
 
 def check_request(labels: torch.Tensor, num_classes: int, method: MethodConfig, budget: Budget,
-                  posterior_samples: int | None = None) -> None:
+                  posterior_samples: int | None = None, checkpoints: int | None = None) -> None:
     """Every check of a selection that needs only the labels, so it fails before any model runs.
 
-    ``posterior_samples`` is M of the features still to be computed (None: given by a store).
+    ``posterior_samples`` (M) and ``checkpoints`` (T, the warm-up epochs) describe the features still
+    to be computed (None: given by a store, which the method checks when it opens it).
     """
     budget.per_class(torch.bincount(labels, minlength=num_classes).tolist())
     if posterior_samples is not None:
         method.check_samples(posterior_samples)
+    if checkpoints is not None:
+        method.check_checkpoints(checkpoints)

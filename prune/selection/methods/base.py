@@ -111,6 +111,13 @@ class MethodConfig:
             raise PruneError(f"method {self.name} needs posterior samples, got --posterior-samples {samples}; "
                              f"add --posterior-samples 4{other}")
 
+    def check_checkpoints(self, checkpoints: int) -> None:
+        """Refuse a warm-up of ``checkpoints`` epochs (T) where the method reads more (``Method.min_checkpoints``)."""
+        needed = self.method.min_checkpoints
+        if checkpoints < needed:
+            raise PruneError(f"method {self.name} reads {needed} or more warm-up checkpoints (one per warm-up epoch), "
+                             f"got T = {checkpoints}; use --warmup-epochs {needed} or more (for a store: re-create it)")
+
 
 @dataclass
 class PoolResult:
@@ -130,6 +137,7 @@ class Method:
     default_difficulty = DifficultyConfig(strata="auto", strata_budget="proportional")
     default_keep: str | None = None  # score methods: the end of the ranking kept without --keep
     split = 0  # parts larger than max_pool that ``pools`` split
+    min_checkpoints = 1  # warm-up checkpoints (epochs, T) the method reads at least
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
         self.store, self.options, self.device = store, options, device

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from prune.errors import PruneError
 from prune.selection.field import dual
 from prune.selection.methods.base import FieldMethod
 
@@ -32,12 +31,11 @@ class Dual(FieldMethod):
 
     name = "dual"
     source = "prob_label_per_epoch"
+    min_checkpoints = 2  # the spread of p_y over the checkpoints
 
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
-        if store.checkpoints < 2:
-            raise PruneError(f"dual reads the spread of p_y over 2 or more warm-up checkpoints, but {store.path} has "
-                             "T = 1; create the store with --warmup-epochs 2 or more")
+        options.check_checkpoints(store.checkpoints)
 
     def pools(self, rows, k, generator):
         """The part's rows in the order DUAL draws them: the k sampled first, then the rest (ascending)."""
