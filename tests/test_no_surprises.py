@@ -3,10 +3,7 @@ accepted -- each case refused with one line (or working as documented), nothing 
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -280,7 +277,6 @@ def test_a_full_disk_while_the_store_is_written_is_one_line_and_resumable(tmp_pa
     store: one line, nothing at --out, the work kept; --resume then writes the store."""
     import h5py
 
-    import prune.features.partial
     from prune.features.partial import partial_path
     from prune.features.store import FeatureStore
 
