@@ -27,6 +27,10 @@ __all__ = ["Budget", "DataSpec", "DifficultyConfig", "DynamicConfig", "MethodCon
            "TrainConfig", "WarmupConfig"]
 
 
+#: the messages name the options' flags; a Python caller reads the parameters' names (``prune.errors.PruneError``)
+DATA_PARAMETERS = {"--dataset": "source"}
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """A data source (``prune.data.load_dataset``) and the labels trained on.
@@ -52,14 +56,16 @@ class DataSpec:
 
     def __post_init__(self):
         if self.source is not None and (not isinstance(self.source, str) or not self.source.strip()):
-            raise PruneError(f"--dataset needs a source name, got {self.source!r}; e.g. digits, fashion-mnist, "
-                             "folder:PATH")
+            examples = "e.g. digits, fashion-mnist, folder:PATH"
+            raise PruneError(f"--dataset needs a source name, got {self.source!r}; {examples}",
+                             python=f"source must name a data source, got {self.source!r}; {examples}")
         noise = self.label_noise
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
-            raise PruneError(f"--label-noise fraction must be in [0, 1), got {noise!r}")
+            raise PruneError(f"--label-noise fraction must be in [0, 1), got {noise!r}", parameters=True)
         check_seed(self.noise_seed, "--noise-seed")
         if self.noise_seed and not self.label_noise:
-            raise PruneError("--noise-seed seeds the label flips of --label-noise, which is 0 here: drop it")
+            raise PruneError("--noise-seed seeds the label flips of --label-noise, which is 0 here: drop it",
+                             parameters=True)
 
     def options(self) -> dict:
         """The ``load_dataset`` keywords given (hf: split and columns, folder: size and skip_bad)."""
@@ -71,7 +77,8 @@ class DataSpec:
     def load(self, download: bool | None = None) -> LoadedData:
         """The data (``download`` None: as the spec says)."""
         if self.source is None:
-            raise PruneError("no data source given: name one (--dataset), or give a manifest that records it")
+            raise PruneError("no data source given: name one (--dataset), or give a manifest that records it",
+                             parameters=DATA_PARAMETERS)
         return load_dataset(self.source, self.data_root, self.download if download is None else download,
                             **self.options())
 

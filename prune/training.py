@@ -59,7 +59,8 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise PruneError(f"unknown learning-rate schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise PruneError(f"the number of epochs must be a whole number >= 0, got {self.epochs!r}")
+            raise PruneError(f"the number of epochs must be a whole number >= 0, got {self.epochs!r}",
+                             python=f"epochs must be a whole number >= 0, got {self.epochs!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise PruneError(f"--batch-size must be a whole number >= 1, got {self.batch_size!r}", parameters=True)
         for flag, value in (("--lr", self.lr), ("momentum", self.momentum), ("weight decay", self.weight_decay)):
@@ -107,9 +108,10 @@ SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 def check_seed(seed, name: str = "--seed") -> int:
-    """``seed`` if it is an integer in 0..2**32 - 1 (what every generator prune seeds accepts), else ``PruneError``."""
+    """``seed`` if it is an integer in 0..2**32 - 1 (what every generator prune seeds accepts), else ``PruneError``
+    naming the flag ``name`` (a Python caller reads the parameter: ``--noise-seed`` is ``noise_seed``)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
-        raise PruneError(f"{name} must be an integer from 0 to {SEED_MAX}, got {seed!r}")
+        raise PruneError(f"{name} must be an integer from 0 to {SEED_MAX}, got {seed!r}", parameters=True)
     return int(seed)
 
 

@@ -8,15 +8,15 @@ from prune.errors import PruneError
 
 
 def test_configs_are_checked_once_at_construction():
-    with pytest.raises(PruneError, match="unknown --method"):
+    with pytest.raises(PruneError, match="^unknown method 'magic'"):
         prune.MethodConfig("magic")
     with pytest.raises(PruneError, match="^fraction must be in"):
         prune.Budget(fraction=1.5)
     with pytest.raises(PruneError, match="exactly one of"):
         prune.Budget(fraction=0.1, count=3)
-    with pytest.raises(PruneError, match="needs a source"):
+    with pytest.raises(PruneError, match="must name a data source"):
         prune.DataSpec("")
-    with pytest.raises(PruneError, match="--posterior-samples"):
+    with pytest.raises(PruneError, match="^samples must be a whole number"):
         prune.PosteriorConfig(samples=0)
     assert prune.Budget().fraction == 0.1
     assert prune.MethodConfig("random").stage() == prune.DifficultyConfig(drop_hard=0)
@@ -44,5 +44,5 @@ def test_label_noise_with_a_store_is_refused(tmp_path):
 
 
 def test_an_empty_dataset_name_is_refused_not_read_as_digits():
-    with pytest.raises(PruneError, match="needs a source"):
+    with pytest.raises(PruneError, match="must name a data source"):
         prune.select_coreset("", "random")

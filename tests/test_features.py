@@ -208,7 +208,7 @@ def test_extract_batches_hutchinson_option() -> None:
     exact = extract_features(model, x, y, batch_size=16, device="cpu", out_dtype=DT)
     assert rel_err(est["hess_logit"], exact["hess_logit"]) < 0.2
     torch.testing.assert_close(est["grad_logit"], exact["grad_logit"])
-    with pytest.raises(PruneError, match="unknown --hessian 'nope'"):
+    with pytest.raises(PruneError, match="unknown hessian 'nope'"):
         PosteriorConfig(hessian="nope")  # the one place the choice is checked
 
 

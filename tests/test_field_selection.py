@@ -266,7 +266,7 @@ def test_keep_on_the_command_line_is_recorded_and_checked(store_path, tmp_path):
         "select", "--features", store_path, "--method", "forgetting", "--posterior", "point", "--out", tmp_path / "m.json")
     assert "kcenter reads the unperturbed warm weights' features only" in fails(
         "select", "--features", store_path, "--method", "kcenter", "--posterior", "mean", "--out", tmp_path / "m.json")
-    with pytest.raises(PruneError, match="unknown --keep 'middle'; choose easy or hard"):
+    with pytest.raises(PruneError, match="unknown keep 'middle'; choose easy or hard"):
         MethodConfig("el2n", keep="middle")
 
 

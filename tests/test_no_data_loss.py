@@ -343,7 +343,7 @@ def test_seeds_out_of_range_are_usage_errors(seed, tmp_path, monkeypatch):
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert "Invalid value for '--seed'" in " ".join(result.output.replace("│", " ").split()), result.output
     fails("bench", "--seeds", f"0,{seed}", "--out", "b", match="--seeds must be an integer from 0 to 4294967295")
-    with pytest.raises(PruneError, match="--seed must be an integer"):
+    with pytest.raises(PruneError, match="seed must be an integer"):
         prune.select_coreset("digits", "random", seed=int(seed))
     assert os.listdir(tmp_path) == []
 

@@ -23,9 +23,14 @@ HESSIANS = ("exact", "hutchinson")
 DTYPES = ("float32", "float16")
 
 
+#: the messages name the options' flags; a Python caller reads the parameters' names (``prune.errors.PruneError``)
+PARAMETERS = {"--posterior-samples": "samples", "--posterior-sigma": "sigma", "--posterior-layers": "layers",
+              "--posterior-kind": "kind"}
+
+
 def _whole(flag: str, value, low: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
+        raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}", parameters=PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,12 @@ class PosteriorConfig:
         _whole("--hutchinson-samples", self.hutchinson_samples)
         sigma = self.sigma
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-            raise PruneError(f"--posterior-sigma must be a finite number >= 0, got {sigma!r}")
+            raise PruneError(f"--posterior-sigma must be a finite number >= 0, got {sigma!r}", parameters=PARAMETERS)
         for flag, value, known in (("--posterior-layers", self.layers, POSTERIOR_LAYERS),
                                    ("--posterior-kind", self.kind, POSTERIOR_KINDS), ("--hessian", self.hessian, HESSIANS)):
             if value not in known:
-                raise PruneError(f"unknown {flag} {value!r}; choose one of: {', '.join(known)}")
+                raise PruneError(f"unknown {flag} {value!r}; choose one of: {', '.join(known)}",
+                                 parameters=PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,8 @@ class FeatureConfig:
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise PruneError(f"unknown --dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
-        _whole("the feature passes' batch size", self.batch_size)
+            raise PruneError(f"unknown --dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}", parameters=True)
+        _whole("batch_size", self.batch_size)  # the feature passes'; no option sets it
 
     @property
     def samples(self) -> int:

@@ -43,7 +43,8 @@ def difficulty_stage(candidates: Candidates, method: MethodConfig, difficulty: D
         return None
     if candidates.store is None:
         raise PruneError(f"method {method.name} with --drop-hard {difficulty.drop_hard} --strata {difficulty.strata} "
-                         "needs features; pass --features, let prune select compute them, or use --drop-hard 0 --strata 1")
+                         "needs features; pass --features, let prune select compute them, or use --drop-hard 0 --strata 1",
+                         parameters=True)
     return Difficulty(candidates.store, difficulty)
 
 

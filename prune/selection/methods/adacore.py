@@ -81,7 +81,7 @@ class AdaCore(DistanceMethod):
         """u of ``rows``, (p, M', C) float32."""
         u = (self.grad[rows].double() / (self.hess[rows] + self.eps)).float()
         if not torch.isfinite(u).all():
-            raise PruneError("AdaCore preconditioned gradients are not finite; increase --damping")
+            raise PruneError("AdaCore preconditioned gradients are not finite; increase --damping", parameters=True)
         return u
 
     def distances(self, rows):

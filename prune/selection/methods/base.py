@@ -37,6 +37,10 @@ COUNT_MAX = 2**31 - 1
 #: the largest lcmat --rho: with features at most ``MAX_FEATURE`` (1e6) in magnitude, its float32 distances then
 #: stay far below float32's largest number (3.4e38), and it is far above any useful weight (the default is 0.05)
 RHO_MAX = 1e6
+#: the messages name the options' flags; a Python caller reads the parameters' names (``prune.errors.PruneError``):
+#: the method's own (``rho``), and where a selection's features are checked, the settings of the other configs
+FEATURE_PARAMETERS = {"--posterior-samples": "PosteriorConfig.samples", "--warmup-epochs": "WarmupConfig.epochs",
+                      "--posterior": "MethodConfig.posterior"}
 
 
 @dataclass(frozen=True)
@@ -62,32 +66,34 @@ class MethodConfig:
                                  ("--subset-size", self.subset_size, 1), ("--learned-window", self.learned_window, 0),
                                  ("--hessian-batch", self.hessian_batch, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}")
+                raise PruneError(f"{flag} must be a whole number >= {low}, got {value!r}", parameters=True)
             if value > COUNT_MAX:
-                raise PruneError(f"{flag} must be at most {COUNT_MAX}, got {value!r}")
+                raise PruneError(f"{flag} must be at most {COUNT_MAX}, got {value!r}", parameters=True)
         for flag, value in (("--rho", self.rho), ("--damping", self.damping)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}")
+                raise PruneError(f"{flag} must be a finite number >= 0, got {value!r}", parameters=True)
         if self.rho > RHO_MAX:
             raise PruneError(f"--rho must be at most {RHO_MAX:g} (larger weights can overflow lcmat's float32 "
-                             f"distances), got {self.rho!r}")
+                             f"distances), got {self.rho!r}", parameters=True)
         if self.posterior is not None and self.posterior not in POSTERIORS:
-            raise PruneError(f"unknown --posterior {self.posterior!r}; choose point or mean")
+            raise PruneError(f"unknown --posterior {self.posterior!r}; choose point or mean", parameters=True)
         if not isinstance(self.learned_loss, (int, float)) or math.isnan(self.learned_loss):
-            raise PruneError(f"--learned-loss must be a number, got {self.learned_loss!r}")
+            raise PruneError(f"--learned-loss must be a number, got {self.learned_loss!r}", parameters=True)
         method = self.method  # an unknown name is refused here, once
         if self.posterior is not None and not method.needs_features:
-            raise PruneError(f"--posterior chooses the features a distance is computed from; {self.name} computes none")
+            raise PruneError(f"--posterior chooses the features a distance is computed from; {self.name} computes none",
+                             parameters=True)
         if self.posterior is not None and self.posterior not in method.posteriors:
             reads = "the unperturbed warm weights' features only" if method.posteriors else "the warm-up's checkpoints"
-            raise PruneError(f"--posterior {self.posterior}: {self.name} reads {reads}; leave out --posterior")
+            raise PruneError(f"--posterior {self.posterior}: {self.name} reads {reads}; leave out --posterior",
+                             parameters=True)
         if self.top_k_scope not in TOP_K_SCOPES:
-            raise PruneError(f"unknown --top-k-scope {self.top_k_scope!r}; choose all or class")
+            raise PruneError(f"unknown --top-k-scope {self.top_k_scope!r}; choose all or class", parameters=True)
         if self.keep is not None and self.keep not in KEEPS:
-            raise PruneError(f"unknown --keep {self.keep!r}; choose easy or hard")
+            raise PruneError(f"unknown --keep {self.keep!r}; choose easy or hard", parameters=True)
         if self.keep is not None and method.default_keep is None:
             raise PruneError(f"--keep chooses the end of a score's ranking that a score method keeps; {self.name} "
-                             "ranks by no score: leave out --keep")
+                             "ranks by no score: leave out --keep", parameters=True)
 
     @property
     def method(self) -> type[Method]:
@@ -109,14 +115,15 @@ class MethodConfig:
         if self.averages_posterior() and samples < 2:
             other = " (or --posterior point)" if self.name != "ensemble" else ""
             raise PruneError(f"method {self.name} needs posterior samples, got --posterior-samples {samples}; "
-                             f"add --posterior-samples 4{other}")
+                             f"add --posterior-samples 4{other}", parameters=FEATURE_PARAMETERS)
 
     def check_checkpoints(self, checkpoints: int) -> None:
         """Refuse a warm-up of ``checkpoints`` epochs (T) where the method reads more (``Method.min_checkpoints``)."""
         needed = self.method.min_checkpoints
         if checkpoints < needed:
             raise PruneError(f"method {self.name} reads {needed} or more warm-up checkpoints (one per warm-up epoch), "
-                             f"got T = {checkpoints}; use --warmup-epochs {needed} or more (for a store: re-create it)")
+                             f"got T = {checkpoints}; use --warmup-epochs {needed} or more (for a store: re-create it)",
+                             parameters=FEATURE_PARAMETERS)
 
 
 @dataclass
@@ -197,13 +204,15 @@ class DistanceMethod(Method):
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
         if store is None:
-            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them")
+            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them",
+                             parameters=True)
         super().__init__(store, options, device)
         self.split = 0
         self.posterior = options.posterior or self.default_posterior
         if options.posterior is None and self.posterior == "mean" and store.posterior_samples < 2:
             raise PruneError(f"{self.name} averages over posterior samples by default, but {store.path} has M = 1; "
-                             "create the store with `prune features --posterior-samples 4`, or pass --posterior point")
+                             "create the store with `prune features --posterior-samples 4`, or pass --posterior point",
+                             parameters={**FEATURE_PARAMETERS, "--posterior-samples": "--posterior-samples"})
         if self.posterior == "mean":
             store.posterior_features("mean")  # refuses a store without posterior samples
 
@@ -270,7 +279,8 @@ class FieldMethod(Method):
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
         if store is None:
-            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them")
+            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them",
+                             parameters=True)
         super().__init__(store, options, device)
         self.posterior = options.posterior or self.default_posterior
         if self.posterior == "mean":

@@ -31,7 +31,7 @@ class Crest(Craig):
     def __init__(self, store, options, device):
         super().__init__(store, options, device)
         if options.subset_size < 1:
-            raise PruneError("--subset-size must be >= 1")
+            raise PruneError("--subset-size must be >= 1", parameters=True)
         self.window = window = min(options.learned_window, store.loss_per_epoch.shape[1])
         recent = store.loss_per_epoch[:, store.loss_per_epoch.shape[1] - window:]
         self.learned = (recent < options.learned_loss).all(1) if window > 0 else torch.zeros(store.num_examples, dtype=torch.bool)

@@ -47,7 +47,8 @@ class LCMat(DistanceMethod):
         super().__init__(store, options, device)
         width = store.num_classes * (store.embedding.shape[-1] + 1)
         if not 0 < options.top_k <= width:
-            raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store")
+            raise PruneError(f"--top-k must be in 1..{width} (the size of the last layer) for this store",
+                             parameters=True)
         self.grad, self.hess, self.embedding = store.posterior_features(self.posterior)  # each (n, M', .)
         self.coordinates = None
         if options.top_k_scope == "all":

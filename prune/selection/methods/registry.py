@@ -27,4 +27,5 @@ def method_class(name: str) -> type[Method]:
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise PruneError(f"unknown --method {name!r}; choose one of: {', '.join(METHODS)}") from None
+        raise PruneError(f"unknown --method {name!r}; choose one of: {', '.join(METHODS)}",
+                         parameters={"--method": "method"}) from None  # select(method=...), select_coreset's method
