@@ -184,6 +184,8 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
     with features computed into a temporary store (deleted on exit) where the method needs them."""
     warmup, posterior, seed, device = compute
     check_seed(seed)
+    if features is not None:
+        _refuse_with_store(data, warmup, posterior)
     torch_device = _device(device, warmup.amp)
     if features is not None:
         with FeatureStore.open(features) as store:
@@ -217,6 +219,21 @@ def _candidates(data: DataSpec | None, method: MethodConfig, budget: Budget, fea
             yield Candidates.from_store(store, root=record.get("root")), 0, torch_device
 
 
+def _refuse_with_store(data: DataSpec | None, warmup: WarmupConfig, posterior: PosteriorConfig) -> None:
+    """With a store (``features``), refuse the settings that say how to compute features: the store fixes its
+    model, warm-up, posterior samples and labels, so they would go unused (``prune.config.refuse_with_store`` is the
+    command line's check, by option)."""
+    unused = [name for name, given, default in (("warmup", warmup, WarmupConfig()),
+                                                ("posterior", posterior, PosteriorConfig())) if given != default]
+    if data is not None and data.label_noise:  # (a noise_seed without it is refused by DataSpec)
+        unused.append("data's label_noise")
+    if unused:
+        raise PruneError(f"{' and '.join(unused)} {'set' if len(unused) > 1 else 'sets'} how features are computed, "
+                         "but features gives a store, which fixes its model, warm-up, posterior samples and labels: "
+                         f"drop {'them' if len(unused) > 1 else 'it'}, or give {'them' if len(unused) > 1 else 'it'} "
+                         "to prune.features")
+
+
 def _load_for(data: DataSpec, plan_only: bool) -> LoadedData:
     """``data`` loaded; a dry run downloads nothing."""
     try:
@@ -241,9 +258,12 @@ def select_coreset(dataset: str | None = None, method: str = "herding", **keywor
     check_outputs(out, store, dataset=dataset, data_root=keywords.get("data_root"), features=configs["features"],
                   checkpoint=keywords.get("checkpoint"), overwrite=overwrite)
     if store is not None and configs["features"] is None:  # the features kept: computed once into ``store``
-        features(configs["data"], configs["warmup"], configs["posterior"], out=store, seed=configs.get("seed", 0),
+        data = configs["data"]
+        features(data, configs["warmup"], configs["posterior"], out=store, seed=configs.get("seed", 0),
                  device=configs.get("device", "auto")).close()
-        configs["features"] = store
+        # the store now holds what these settings computed; the data only checks it
+        configs.update(features=store, warmup=WarmupConfig(), posterior=PosteriorConfig(),
+                       data=replace(data, label_noise=0.0, noise_seed=0))
     manifest = select(**configs)
     if out is not None and manifest is not None:
         manifest.save(out, overwrite=True)  # checked above, before the work

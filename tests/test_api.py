@@ -43,6 +43,19 @@ def test_label_noise_with_a_store_is_refused(tmp_path):
         prune.select_coreset("digits", "craig", features=tmp_path / "s.h5", label_noise=0.2)
 
 
+@pytest.mark.parametrize("settings, named", [
+    ({"warmup": prune.WarmupConfig(lr=0.1)}, "^warmup sets how features are computed"),
+    ({"posterior": prune.PosteriorConfig(samples=8)}, "^posterior sets how features are computed"),
+    ({"warmup": prune.WarmupConfig(epochs=2), "posterior": prune.PosteriorConfig(sigma=0.1)},
+     "^warmup and posterior set how features are computed"),
+    ({"data": prune.DataSpec("digits", label_noise=0.2)}, "^data's label_noise sets how features are computed"),
+])
+def test_settings_a_store_fixes_are_refused_not_ignored(settings, named, tmp_path):
+    for job in (prune.select, prune.plan):  # refused before the store is opened (it need not exist)
+        with pytest.raises(PruneError, match=named):
+            job(**{"data": None, **settings}, method=prune.MethodConfig("craig"), features=tmp_path / "s.h5")
+
+
 def test_an_empty_dataset_name_is_refused_not_read_as_digits():
     with pytest.raises(PruneError, match="must name a data source"):
         prune.select_coreset("", "random")
