@@ -41,7 +41,7 @@ from prune.selection import (Budget, Candidates, MethodConfig, SelectionPlan, ch
                              random_subset)
 from prune.selection import select as select_candidates
 from prune.bench import BenchConfig, run_bench
-from prune.training import (ModelSpec, TrainConfig, check_amp, check_seed, console, fit_and_test, phase,
+from prune.training import (ModelSpec, TrainConfig, TrainingRows, check_amp, check_seed, console, fit_and_test, phase,
                             resolve_device, warm_up)
 
 
@@ -447,9 +447,8 @@ def _fit(examples: _Examples, config: TrainConfig, spec: ModelSpec, seed: int, d
          description: str) -> TrainResult:
     """One static run (``prune.training.fit_and_test``), named ``description`` in its progress and per-epoch lines;
     its record holds the run's own fields."""
-    weights = examples.gamma if config.weighted else None
-    run = fit_and_test(examples.data, examples.labels, examples.indices, config, spec, seed=seed, device=device,
-                       weights=weights, description=description)
+    rows = TrainingRows(examples.labels, examples.indices, examples.gamma if config.weighted else None)
+    run = fit_and_test(examples.data, rows, config, spec, seed=seed, device=device, description=description)
     model = run.pop("model")
     return TrainResult(run["test_accuracy"], run["test_loss"], run["history"], run["train_examples"],
                        run["wall_seconds"], model, spec.model_name(examples.data), subset=examples.subset, record=run)

@@ -42,7 +42,7 @@ from prune.models import default_model
 from prune.selection import (METHODS, Budget, Candidates, DifficultyConfig, MethodConfig, check_request, method_class,
                              select)
 from prune.selection.methods import POSTERIORS, REGISTRY
-from prune.training import TrainConfig, check_amp, check_seed, console, fit_and_test
+from prune.training import TrainConfig, TrainingRows, check_amp, check_seed, console, fit_and_test
 
 
 def method_posterior(name: str) -> tuple[str, str | None]:
@@ -319,8 +319,8 @@ class _SelectionCell:
 def _train_and_test(run: _SeedRun, indices: torch.Tensor, weights: torch.Tensor | None = None) -> dict:
     """One cell's training run (``prune.training.fit_and_test``) on the labels of ``run``: test accuracy, seconds, size."""
     config = run.config
-    result = fit_and_test(run.data, run.labels, indices, config.training(config.train_epochs), run.grid.model_name,
-        seed=run.seed, device=run.grid.device, weights=weights)
+    result = fit_and_test(run.data, TrainingRows(run.labels, indices, weights), config.training(config.train_epochs),
+                          run.grid.model_name, seed=run.seed, device=run.grid.device)
     return {"test_accuracy": result["test_accuracy"], "train_seconds": result["wall_seconds"],
             "train_examples": result["train_examples"]}
 

@@ -430,10 +430,20 @@ class ModelSpec:
         return self.name or default_model(data.source, data.input_shape)
 
 
-def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: TrainConfig, model: str | ModelSpec, *,
-                 seed: int, device: torch.device, weights: torch.Tensor | None = None,
-                 description: str | None = None) -> dict:
-    """A fresh ``model`` (a name, or a ``ModelSpec``) trained on the rows ``indices`` of the training split and
+@dataclass(frozen=True)
+class TrainingRows:
+    """What a static run trains on: the rows ``indices`` of the training split, with ``labels`` (the whole split's,
+    noisy where label noise applies) and, for weighted training, ``weights``, one per row of ``indices`` (CRAIG's
+    gamma: each example's loss weighted by it)."""
+
+    labels: torch.Tensor
+    indices: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+def fit_and_test(data, rows: TrainingRows, config: TrainConfig, model: str | ModelSpec, *, seed: int,
+                 device: torch.device, description: str | None = None) -> dict:
+    """A fresh ``model`` (a name, or a ``ModelSpec``) trained on ``rows`` of ``data``'s training split and
     tested: test accuracy and loss (None without a test split), size, seconds, history, model.
 
     ``description`` names the run in its progress and per-epoch lines (default "train MODEL"). The seconds
@@ -442,14 +452,14 @@ def fit_and_test(data, labels: torch.Tensor, indices: torch.Tensor, config: Trai
     spec = model if isinstance(model, ModelSpec) else ModelSpec(model)
     net = spec.build(data, seed)
     trainer = Trainer(net, config, device=device, seed=seed)
-    x, y = data.train.x[indices], labels[indices]
+    x, y = data.train.x[rows.indices], rows.labels[rows.indices]
     warm_up(device)
     start = time.perf_counter()
-    history = trainer.fit(x, y, weights=weights, description=description or f"train {spec.model_name(data)}",
-                          trained_on="the training subset" if len(y) < len(labels) else "the training split")
+    history = trainer.fit(x, y, weights=rows.weights, description=description or f"train {spec.model_name(data)}",
+                          trained_on="the training subset" if len(y) < len(rows.labels) else "the training split")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - start
     test = test_split(net, data, device)
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(indices),
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "train_examples": len(rows.indices),
             "wall_seconds": wall, "history": history, "model": net}

@@ -276,7 +276,7 @@ def test_augment_reaches_warm_up_and_training_and_names_its_own_cells(tmp_path, 
 
     seen = []
     real = prune.bench.fit_and_test
-    monkeypatch.setattr(prune.bench, "fit_and_test", lambda *a, **k: seen.append(a[3].augment) or real(*a, **k))
+    monkeypatch.setattr(prune.bench, "fit_and_test", lambda *a, **k: seen.append(a[2].augment) or real(*a, **k))
     out = tmp_path / "bench"
 
     def bench(*extra):
