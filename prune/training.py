@@ -162,7 +162,8 @@ class _Progress(Progress):
     """rich's ``Progress``, with ``plain`` (a log or a pipe): a task's start prints one line, its end (the
     block's normal exit, or a ``reset`` that starts it over) another with its count and elapsed time, and
     nothing per step. A task's optional fields: ``plan``, the start line's text (default: its total and
-    ``unit``), ``unit`` (what it counts: "examples", "steps"), ``lines=False``: no lines for this task."""
+    ``unit``), ``unit`` (what it counts: "examples", "pools", "steps"), ``lines``: False, no lines for this
+    task; "done", the end's line only (a short task inside another, whose start would say nothing new)."""
 
     def __init__(self, *columns, plain: bool = False, **options):
         super().__init__(*columns, **options)
@@ -194,6 +195,8 @@ class _Progress(Progress):
         if not self.plain or wording.get("lines") is False:
             return
         self.began[task_id] = time.perf_counter()
+        if wording.get("lines") == "done":
+            return
         unit = wording.get("unit")
         plan = wording.get("plan") or ("" if task.total is None else
                                        f"{int(task.total):,} {unit}" if unit else f"total {int(task.total):,}")
@@ -203,9 +206,14 @@ class _Progress(Progress):
         began = self.began.pop(task_id, None)
         if began is None:
             return
-        task, seconds, unit = self._tasks[task_id], time.perf_counter() - began, self.wording[task_id].get("unit")
-        count = "" if task.total is None else f", {int(task.completed):,}/{int(task.total):,}" + (f" {unit}" if unit
-                                                                                                 else "")
+        task, seconds, wording = self._tasks[task_id], time.perf_counter() - began, self.wording[task_id]
+        unit = f" {wording['unit']}" if wording.get("unit") else ""
+        if task.total is None:
+            count = ""
+        elif wording.get("lines") == "done":  # no start line gave the total: the count done alone
+            count = f", {int(task.completed):,}{unit}"
+        else:
+            count = f", {int(task.completed):,}/{int(task.total):,}{unit}"
         console.print(f"{task.description}: done{count} in {seconds:.1f} s", highlight=False)
 
 

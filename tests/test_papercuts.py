@@ -71,7 +71,15 @@ def test_select_prints_one_line_per_phase_when_not_on_a_terminal(tmp_path):
     for phase in ("features 1/4", "features (unperturbed)", "difficulty scores", "select herding"):
         started, done = lines(out, phase + ":")  # two lines each, none per step
         assert started.endswith(" ...") and re.search(r": done, [\d,]+/[\d,]+.* in \d+\.\d s$", done), (started, done)
-    assert lines(out, "select herding:")[0] == "select herding: total 10 ..."  # the greedy's pools, one per class
+    # each line says what it counts: the greedy's pools (one per class), the passes' examples
+    assert lines(out, "select herding:")[0] == "select herding: 10 pools ..."
+    assert re.fullmatch(r"select herding: done, 10/10 pools in \d+\.\d s", lines(out, "select herding:")[1])
+    assert lines(out, "features 1/4:")[0] == "features 1/4: 1,437 examples ..."
+    assert re.fullmatch(r"features 1/4: done, 1,437/1,437 examples in \d+\.\d s", lines(out, "features 1/4:")[1])
+    assert "total " not in out
+    # the warm-up's checkpoint pass is one line inside the warm-up's: its start would say nothing new
+    assert [re.sub(r"\d+\.\d s", "S", line) for line in lines(out, "checkpoint")] == [
+        "checkpoint 1: done, 1,437 examples in S"]
     quiet = run("select", "--warmup-epochs", "1", "--out", tmp_path / "q.json", "--quiet")
     assert "..." not in quiet and "done" not in quiet
 
@@ -95,6 +103,8 @@ def test_a_task_prints_its_start_and_end_and_nothing_per_step(capsys):
         for _ in range(1000):
             bars.advance(task)
         bars.add_task("other", total=3, status="", lines=False)
+        short = bars.add_task("short", total=5, status="", unit="rows", lines="done")
+        bars.update(short, advance=5)
     with phase(escape("loading [x]")):  # rich markup, as the bars' descriptions: quoted files are escaped
         pass
     with pytest.raises(RuntimeError), progress() as bars:  # a failure says so itself: no "done"
@@ -103,8 +113,9 @@ def test_a_task_prints_its_start_and_end_and_nothing_per_step(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[:2] == ["pass: 1,000 rows ...", err[1]] and re.fullmatch(r"pass: done, 1,000/1,000 rows in \d+\.\d s",
                                                                         err[1])
-    assert err[2] == "loading [x] ..." and err[3].startswith("loading [x]: done in ")
-    assert err[4:] == ["broken: total 2 ..."]
+    assert re.fullmatch(r"short: done, 5 rows in \d+\.\d s", err[2])  # lines="done": the end's line only
+    assert err[3] == "loading [x] ..." and err[4].startswith("loading [x]: done in ")
+    assert err[5:] == ["broken: total 2 ..."]
 
 
 # ----------------------------------------------------------------------------- options that cannot apply

@@ -88,8 +88,10 @@ class _Passes:
         return extract_batches(model, self.x[start:stop], self.labels[start:stop], batch_size=config.batch_size,
                                device=self.device, hutchinson=hutchinson, amp=config.warmup.amp)
 
-    def run(self, model, description: str, generator=None, start: int = 0, skip: int = 0, on_step=None):
-        """One pass of ``model``: yields (start, batch-features).
+    def run(self, model, description: str, generator=None, start: int = 0, skip: int = 0, on_step=None,
+            lines: str | None = None):
+        """One pass of ``model``: yields (start, batch-features). ``lines`` "done": in a log or a pipe, the pass
+        prints the line that ends it only (``prune.training.progress``).
 
         In one process, every batch from row ``start``. Among several ranks, rank 0 yields every
         rank's batches, a batch of each rank at a time, and after each such step calls
@@ -97,9 +99,11 @@ class _Passes:
         nothing. Every rank skips the first ``skip`` batches of its shard (a resume).
         """
         world, batch_size = self.world, self.config.batch_size
+        wording = {} if lines is None else {"lines": lines}
         with progress() as bars:
             if world.size == 1:
-                task = bars.add_task(description, total=len(self.labels), completed=start, status="")
+                task = bars.add_task(description, total=len(self.labels), completed=start, status="",
+                                     unit="examples", **wording)
                 for batch in self._extract(model, start, generator=generator):
                     yield start, batch
                     start += len(batch["loss"])
@@ -108,7 +112,7 @@ class _Passes:
             rows, steps = distributed.shard(len(self.labels), batch_size, world)
             start = min(rows.start + skip * batch_size, rows.stop)
             mine = self._extract(model, start, rows.stop)
-            task = bars.add_task(description, total=len(self.labels), status="")
+            task = bars.add_task(description, total=len(self.labels), status="", unit="examples", **wording)
             for step in range(skip, steps):
                 batch = next(mine, None)
                 blocks = []
@@ -203,7 +207,8 @@ def warm_up(data: LoadedData, labels: torch.Tensor, config: FeatureConfig, *, se
     def checkpoint(epoch: int, model) -> None:
         generator = random_streams.generator(seed, "checkpoint_pass", epoch)
         passed = sorted(((start, kept(start, batch)) for start, batch in passes.run(
-            model, f"checkpoint {epoch}", generator)), key=lambda sent: sent[0])  # every rank's batches (gathered whole, logits included), in row order
+            model, f"checkpoint {epoch}", generator, lines="done")),  # one line: the warm-up's lines frame it
+            key=lambda sent: sent[0])  # every rank's batches (gathered whole, logits included), in row order
         if world.main:
             grads, hessians, *records = (torch.cat(column) for column in zip(*(arrays for _, arrays in passed)))
             average.update(grads, hessians)

@@ -97,7 +97,8 @@ def _pool_runs(plan: SelectionPlan, world: distributed.World) -> list:
     mine.sort()
     results = {}
     with progress() as bars:  # pools done / planned
-        task = bars.add_task(f"select {plan.method}", total=sum(len(parts[i][2]) for i in mine), status="")
+        task = bars.add_task(f"select {plan.method}", total=sum(len(parts[i][2]) for i in mine), status="",
+                             unit="pools")
         for i in mine:
             c, part, part_pools = parts[i]
             bars.update(task, status=f"class {c}")
