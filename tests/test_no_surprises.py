@@ -461,3 +461,13 @@ def test_inspect_split_help_says_what_inspect_does_with_it():
     inspect = typer.main.get_command(app).commands["inspect"]
     (split,) = [param for param in inspect.params if "--split" in param.opts]
     assert "train on" not in split.help and "check against the manifest" in split.help
+
+
+@pytest.mark.parametrize("command", [["select", "--out", "m.json"], ["features", "--out", "s.h5"], ["train"]])
+@pytest.mark.parametrize("content", [b"hello\n", b"\x80\x02}q\x00.", bytes(range(256))])
+def test_a_checkpoint_that_is_not_torch_saves_is_one_line(tmp_path, monkeypatch, command, content):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.pt").write_bytes(content)
+    output = fails(*command, "--checkpoint", "c.pt")
+    assert "checkpoint" in output and ("torch.save" in output or "state dict" in output)
+    assert sorted(os.listdir(tmp_path)) == ["c.pt"]
