@@ -471,3 +471,9 @@ def test_a_checkpoint_that_is_not_torch_saves_is_one_line(tmp_path, monkeypatch,
     output = fails(*command, "--checkpoint", "c.pt")
     assert "checkpoint" in output and ("torch.save" in output or "state dict" in output)
     assert sorted(os.listdir(tmp_path)) == ["c.pt"]
+
+
+def test_an_epochs_typo_is_not_told_as_a_disk_problem_only(tmp_path):
+    output = fails("features", "--warmup-epochs", "100000000", "--out", tmp_path / "s.h5")
+    assert "not enough free space" in output and "is --warmup-epochs what you meant?" in output
+    assert os.listdir(tmp_path) == []

@@ -145,13 +145,19 @@ def _allocated(path: Path, shape: tuple, dtype: str) -> np.ndarray:
     return array
 
 
-def _check_space(path: Path, needed: int) -> None:
-    """Refuse to start when the folder of ``path`` has less than ``needed`` bytes free."""
+def _check_space(path: Path, needed: int, per_epoch: float = 0.0, epochs: int = 1) -> None:
+    """Refuse to start when the folder of ``path`` has less than ``needed`` bytes free.
+
+    ``per_epoch`` is the share of ``needed`` taken by the per-epoch records of ``epochs`` warm-up
+    epochs: where they are most of it, the message points at ``--warmup-epochs`` (a typo there
+    looks like a full disk otherwise)."""
     free = shutil.disk_usage(path.parent).free
     if free < needed:
+        epochs_hint = (f" ({per_epoch:.0%} of it the per-epoch records of {epochs:,} warm-up epochs: "
+                       "is --warmup-epochs what you meant?)" if per_epoch > 0.5 else "")
         raise PruneError(f"not enough free space for {path}: the work folder and the store need about "
-                         f"{_megabytes(needed)}, {path.parent} has {_megabytes(free)} free; free some space "
-                         "or choose another --out")
+                         f"{_megabytes(needed)}{epochs_hint}, {path.parent} has {_megabytes(free)} free; "
+                         "free some space or choose another --out")
 
 
 class PartialStore:
@@ -193,9 +199,11 @@ class PartialStore:
         elif resume:
             raise PruneError(f"--resume: there is no unfinished work for {path} (no {folder.name}) to resume; "
                              "leave out --resume to start")
-        store_bytes = sum(int(np.prod(dims)) * np.dtype(dtype).itemsize for dims, dtype in layout.values())
+        sizes = {name: int(np.prod(dims)) * np.dtype(dtype).itemsize for name, (dims, dtype) in layout.items()}
+        store_bytes = sum(sizes.values())
+        per_epoch = sum(size for name, size in sizes.items() if name.endswith("_per_epoch")) / max(store_bytes, 1)
         try:  # the store, and the work folder unless it is there already
-            _check_space(path, store_bytes * (1 if part is not None else 2))
+            _check_space(path, store_bytes * (1 if part is not None else 2), per_epoch, shape["checkpoints"])
         except PruneError:
             if part is not None:
                 part.close()
