@@ -125,6 +125,14 @@ class BenchConfig:
                              "choose another path")
         for method in self.methods:
             self.method(method), self.difficulty(method)  # checks the options, --drop-hard and --strata before any work
+        # the same for the options no row of this grid reads (random has no stage, only -mean rows and
+        # ensemble read the posterior): a bad value is refused whether or not it is used
+        method_class("clean").difficulty(drop_hard=self.drop_hard, strata=self.strata, strata_budget=self.strata_budget)
+        PosteriorConfig(self.posterior_samples, self.posterior_sigma)
+        for flag, epochs in (("--warmup-epochs", self.warmup_epochs), ("--train-epochs", self.train_epochs)):
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+                raise PruneError(f"{flag} must be a whole number >= 0, got {epochs!r}")
+        self.training(self.train_epochs)  # --lr, --batch-size, --augment
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -236,6 +236,13 @@ def test_plot_is_a_png_with_one_panel_per_noise(tmp_path):
     (["--out", "FILE"], "is a file"),
     (["--out", "FILE", "--overwrite"], "is a file"),
     (["--out", "FILE", "--resume"], "is a file"),
+    # options no row of the grid reads are checked all the same
+    (["--methods", "random", "--strata", "-3"], "--strata must be auto or a whole number >= 1"),
+    (["--methods", "random", "--drop-hard", "7"], "--drop-hard must be auto or a fraction in [0, 1)"),
+    (["--methods", "random", "--posterior-sigma", "nan"], "--posterior-sigma must be a finite number >= 0"),
+    (["--methods", "random", "--posterior-samples", "0"], "--posterior-samples must be a whole number >= 1"),
+    (["--methods", "random", "--warmup-epochs", "-1"], "--warmup-epochs must be a whole number >= 0"),
+    (["--methods", "random", "--train-epochs", "-1"], "--train-epochs must be a whole number >= 0"),
 ])
 def test_bench_refuses_bad_lists_and_outputs(tmp_path, monkeypatch, change, message):
     """Each is one line on stderr, exit 2, no traceback, and nothing written."""
