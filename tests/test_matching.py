@@ -109,6 +109,8 @@ def test_herd_picks_what_kernel_herding_picks(p, levels, k):
     fast = herd(lower_garbage(d), k)
     assert fast.order.tolist() == plain.order.tolist()
     assert fast.mmd2 == pytest.approx(plain.mmd2, rel=1e-9, abs=1e-12)
+    mirrored = matching._herd_mirrored(lower_garbage(d), k)  # herd's path on an accelerator
+    assert mirrored.order.tolist() == plain.order.tolist() and mirrored.mmd2 == plain.mmd2
 
 
 @pytest.mark.parametrize("levels", [0, 3, 1000])

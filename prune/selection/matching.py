@@ -204,10 +204,8 @@ def herd(distances: torch.Tensor, k: int) -> HerdingResult:
     can leave the others unwritten); ``distances`` is not modified. See the module docstring.
     """
     p = len(distances)
-    if distances.device.type != "cpu":  # the plain computation, after mirroring (fast enough on an accelerator)
-        full = distances.triu()
-        full += distances.triu(1).T
-        return kernel_herding(gaussian_kernel_(full), k)
+    if distances.device.type != "cpu":
+        return _herd_mirrored(distances, k)
     scale = median_distance(distances)
 
     def sums(start: int, stop: int, scratch: torch.Tensor):
@@ -237,6 +235,13 @@ def herd(distances: torch.Tensor, k: int) -> HerdingResult:
         return _kernel_(torch.where(picked[:, None] <= picked[None, :], among, among.T), scale)
 
     return _greedy(row, square, mu, k, distances.device)
+
+
+def _herd_mirrored(distances: torch.Tensor, k: int) -> HerdingResult:
+    """``herd`` on an accelerator: the plain computation on the mirrored upper triangle (a new matrix)."""
+    full = distances.triu()
+    full += distances.triu(1).T
+    return kernel_herding(gaussian_kernel_(full), k)
 
 
 def _greedy(row, square, mu: torch.Tensor, k: int, device: torch.device) -> HerdingResult:
