@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import sys
 import time
@@ -37,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prune.features import extract_batches, perturbed, posterior_parameters  # noqa: E402
+
+from benchmarks.report import cpu_name, load_average, write_section  # noqa: E402
 
 SECTION = "## Feature extraction (benchmarks/features.py)"
 
@@ -94,32 +95,6 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{SECTION}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
 
 
 def main() -> None:
@@ -233,7 +208,7 @@ CPU the float32 outputs are the computed tensors themselves (no copy). Perturbin
 """
     print(body)
     if args.section:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", body)
+        write_section(ROOT / "benchmarks" / "RESULTS.md", SECTION, body)
         print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
 
 

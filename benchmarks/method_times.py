@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from prune.features.store import FeatureStore  # noqa: E402
 from prune.selection.budget import Budget  # noqa: E402
 from prune.selection.methods.base import MethodConfig  # noqa: E402
 
+from benchmarks.report import cpu_name, load_average, write_section  # noqa: E402
+
 SECTION = "## Selection time per method (issue 29)"
 #: the papers' methods and the field's (the slower facility-location variants with --methods all)
 DEFAULT_METHODS = ("random", "clean", "ccs", "herding", "craig", "el2n", "grand", "forgetting", "aum", "entropy",
@@ -51,32 +52,6 @@ DEFAULT_METHODS = ("random", "clean", "ccs", "herding", "craig", "el2n", "grand"
 MORE_METHODS = ("adacore", "lcmat", "ensemble", "crest")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{SECTION}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
 
 
 def children_cpu() -> float:
@@ -292,7 +267,7 @@ the kernel of every pair, the features read):
 {("Picks of the same command before and now:" + chr(10) + chr(10).join(same) + chr(10)) if same else ""}"""
     print(body)
     if args.section:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", body)
+        write_section(ROOT / "benchmarks" / "RESULTS.md", SECTION, body)
 
 
 if __name__ == "__main__":
