@@ -39,6 +39,7 @@ rounding (e.g. from ``torch.cdist``) this is d(i, j) := distances[j, i].
 from __future__ import annotations
 
 import heapq
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -292,3 +293,18 @@ def split_pool(positions: torch.Tensor, max_pool: int, generator: torch.Generato
     perm = torch.randperm(p, generator=generator, device=generator.device)
     shuffled = positions.reshape(-1)[perm.to(positions.device)]
     return [torch.sort(part).values for part in torch.tensor_split(shuffled, n_parts)]
+
+
+def in_threads(work, workers: int) -> None:
+    """``work(i)`` for each worker i < ``workers``: in this thread for one, else in a pool of threads with torch
+    on one intra-op thread (each worker's ops then end in no barrier; see ``_cpu_threads``), restored afterwards."""
+    if workers <= 1:
+        work(0)
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(workers)))
+    finally:
+        torch.set_num_threads(previous)

@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from prune.selection.engine import _cpu_threads
+from prune.selection.engine import _cpu_threads, in_threads
 
 __all__ = ["HerdingResult", "gaussian_kernel_", "herd", "kernel_herding", "median_distance"]
 
@@ -93,16 +92,7 @@ def _each_block(matrix: torch.Tensor, work) -> list:
         for i in range(worker, len(blocks), workers):
             results[i] = work(*blocks[i], scratch)
 
-    if workers <= 1:
-        run(0)
-        return results
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, range(workers)))
-    finally:
-        torch.set_num_threads(previous)
+    in_threads(run, workers)
     return results
 
 

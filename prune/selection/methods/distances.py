@@ -20,9 +20,9 @@ the block is in cache rather than over the whole matrix afterwards.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
+
+from prune.selection.engine import in_threads
 
 BLOCK_ENTRIES = 1 << 18  # entries of one block of rows (1 MiB in float32)
 
@@ -93,16 +93,7 @@ def _blocked(p: int, samples: int, dtype: torch.dtype, device: torch.device, scr
             if not upper:
                 out[stop:, start:stop] = block[:, stop - start:].T
 
-    if workers <= 1:
-        work(0)
-    else:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(work, range(workers)))
-        finally:
-            torch.set_num_threads(previous)
+    in_threads(work, workers)
     out.fill_diagonal_(0)
     return out
 
