@@ -304,3 +304,9 @@ def test_the_shared_checkpoint_pass_gathers_the_records_of_every_rank(tmp_path):
         for name in ("prob_label_per_epoch", "margin_per_epoch", "correct_per_epoch"):
             assert np.array_equal(a[name][...], b[name][...]), name
         assert b["correct_per_epoch"][...].any() and not b["correct_per_epoch"][...].all()
+
+
+@pytest.mark.parametrize("name", ["herding", "craig", "el2n", "kcenter", "dual"])
+def test_a_method_that_reads_features_refuses_no_store(name):
+    with pytest.raises(PruneError, match=f"method {name} needs features"):
+        method_class(name)(None, MethodConfig(name), torch.device("cpu"))

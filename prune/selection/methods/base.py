@@ -147,6 +147,9 @@ class Method:
     min_checkpoints = 1  # warm-up checkpoints (epochs, T) the method reads at least
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
+        if store is None and self.needs_features:
+            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them",
+                             parameters=True)
         self.store, self.options, self.device = store, options, device
 
     @classmethod
@@ -203,9 +206,6 @@ class DistanceMethod(Method):
     similarity = "D - d, D the largest distance in each pool"
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
-        if store is None:
-            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them",
-                             parameters=True)
         super().__init__(store, options, device)
         self.split = 0
         self.posterior = options.posterior or self.default_posterior
@@ -278,9 +278,6 @@ class FieldMethod(Method):
     source = ""
 
     def __init__(self, store: FeatureStore | None, options: MethodConfig, device: torch.device):
-        if store is None:
-            raise PruneError(f"method {self.name} needs features; pass --features or let prune select compute them",
-                             parameters=True)
         super().__init__(store, options, device)
         self.posterior = options.posterior or self.default_posterior
         if self.posterior == "mean":
