@@ -27,20 +27,13 @@ def _items(text: str, name: str) -> tuple[str, ...]:
     return items
 
 
-def _floats(text: str, name: str) -> tuple[float, ...]:
-    items = _items(text, name)
+def _numbers(text: str, name: str, kind=float) -> tuple:
+    """The items of ``text`` as ``kind`` (float or int); one that is not is refused, naming the option."""
     try:
-        return tuple(float(v) for v in items)
+        return tuple(kind(v) for v in _items(text, name))
     except ValueError:
-        raise PruneError(f"{name} must be comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    items = _items(text, name)
-    try:
-        return tuple(int(v) for v in items)
-    except ValueError:
-        raise PruneError(f"{name} must be comma-separated integers, got {text!r}") from None
+        what = "integers" if kind is int else "numbers"
+        raise PruneError(f"{name} must be comma-separated {what}, got {text!r}") from None
 
 
 def _out_folder(text: str) -> Path:
@@ -84,8 +77,8 @@ def bench_command(
     device, out = value(device), _out_folder(out)
     config = BenchConfig(
         dataset=dataset, out=out, data_root=data_root, methods=_items(methods, "--methods"),
-        fractions=_floats(fractions, "--fractions"), label_noise=_floats(label_noise, "--label-noise"),
-        seeds=_ints(seeds, "--seeds"), model=model, warmup_epochs=warmup_epochs,
+        fractions=_numbers(fractions, "--fractions"), label_noise=_numbers(label_noise, "--label-noise"),
+        seeds=_numbers(seeds, "--seeds", int), model=model, warmup_epochs=warmup_epochs,
         train_epochs=train_epochs, lr=lr, batch_size=batch_size, augment=value(augment), amp=amp,
         posterior_samples=posterior_samples,
         posterior_sigma=posterior_sigma, dynamic=_items(dynamic, "--dynamic"),
